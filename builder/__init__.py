@@ -1,0 +1,1 @@
+"""edgebundle workstation side: convert, quantize, check, pack and sign XGBoost models."""

@@ -1,0 +1,72 @@
+"""Typed intermediate representation of a tree ensemble, independent of XGBoost and ONNX.
+
+Every emitter (float tree op, int8 tensor traversal) reads only this; the loader is the only
+place that knows XGBoost's JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+LEAF = -1
+_NO_INT = np.zeros(0, dtype=np.int32)
+_NO_FLOAT = np.zeros(0, dtype=np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class Tree:
+    """One regression tree in XGBoost's node-array form (node 0 is the root).
+
+    A node is a leaf where ``left == LEAF``. Internal node ``i`` sends a row left when
+    ``x[feature[i]] < threshold[i]`` (float32 comparison), right otherwise, and a missing
+    (NaN) value left when ``default_left[i]``.
+    """
+
+    left: npt.NDArray[np.int32]
+    right: npt.NDArray[np.int32]
+    feature: npt.NDArray[np.int32]
+    threshold: npt.NDArray[np.float32]
+    default_left: npt.NDArray[np.bool_]
+    value: npt.NDArray[np.float32]  # leaf value where left == LEAF, unused elsewhere
+    target: int  # output column this tree adds to (the class for multiclass)
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.left.shape[0])
+
+    @property
+    def is_leaf(self) -> npt.NDArray[np.bool_]:
+        return np.asarray(self.left == LEAF)
+
+    def depth(self) -> int:
+        """Number of splits on the longest root-to-leaf path (a lone leaf has depth 0)."""
+        depth = np.zeros(self.num_nodes, dtype=np.int64)
+        # XGBoost numbers children after their parent, so one forward pass suffices.
+        for i in range(self.num_nodes):
+            if self.left[i] != LEAF:
+                depth[self.left[i]] = depth[i] + 1
+                depth[self.right[i]] = depth[i] + 1
+        return int(depth.max())
+
+
+@dataclass(frozen=True, eq=False)
+class Ensemble:
+    """The trees that ``predict()`` uses, and what turns their sum into its output.
+
+    ``margin[c] = base_margin[c] + sum(leaf of tree t for trees with target c)`` for each of the
+    ``num_outputs`` columns (1, or the number of classes for multiclass).
+    """
+
+    trees: tuple[Tree, ...]
+    num_features: int
+    num_outputs: int
+    base_margin: npt.NDArray[np.float32]  # shape [num_outputs], already in margin space
+
+    def thresholds_per_feature(self) -> list[npt.NDArray[np.float32]]:
+        """Sorted distinct split thresholds of each feature (empty for unused features)."""
+        features = np.concatenate([t.feature[~t.is_leaf] for t in self.trees] + [_NO_INT])
+        thresholds = np.concatenate([t.threshold[~t.is_leaf] for t in self.trees] + [_NO_FLOAT])
+        return [np.unique(thresholds[features == f]) for f in range(self.num_features)]

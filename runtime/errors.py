@@ -1,0 +1,52 @@
+"""One domain error tree: callers catch ``BundleError`` and print its one-line message."""
+
+
+class BundleError(Exception):
+    """Base of every error edgebundle raises on purpose."""
+
+
+class FormatError(BundleError):
+    """The bundle container is malformed: bad tar, unexpected or unsafe members, size caps."""
+
+
+class SignatureError(BundleError):
+    """No valid signature by a trusted key over the manifest bytes."""
+
+
+class ManifestError(BundleError):
+    """The (signed) manifest does not parse or does not validate.
+
+    ``context`` is the dotted path of the offending field, e.g. ``files.model.onnx.sha256``.
+    """
+
+    def __init__(self, message: str, context: str = "") -> None:
+        self.context = context
+        super().__init__(f"{context}: {message}" if context else message)
+
+
+class IntegrityError(BundleError):
+    """A payload file does not match the size or sha256 its manifest lists."""
+
+
+class KeyFileError(BundleError):
+    """A signing or public key cannot be read or is of the wrong kind."""
+
+
+class CompatibilityError(BundleError):
+    """The bundle needs a newer runtime, onnxruntime or opset than this device has."""
+
+
+class RollbackError(BundleError):
+    """A version lower than (or equal to, with other content) one already seen."""
+
+
+class InputError(BundleError):
+    """A row to score is malformed: wrong feature count, a string where a number belongs..."""
+
+
+class ConversionError(BundleError):
+    """The model cannot be converted faithfully (unsupported objective, booster, split type...)."""
+
+
+class ParityError(BundleError):
+    """The converted model misses its error budget against XGBoost's own predictions."""
