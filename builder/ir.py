@@ -43,13 +43,16 @@ class Tree:
 
     def depth(self) -> int:
         """Number of splits on the longest root-to-leaf path (a lone leaf has depth 0)."""
-        depth = np.zeros(self.num_nodes, dtype=np.int64)
-        # XGBoost numbers children after their parent, so one forward pass suffices.
-        for i in range(self.num_nodes):
-            if self.left[i] != LEAF:
-                depth[self.left[i]] = depth[i] + 1
-                depth[self.right[i]] = depth[i] + 1
-        return int(depth.max())
+        deepest = 0
+        stack = [(0, 0)]
+        while stack:
+            node, depth = stack.pop()
+            if self.left[node] == LEAF:
+                deepest = max(deepest, depth)
+            else:
+                stack.append((int(self.left[node]), depth + 1))
+                stack.append((int(self.right[node]), depth + 1))
+        return deepest
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,39 @@
+# `make demo` and `make test` do all set-up on a fresh machine: they create .venv and install.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := demo
+DEMO_BUNDLE := bundles/credit-score-1.0.0.bundle
+
+.PHONY: demo test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[build,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(BIN)/python -m builder.example --out $(DEMO)
+	$(BIN)/bundle keygen --out $(DEMO)/keys
+	$(BIN)/bundle build $(DEMO)/model.json --name credit-score --version 1.0.0 \
+		--key $(DEMO)/keys/signing.key --data $(DEMO)/data.csv --force
+	$(BIN)/bundle verify $(DEMO_BUNDLE) --trust $(DEMO)/keys/signing.pub
+	@echo "--- scoring JSON lines through bundle-runtime (stdin → stdout)"
+	$(BIN)/bundle-runtime score --bundle $(DEMO_BUNDLE) --trust $(DEMO)/keys/signing.pub \
+		< $(DEMO)/rows.jsonl
+	@echo "--- scoring CSV rows"
+	head -4 $(DEMO)/data.csv | $(BIN)/bundle-runtime score --bundle $(DEMO_BUNDLE) \
+		--trust $(DEMO)/keys/signing.pub --format csv
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n auto
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) $(DEMO) bundles/*.bundle

@@ -1,0 +1,109 @@
+"""Train the demo model: a credit-scoring-like classifier on data generated with numpy.
+
+``python -m builder.example --out demo`` writes ``model.json`` (XGBoost), ``data.csv`` (held-out
+rows with an ``id`` column, for ``bundle build --data`` and CSV scoring) and ``rows.jsonl``
+(a few rows as JSON objects, some with missing values, for ``bundle-runtime score``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import xgboost as xgb
+
+FEATURES = (
+    "age",
+    "annual_income",
+    "debt_to_income",
+    "credit_lines",
+    "late_payments_2y",
+    "months_employed",
+    "card_utilization",
+    "loan_amount",
+    "home_owner",
+)
+
+
+def make_data(rows: int, seed: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Applicants with plausible marginals, some missing income/employment, and a default
+    probability that depends non-linearly on them."""
+    rng = np.random.default_rng(seed)
+    age = rng.integers(19, 80, rows).astype(float)
+    income = np.round(rng.lognormal(10.6, 0.5, rows), -2)
+    dti = np.clip(rng.beta(2, 5, rows) * 0.9, 0, None)
+    lines = rng.poisson(4, rows).astype(float)
+    late = rng.poisson(0.4, rows).astype(float)
+    employed = np.minimum(rng.exponential(60, rows), 12 * (age - 18)).round()
+    utilization = rng.beta(2, 3, rows)
+    loan = np.round(rng.lognormal(9.2, 0.7, rows), -1)
+    owner = (rng.random(rows) < 0.45).astype(float)
+    logit = (
+        -2.2
+        + 3.0 * dti
+        + 0.9 * late
+        + 2.0 * (utilization - 0.4)
+        - 0.5 * np.log(income / 40000)
+        + 0.4 * np.log(loan / 10000)
+        - 0.012 * (age - 40)
+        - 0.004 * employed
+        - 0.3 * owner
+    )
+    y = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    x = np.stack([age, income, dti, lines, late, employed, utilization, loan, owner], axis=1)
+    x[rng.random(rows) < 0.06, 1] = np.nan  # income not reported
+    x[rng.random(rows) < 0.10, 5] = np.nan  # employment unknown
+    return x, y
+
+
+def train(x: npt.NDArray[np.float64], y: npt.NDArray[np.int64], rounds: int) -> xgb.Booster:
+    dtrain = xgb.DMatrix(x, label=y, feature_names=list(FEATURES))
+    params = {
+        "objective": "binary:logistic",
+        "tree_method": "hist",
+        "max_depth": 5,
+        "eta": 0.1,
+        "subsample": 0.9,
+        "eval_metric": "auc",
+        "seed": 7,
+        "nthread": 1,
+    }
+    return xgb.train(params, dtrain, num_boost_round=rounds)
+
+
+def _cell(value: float) -> str:
+    return "" if math.isnan(value) else repr(float(value))
+
+
+def write_example(out: Path, rounds: int = 150) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    x, y = make_data(6000, seed=1)
+    train(x[:5000], y[:5000], rounds).save_model(out / "model.json")
+    held_out = x[5000:5200]
+    with (out / "data.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", *FEATURES])
+        for i, row in enumerate(held_out):
+            writer.writerow([f"applicant-{i}", *(_cell(v) for v in row)])
+    with (out / "rows.jsonl").open("w") as handle:
+        for i, row in enumerate(held_out[:5]):
+            record = {"id": f"applicant-{i}"}
+            record.update({n: None if math.isnan(v) else float(v) for n, v in zip(FEATURES, row)})
+            handle.write(json.dumps(record) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--rounds", type=int, default=150, help="boosting rounds")
+    args = parser.parse_args()
+    write_example(args.out, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
