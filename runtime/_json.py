@@ -1,0 +1,184 @@
+"""Strict JSON for signed documents: one parse, no ambiguity, typed field access.
+
+Signed bytes must mean exactly one thing, so the parser refuses what ``json.loads`` tolerates:
+duplicate keys (last one silently wins), ``NaN``/``Infinity`` tokens, numbers that overflow to
+infinity, and bytes that are not UTF-8. The ``get_*`` helpers read one field each and raise
+``ManifestError`` carrying the dotted path of the field, in the style of pypa/packaging's
+``direct_url.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, NoReturn, TypeVar
+
+from runtime.errors import ManifestError
+
+_T = TypeVar("_T")
+
+
+def loads_strict(data: bytes, what: str) -> dict[str, Any]:
+    """Parse ``data`` as one JSON object; ``what`` names the document in error messages."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{what} is not valid UTF-8 (byte {e.start})") from None
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=lambda pairs: _unique_object(pairs, what),
+            parse_constant=lambda token: _refuse_constant(token, what),
+            parse_float=lambda token: _finite_float(token, what),
+        )
+    except ValueError as e:  # JSONDecodeError, and ints beyond the interpreter's digit limit
+        raise ManifestError(f"{what} is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise ManifestError(f"{what} must be a JSON object, not {json_type(value)}")
+    return value
+
+
+def _unique_object(pairs: list[tuple[str, Any]], what: str) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ManifestError(f"{what} has a duplicate key {quote(key)}")
+        obj[key] = value
+    return obj
+
+
+def _refuse_constant(token: str, what: str) -> NoReturn:
+    raise ManifestError(f"{what} contains {token}, which is not JSON")
+
+
+def _finite_float(token: str, what: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise ManifestError(f"{what} contains the number {token}, which overflows a float")
+    return value
+
+
+def dumps_canonical(obj: Mapping[str, Any]) -> bytes:
+    """The one byte form of a signed document: sorted keys, 2-space indent, UTF-8, final newline."""
+    text = json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
+    return (text + "\n").encode("utf-8")
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def join(context: str, key: str) -> str:
+    """Dotted path of ``key`` inside ``context`` (``files`` + ``model.onnx``)."""
+    return f"{context}.{key}" if context else key
+
+
+def quote(value: str) -> str:
+    """``repr`` of a document's string for an error message, cut short: it may be hostile."""
+    return repr(value) if len(value) <= 80 else repr(value[:80]) + "..."
+
+
+def reject_unknown(d: Mapping[str, Any], allowed: Collection[str], context: str) -> None:
+    """Refuse keys this format version does not define, so typos never pass silently."""
+    unknown = sorted(set(d) - set(allowed))
+    if unknown:
+        # The key is named in the message, not the context: it is untrusted text.
+        where = "key" if context else "top-level key"
+        raise ManifestError(f"unknown {where} {quote(unknown[0])}", context=context)
+
+
+def _require(d: Mapping[str, Any], key: str, context: str) -> Any:
+    if key not in d:
+        raise ManifestError("missing required key", context=join(context, key))
+    return d[key]
+
+
+def _wrong_type(value: object, expected: str, context: str) -> ManifestError:
+    return ManifestError(f"expected {expected}, got {json_type(value)}", context=context)
+
+
+def get_str(d: Mapping[str, Any], key: str, context: str) -> str:
+    value = _require(d, key, context)
+    if not isinstance(value, str):
+        raise _wrong_type(value, "a string", join(context, key))
+    check_unicode(value, join(context, key))
+    return value
+
+
+def check_unicode(value: str, context: str) -> None:
+    """Refuse lone surrogates (legal in JSON escapes), which cannot be written back as UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ManifestError("string holds a lone surrogate escape", context=context) from None
+
+
+def get_int(d: Mapping[str, Any], key: str, context: str) -> int:
+    value = _require(d, key, context)
+    # bool is an int subclass in Python; JSON true is never a count.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(value, "an integer", join(context, key))
+    return value
+
+
+def get_float(d: Mapping[str, Any], key: str, context: str) -> float:
+    """A finite number; JSON integers are accepted (``0`` for ``0.0``)."""
+    value = _require(d, key, context)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _wrong_type(value, "a number", join(context, key))
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ManifestError("number must be finite", context=join(context, key))
+    return number
+
+
+def get_bool(d: Mapping[str, Any], key: str, context: str) -> bool:
+    value = _require(d, key, context)
+    if not isinstance(value, bool):
+        raise _wrong_type(value, "a boolean", join(context, key))
+    return value
+
+
+def get_obj(d: Mapping[str, Any], key: str, context: str) -> dict[str, Any]:
+    value = _require(d, key, context)
+    if not isinstance(value, dict):
+        raise _wrong_type(value, "an object", join(context, key))
+    return value
+
+
+def get_list(d: Mapping[str, Any], key: str, context: str) -> list[Any]:
+    value = _require(d, key, context)
+    if not isinstance(value, list):
+        raise _wrong_type(value, "an array", join(context, key))
+    return value
+
+
+def get_optional(
+    d: Mapping[str, Any],
+    key: str,
+    context: str,
+    getter: Callable[[Mapping[str, Any], str, str], _T],
+) -> _T | None:
+    """A key that must be present but may be ``null``: absence is a mistake, null a statement."""
+    if _require(d, key, context) is None:
+        return None
+    return getter(d, key, context)

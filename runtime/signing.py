@@ -1,0 +1,248 @@
+"""Ed25519 signatures over domain-separated messages, and the keys that make them.
+
+A signature covers ``context + message``, where ``context`` names what is signed (a manifest,
+later an OTA channel index) and ends in a NUL byte, so a signature made for one kind of document
+can never be replayed as another. ``manifest.sig`` holds one entry per signing key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from runtime._json import (
+    dumps_canonical,
+    get_list,
+    get_str,
+    join,
+    json_type,
+    loads_strict,
+    quote,
+    reject_unknown,
+)
+from runtime.errors import KeyFileError, ManifestError, SignatureError
+
+MANIFEST_CONTEXT = b"edgebundle/manifest/v1\x00"
+MAX_SIGNATURES = 16
+
+_KEYID = re.compile(r"[0-9a-f]{64}")
+_SIGNATURE_BYTES = 64
+
+
+def keyid(public_key: Ed25519PublicKey) -> str:
+    """Lowercase hex sha256 of the raw 32-byte public key."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _read_key_file(path: Path, kind: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(f"{kind} key file not found: {path}") from None
+    except OSError as e:
+        raise KeyFileError(f"cannot read {kind} key file {path}: {e.strerror}") from None
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """An Ed25519 public key from a PEM SubjectPublicKeyInfo file."""
+    data = _read_key_file(path, "public")
+    if b"PRIVATE KEY-----" in data:
+        raise KeyFileError(f"{path} holds a private key; give the public key (.pub) instead")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError:
+        raise KeyFileError(f"{path} is not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyFileError(f"{path} is not an Ed25519 public key (found {type(key).__name__})")
+    return key
+
+
+def load_private_key(path: Path, passphrase: bytes | None) -> Ed25519PrivateKey:
+    """An Ed25519 private key from PKCS8 PEM; give a passphrase exactly when it is encrypted."""
+    data = _read_key_file(path, "private")
+    encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data
+    if not encrypted and b"-----BEGIN PRIVATE KEY-----" not in data:
+        raise KeyFileError(f"{path} is not a PKCS8 PEM private key")
+    if encrypted and passphrase is None:
+        raise KeyFileError(f"{path} is encrypted; a passphrase is required")
+    if not encrypted and passphrase is not None:
+        raise KeyFileError(f"{path} is not encrypted, but a passphrase was given")
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase)
+    except ValueError:
+        if encrypted:
+            raise KeyFileError(f"wrong passphrase for {path}") from None
+        raise KeyFileError(f"{path} is not a valid PKCS8 PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path} is not an Ed25519 private key (found {type(key).__name__})")
+    return key
+
+
+class TrustedKeys(Mapping[str, Ed25519PublicKey]):
+    """The public keys a verifier trusts, by keyid. Never empty: an empty set trusts nothing."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: Iterable[Ed25519PublicKey]) -> None:
+        by_id = {keyid(key): key for key in keys}
+        if not by_id:
+            raise KeyFileError("no trusted public keys given")
+        self._keys: Mapping[str, Ed25519PublicKey] = MappingProxyType(by_id)
+
+    @classmethod
+    def from_paths(cls, paths: Iterable[Path]) -> TrustedKeys:
+        return cls(load_public_key(path) for path in paths)
+
+    def __getitem__(self, key: str) -> Ed25519PublicKey:
+        return self._keys[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        return f"TrustedKeys({sorted(self._keys)})"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SignatureEntry:
+    keyid: str
+    sig: str  # standard base64 (with padding) of the 64-byte Ed25519 signature
+
+    def __post_init__(self) -> None:
+        if not _KEYID.fullmatch(self.keyid):
+            raise ManifestError(f"{quote(self.keyid)} is not a keyid (64 lowercase hex digits)")
+        _decode_signature(self.sig)
+
+    @property
+    def signature(self) -> bytes:
+        return _decode_signature(self.sig)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> SignatureEntry:
+        reject_unknown(d, ("keyid", "sig"), context)
+        keyid_text, sig = get_str(d, "keyid", context), get_str(d, "sig", context)
+        try:
+            return cls(keyid=keyid_text, sig=sig)
+        except ManifestError as e:
+            raise ManifestError(str(e), context=context) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keyid": self.keyid, "sig": self.sig}
+
+
+def _decode_signature(text: str) -> bytes:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ManifestError("signature is not standard base64") from None
+    # Exactly one text per signature: refuse non-canonical padding bits and lengths.
+    if len(raw) != _SIGNATURE_BYTES or base64.b64encode(raw).decode("ascii") != text:
+        raise ManifestError(f"signature is not a canonical base64 {_SIGNATURE_BYTES}-byte value")
+    return raw
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SignatureFile:
+    signatures: tuple[SignatureEntry, ...]
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.signatures) <= MAX_SIGNATURES:
+            raise ManifestError(
+                f"must hold 1 to {MAX_SIGNATURES} signatures, got {len(self.signatures)}"
+            )
+        keyids = [entry.keyid for entry in self.signatures]
+        if len(set(keyids)) != len(keyids):
+            raise ManifestError("holds two signatures by the same key")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> SignatureFile:
+        reject_unknown(d, ("signatures",), context)
+        list_context = join(context, "signatures")
+        entries = []
+        for index, item in enumerate(get_list(d, "signatures", context)):
+            item_context = f"{list_context}[{index}]"
+            if not isinstance(item, dict):
+                raise ManifestError(f"expected an object, got {json_type(item)}", item_context)
+            entries.append(SignatureEntry.from_dict(item, item_context))
+        try:
+            return cls(signatures=tuple(entries))
+        except ManifestError as e:
+            raise ManifestError(str(e), context=list_context) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"signatures": [entry.to_dict() for entry in self.signatures]}
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON, formatted like ``manifest.json``."""
+        return dumps_canonical(self.to_dict())
+
+
+def parse_signature_file(data: bytes, what: str = "manifest.sig") -> SignatureFile:
+    """Strictly parse a signature file; any defect is a ``SignatureError`` naming ``what``."""
+    try:
+        return SignatureFile.from_dict(loads_strict(data, what))
+    except ManifestError as e:
+        raise SignatureError(f"malformed {what}: {e}") from None
+
+
+def _check_context(context: bytes) -> None:
+    # One trailing NUL and no other: no context can then be a prefix of another.
+    if not context.endswith(b"\x00") or context.count(b"\x00") != 1:
+        raise ValueError("a signing context must end in a single NUL byte")
+
+
+def sign(private_key: Ed25519PrivateKey, context: bytes, message: bytes) -> SignatureEntry:
+    """Sign ``context + message``."""
+    _check_context(context)
+    signature = private_key.sign(context + message)
+    return SignatureEntry(
+        keyid=keyid(private_key.public_key()),
+        sig=base64.b64encode(signature).decode("ascii"),
+    )
+
+
+def verify(
+    signatures: Sequence[SignatureEntry],
+    trusted: TrustedKeys,
+    context: bytes,
+    message: bytes,
+) -> str:
+    """Return the keyid of the first trusted key whose signature over ``context + message`` holds.
+
+    Signatures by keys that are not trusted are ignored. A failing signature by a trusted key
+    matters only when no other trusted signature holds, and is then named in the error.
+    """
+    _check_context(context)
+    signed = context + message
+    invalid: list[str] = []
+    for entry in signatures:
+        key = trusted.get(entry.keyid)
+        if key is None:
+            continue
+        try:
+            key.verify(entry.signature, signed)
+        except InvalidSignature:
+            invalid.append(entry.keyid)
+            continue
+        return entry.keyid
+    signers = ", ".join(entry.keyid for entry in signatures) or "nobody"
+    detail = f"; invalid signature by trusted key {', '.join(invalid)}" if invalid else ""
+    raise SignatureError(f"no valid signature by a trusted key (signed by: {signers}{detail})")
