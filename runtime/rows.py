@@ -1,0 +1,320 @@
+"""Input rows in, output records out: the scoring contract of DESIGN §5.
+
+Parsing is a pure function of one line (JSONL) or one row of cells (CSV) and yields either a
+``Row`` or a ``RowError``, so one bad row costs one error record and the stream goes on.
+Every value becomes float32 the way XGBoost converts its input (float64, then float32), and
+NaN means missing.
+
+JSON rows are an object keyed by feature name (a missing key or ``null`` is a missing value,
+``"id"`` is echoed, any other key is refused so that a typo never turns into a silent missing
+value) or an array of exactly one value per feature in manifest order.
+
+CSV cells: empty or ``nan`` (any case) is missing; otherwise the cell must be an ASCII number
+that Python's ``float()`` reads, without ``_`` separators. ``inf``/``-inf`` are accepted as
+values, as XGBoost accepts them; numbers beyond float32 range become ±inf the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import numpy as np
+import numpy.typing as npt
+
+from runtime._json import json_type
+from runtime.errors import CompatibilityError, InputError
+from runtime.manifest import OutputSpec
+from runtime.scoring import to_records
+
+if TYPE_CHECKING:
+    from runtime.scoring import Scorer
+
+ID_KEY = "id"
+ERROR_KEY = "error"
+_MAX_SHOWN = 32  # characters of a bad cell quoted back in an error message
+_MAX_NAMED = 5  # unknown keys named in one error message
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Row:
+    """One parsed row: float32 ``[F]`` values (NaN = missing) and what to echo back."""
+
+    values: npt.NDArray[np.float32]
+    passthrough: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """A row that cannot be scored; ``message`` is one line starting with where it was."""
+
+    message: str
+    passthrough: dict[str, object]
+
+
+class JsonRowParser:
+    """Reads JSONL lines, or already-parsed JSON values, as rows of the model's features."""
+
+    def __init__(self, features: Sequence[str]) -> None:
+        self._features = tuple(features)
+        self._index = {name: i for i, name in enumerate(self._features)}
+        # A model may have a feature called "id"; then it is a feature, not an echo.
+        self._echo_id = ID_KEY not in self._index
+
+    def parse_line(self, line: bytes, where: str) -> Row | RowError:
+        if not line.strip():
+            return RowError(f"{where}: blank line", {})
+        try:
+            value = _loads_row(line)
+        except InputError as e:
+            return RowError(f"{where}: {e}", {})
+        return self.parse_value(value, where)
+
+    def parse_value(self, value: object, where: str) -> Row | RowError:
+        passthrough: dict[str, object] = {}
+        try:
+            if isinstance(value, dict):
+                passthrough = self._read_id(value)
+                values = self._from_object(value)
+            elif isinstance(value, list):
+                values = self._from_array(value)
+            else:
+                raise InputError(f"expected a JSON object or array, got {json_type(value)}")
+        except InputError as e:
+            return RowError(f"{where}: {e}", passthrough)
+        return Row(values=values, passthrough=passthrough)
+
+    def _read_id(self, obj: dict[str, Any]) -> dict[str, object]:
+        if not self._echo_id or ID_KEY not in obj:
+            return {}
+        value = obj[ID_KEY]
+        if isinstance(value, (dict, list)):
+            raise InputError(f"{ID_KEY!r} must be a JSON scalar, got {json_type(value)}")
+        return {ID_KEY: value}
+
+    def _from_object(self, obj: dict[str, Any]) -> npt.NDArray[np.float32]:
+        unknown = [k for k in obj if k not in self._index and not (k == ID_KEY and self._echo_id)]
+        if unknown:
+            names = ", ".join(repr(k) for k in unknown[:_MAX_NAMED])
+            more = f" and {len(unknown) - _MAX_NAMED} more" if len(unknown) > _MAX_NAMED else ""
+            raise InputError(f"unknown key{'s' if len(unknown) > 1 else ''} {names}{more}")
+        values = [math.nan] * len(self._features)
+        for name, value in obj.items():
+            if name in self._index:
+                values[self._index[name]] = _json_number(value, name)
+        return _to_float32(values)
+
+    def _from_array(self, array: list[Any]) -> npt.NDArray[np.float32]:
+        if len(array) != len(self._features):
+            raise InputError(f"expected {len(self._features)} values, got {len(array)}")
+        return _to_float32(
+            [_json_number(v, name) for v, name in zip(array, self._features, strict=True)]
+        )
+
+
+def _loads_row(line: bytes) -> object:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"not valid UTF-8 (byte {e.start})") from None
+    try:
+        return _DECODER.decode(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"invalid JSON: {e.msg} at column {e.colno}") from None
+    except ValueError as e:  # ints beyond the interpreter's digit limit
+        raise InputError(f"invalid JSON: {e}") from None
+    except RecursionError:
+        raise InputError("invalid JSON: nested too deeply") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise InputError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _refuse_constant(token: str) -> NoReturn:
+    raise InputError(f"{token} is not a JSON number; leave the value out or use null")
+
+
+# Built once: json.loads with hooks would build a decoder for every line.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+
+
+def _json_number(value: object, feature: str) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"feature {feature!r}: expected a number, got {json_type(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer literal beyond float64; 1e400 already parsed as inf
+        number = math.inf
+    if not math.isfinite(number):
+        raise InputError(f"feature {feature!r}: number out of range")
+    return number
+
+
+def _to_float32(values: Sequence[float]) -> npt.NDArray[np.float32]:
+    # Each Python float (a float64) is rounded once to float32, as XGBoost converts its input;
+    # beyond float32 range a value becomes ±inf, as there.
+    with np.errstate(over="ignore"):
+        return np.array(values, dtype=np.float32)
+
+
+class CsvRowParser:
+    """Reads CSV rows by the header's column names; non-feature columns are passed through."""
+
+    def __init__(
+        self, header: Sequence[str], features: Sequence[str], reserved: Collection[str]
+    ) -> None:
+        """Check the header row; ``reserved`` are the output's own column names."""
+        _check_header(header, features, reserved)
+        self._width = len(header)
+        position = {name: j for j, name in enumerate(header)}
+        self._feature_columns = [(name, position[name]) for name in features]
+        feature_set = set(features)
+        self.passthrough_columns = tuple(name for name in header if name not in feature_set)
+        self._passthrough_positions = [position[name] for name in self.passthrough_columns]
+
+    def parse_cells(self, cells: Sequence[str], where: str) -> Row | RowError:
+        if not cells:
+            return RowError(f"{where}: blank line", {})
+        if _has_surrogates(cells):
+            return RowError(f"{where}: not valid UTF-8", {})
+        if len(cells) != self._width:
+            return RowError(f"{where}: expected {self._width} cells, got {len(cells)}", {})
+        passthrough: dict[str, object] = {
+            name: cells[j]
+            for name, j in zip(self.passthrough_columns, self._passthrough_positions, strict=True)
+        }
+        try:
+            values = [_csv_number(cells[j], name) for name, j in self._feature_columns]
+        except InputError as e:
+            return RowError(f"{where}: {e}", passthrough)
+        return Row(values=_to_float32(values), passthrough=passthrough)
+
+
+def _check_header(
+    header: Sequence[str], features: Sequence[str], reserved: Collection[str]
+) -> None:
+    if _has_surrogates(header):
+        raise InputError("CSV header is not valid UTF-8")
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise InputError(f"CSV header repeats column {name!r}")
+        seen.add(name)
+    missing = [name for name in features if name not in seen]
+    if missing:
+        names = ", ".join(repr(name) for name in missing)
+        plural = "s" if len(missing) > 1 else ""
+        raise InputError(f"CSV header lacks feature column{plural} {names}")
+    clashing = [name for name in header if name in reserved and name not in features]
+    if clashing:
+        raise InputError(f"CSV column {clashing[0]!r} clashes with an output column")
+
+
+def _csv_number(cell: str, column: str) -> float:
+    text = cell.strip()
+    if not text:
+        return math.nan
+    # float() also reads "1_000" and non-ASCII digits; neither is a number in a CSV file.
+    if text.isascii() and "_" not in text:
+        try:
+            return float(text)  # "nan" reads as NaN, which is missing
+        except ValueError:
+            pass
+    shown = text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
+    raise InputError(f"column {column!r}: expected a number, got {shown!r}")
+
+
+def _has_surrogates(cells: Iterable[str]) -> bool:
+    # Input lines are decoded with surrogateescape, so bytes that are not UTF-8 show up here.
+    try:
+        "".join(cells).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def score_rows(scorer: Scorer, parsed: Sequence[Row | RowError]) -> list[dict[str, object]]:
+    """One output record per parsed row, in order, scoring all good rows in one call."""
+    good = [row for row in parsed if isinstance(row, Row)]
+    if good:
+        x = np.stack([row.values for row in good])
+    else:
+        x = np.zeros((0, scorer.num_features), dtype=np.float32)
+    scored = iter(to_records(scorer.predict(x)))
+    return [
+        {**row.passthrough, **next(scored)} if isinstance(row, Row) else error_record(row)
+        for row in parsed
+    ]
+
+
+def error_record(error: RowError) -> dict[str, object]:
+    return {**error.passthrough, ERROR_KEY: error.message}
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def encode_jsonl(records: Iterable[dict[str, object]]) -> bytes:
+    """One compact JSON object per line; non-ASCII is escaped, so any echoed id is writable."""
+    return b"".join(_ENCODER.encode(record).encode("ascii") + b"\n" for record in records)
+
+
+class CsvWriter:
+    """CSV output: passthrough columns, then output columns (lists expanded), then ``error``."""
+
+    def __init__(self, passthrough_columns: Sequence[str], outputs: Sequence[OutputSpec]) -> None:
+        self._passthrough = tuple(passthrough_columns)
+        self._outputs = tuple(outputs)
+        self.columns = (*self._passthrough, *output_columns(outputs), ERROR_KEY)
+
+    def header(self) -> bytes:
+        return self._encode([list(self.columns)])
+
+    def encode(self, records: Iterable[dict[str, object]]) -> bytes:
+        return self._encode(self._cells(record) for record in records)
+
+    def _cells(self, record: dict[str, object]) -> list[object]:
+        cells: list[object] = [record.get(name, "") for name in self._passthrough]
+        for spec in self._outputs:
+            value = record.get(spec.name)
+            if len(spec.shape) == 2:
+                cells.extend(value if isinstance(value, list) else [None] * spec.shape[1])
+            else:
+                cells.append(value)
+        cells.append(record.get(ERROR_KEY))
+        return cells
+
+    @staticmethod
+    def _encode(rows: Iterable[Sequence[object]]) -> bytes:
+        text = io.StringIO()
+        # "\n" like the JSONL output: one record per line for line-oriented consumers.
+        csv.writer(text, lineterminator="\n").writerows(rows)
+        return text.getvalue().encode("utf-8")
+
+
+def output_columns(outputs: Sequence[OutputSpec]) -> list[str]:
+    """CSV column names of the outputs: ``[N, C]`` outputs expand to ``name_0`` .. ``name_C-1``."""
+    columns: list[str] = []
+    for spec in outputs:
+        if len(spec.shape) == 1:
+            columns.append(spec.name)
+        elif len(spec.shape) == 2 and spec.shape[1] > 0:
+            columns.extend(f"{spec.name}_{i}" for i in range(spec.shape[1]))
+        else:
+            raise CompatibilityError(
+                f"output {spec.name!r} has shape {list(spec.shape)}; CSV needs [N] or [N, C]"
+            )
+    return columns

@@ -1,0 +1,214 @@
+"""One scorer for stdin, HTTP and the install-time selftest: an onnxruntime session on the bundle.
+
+The graph contract (DESIGN §5): one input ``"input"`` float32 ``[N, F]`` with NaN for missing
+values, and one graph output per manifest ``OutputSpec`` carrying the same name, element type
+and rank. It is checked once at load, so a bundle that would score wrongly is refused before
+the first row rather than failing on every row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from runtime.errors import CompatibilityError, InputError
+from runtime.manifest import OutputSpec
+
+if TYPE_CHECKING:
+    from runtime.bundle import VerifiedBundle
+
+INPUT_NAME = "input"
+DEFAULT_THREADS = 1  # see Scorer
+_ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)"}
+_NUMPY_TYPES: dict[str, np.dtype[Any]] = {
+    "float32": np.dtype(np.float32),
+    "int64": np.dtype(np.int64),
+}
+
+
+class Scorer:
+    """A loaded model: ``predict`` maps float32 ``[N, F]`` rows to one array per output.
+
+    Thread-safe: the only state is the session, whose ``run`` onnxruntime allows concurrently.
+
+    ``threads`` is onnxruntime's intra-op thread count (0: its own choice, one per core). The
+    default is 1 because with more threads the tree ensemble kernels split the sum over trees
+    differently for different batch sizes, so the same row could score a last bit differently
+    alone than in a batch; with 1 thread an answer never depends on what arrived with it.
+    """
+
+    def __init__(
+        self,
+        model_bytes: bytes,
+        features: Sequence[str],
+        outputs: Sequence[OutputSpec],
+        threads: int = DEFAULT_THREADS,
+    ) -> None:
+        if threads < 0:
+            raise ValueError("threads must be >= 0 (0 = onnxruntime's default)")
+        self.features = tuple(features)
+        self.outputs = tuple(outputs)
+        self._output_names = [spec.name for spec in self.outputs]
+        self._session = _open_session(model_bytes, threads)
+        _check_input(self._session, len(self.features))
+        _check_outputs(self._session, self.outputs)
+
+    @classmethod
+    def from_bundle(cls, bundle: VerifiedBundle, threads: int = DEFAULT_THREADS) -> Scorer:
+        manifest = bundle.manifest
+        features = [feature.name for feature in manifest.inputs.features]
+        return cls(bundle.files["model.onnx"], features, manifest.outputs, threads)
+
+    @property
+    def num_features(self) -> int:
+        return len(self.features)
+
+    def predict(self, x: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[Any]]:
+        """Score ``x`` (float32 ``[N, F]``, NaN = missing); keys follow the manifest's outputs."""
+        if x.dtype != np.float32:
+            raise InputError(f"input must be float32, got {x.dtype}")
+        if x.ndim != 2 or x.shape[1] != self.num_features:
+            raise InputError(f"input must have shape [N, {self.num_features}], got {list(x.shape)}")
+        n = x.shape[0]
+        if n == 0:
+            # Tree-ensemble kernels are not required to accept empty batches; none is needed.
+            return {spec.name: _empty(spec) for spec in self.outputs}
+        try:
+            results = self._session.run(self._output_names, {INPUT_NAME: np.ascontiguousarray(x)})
+        except Exception as e:  # onnxruntime's errors share no base class below Exception
+            raise CompatibilityError(f"onnxruntime failed to score: {_first_line(e)}") from None
+        scored = dict(zip(self._output_names, results, strict=True))
+        for spec in self.outputs:
+            _check_result(spec, scored[spec.name], n)
+        return scored
+
+
+def _open_session(model_bytes: bytes, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    # Rows are batched by the caller; a second thread pool would only add contention.
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Failures surface as exceptions; onnxruntime's own warnings would only clutter stderr,
+    # where the CLI promises one line per problem.
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(
+            model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as e:  # onnxruntime's errors share no base class below Exception
+        raise CompatibilityError(f"onnxruntime cannot load the model: {_first_line(e)}") from None
+
+
+def _check_input(session: ort.InferenceSession, num_features: int) -> None:
+    inputs = session.get_inputs()
+    if [arg.name for arg in inputs] != [INPUT_NAME]:
+        names = ", ".join(repr(arg.name) for arg in inputs)
+        raise CompatibilityError(f"model must have exactly one input {INPUT_NAME!r}, has {names}")
+    arg = inputs[0]
+    if arg.type != _ORT_TYPES["float32"]:
+        raise CompatibilityError(f"model input {INPUT_NAME!r} must be float32, is {arg.type}")
+    if not _shape_matches(arg.shape, (-1, num_features)):
+        raise CompatibilityError(
+            f"model input {INPUT_NAME!r} has shape {arg.shape}, "
+            f"the manifest lists {num_features} features"
+        )
+
+
+def _check_outputs(session: ort.InferenceSession, specs: Sequence[OutputSpec]) -> None:
+    graph = {arg.name: arg for arg in session.get_outputs()}
+    expected = [spec.name for spec in specs]
+    if sorted(graph) != sorted(expected):
+        raise CompatibilityError(
+            f"model outputs {sorted(graph)} do not match the manifest's {sorted(expected)}"
+        )
+    for spec in specs:
+        arg = graph[spec.name]
+        if arg.type != _ORT_TYPES[spec.dtype]:
+            raise CompatibilityError(
+                f"model output {spec.name!r} is {arg.type}, the manifest says {spec.dtype}"
+            )
+        if not _shape_matches(arg.shape, spec.shape):
+            raise CompatibilityError(
+                f"model output {spec.name!r} has shape {arg.shape}, "
+                f"the manifest says {list(spec.shape)}"
+            )
+
+
+def _shape_matches(graph_shape: object, spec_shape: Sequence[int]) -> bool:
+    """Same rank, and equal wherever both sides are fixed (-1 and symbolic dims match anything).
+
+    onnxruntime reports an unknown rank as ``[]``; that passes here and ``_check_result``
+    checks the arrays the session returns instead (a spec always has rank >= 1).
+    """
+    if not isinstance(graph_shape, list) or not graph_shape:
+        return True
+    if len(graph_shape) != len(spec_shape):
+        return False
+    return all(
+        not isinstance(dim, int) or want == -1 or dim == want
+        for dim, want in zip(graph_shape, spec_shape, strict=True)
+    )
+
+
+def _check_result(spec: OutputSpec, value: object, n: int) -> None:
+    expected = (n, *spec.shape[1:])
+    if not isinstance(value, np.ndarray):
+        raise CompatibilityError(f"model output {spec.name!r} is not a tensor")
+    if value.dtype != _NUMPY_TYPES[spec.dtype] or value.shape != expected:
+        raise CompatibilityError(
+            f"model output {spec.name!r} came back as {value.dtype} {list(value.shape)}, "
+            f"expected {spec.dtype} {list(expected)}"
+        )
+
+
+def _empty(spec: OutputSpec) -> npt.NDArray[Any]:
+    return np.zeros((0, *spec.shape[1:]), dtype=_NUMPY_TYPES[spec.dtype])
+
+
+# onnxruntime prefixes its messages with a status code and often the C++ source location and
+# function signature; the user needs only what follows.
+_ORT_NOISE = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (?:\S+:\d+ [^(]*\([^)]*\) )?")
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return _ORT_NOISE.sub("", lines[0]) if lines else type(error).__name__
+
+
+def to_records(outputs: Mapping[str, npt.NDArray[Any]]) -> list[dict[str, object]]:
+    """One ``{output name: value}`` dict per row, ready for JSON or CSV.
+
+    float32 values become the Python float whose repr is the shortest decimal that reads back
+    as the same float32, so ``0.1f`` is written ``0.1``, not ``0.10000000149011612``.
+    Non-finite floats become ``None``: JSON has no spelling for them. Integers become ``int``
+    and ``[N, C]`` outputs become lists.
+    """
+    columns = {name: to_python(value) for name, value in outputs.items()}
+    rows = len(next(iter(columns.values()), []))
+    return [{name: column[i] for name, column in columns.items()} for i in range(rows)]
+
+
+def to_python(value: npt.NDArray[Any]) -> list[Any]:
+    """``value.tolist()``, with float32 rendered as in ``to_records`` (non-finite as ``None``)."""
+    if value.dtype == np.float32:
+        rendered = _shortest_floats(value.reshape(-1)).reshape(value.shape).astype(object)
+        rendered[~np.isfinite(value)] = None
+        return rendered.tolist()  # type: ignore[no-any-return]
+    return value.tolist()  # type: ignore[no-any-return]
+
+
+def _shortest_floats(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    # numpy (>= 1.14) formats float32 with the shortest digits that uniquely identify it
+    # (Dragon4). Reading those digits as float64 gives a double whose repr is the same short
+    # text. Verifying the round trip makes this exact whatever the numpy version or its print
+    # options; a value that fails keeps its exact float64 widening, which always round-trips.
+    shortest = values.astype(str).astype(np.float64)
+    same = (shortest.astype(np.float32) == values) | ~np.isfinite(values)
+    return np.where(same, shortest, values.astype(np.float64))

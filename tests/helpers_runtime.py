@@ -1,0 +1,253 @@
+"""Real models and real signed bundles for the runtime's scoring tests.
+
+Models are small XGBoost models converted by onnxmltools and renamed to the graph contract
+(input ``"input"``, one graph output per manifest output), so the Scorer runs real ONNX.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import onnxmltools
+import xgboost as xgb
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from onnx import TensorProto, helper
+from onnxmltools.convert.common.data_types import FloatTensorType
+
+from runtime.bundle import write_bundle
+from runtime.manifest import Manifest, OutputSpec
+from runtime.selftest import Selftest, Tolerance
+from runtime.signing import MANIFEST_CONTEXT, SignatureFile, sign
+
+FEATURES = ("f0", "f1", "f2", "f3")
+RUNTIME = [sys.executable, "-m", "runtime"]
+Outputs = dict[str, npt.NDArray[Any]]
+
+
+@dataclass(frozen=True)
+class Model:
+    onnx: bytes
+    task: str
+    objective: str
+    num_class: int
+    outputs: tuple[OutputSpec, ...]
+    reference: Callable[[npt.NDArray[np.float32]], Outputs]  # XGBoost's own predictions
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return FEATURES
+
+
+def rows(n: int, seed: int = 0, missing: float = 0.1) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, len(FEATURES))).astype(np.float32)
+    x[rng.random(x.shape) < missing] = np.nan
+    return x
+
+
+def _target(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    signal: npt.NDArray[np.float64] = np.nan_to_num(x[:, 0] - 0.5 * x[:, 1] + 0.25 * x[:, 2])
+    return signal.astype(np.float64)
+
+
+def _convert(model: Any) -> onnx.ModelProto:
+    initial = [("input", FloatTensorType([None, len(FEATURES)]))]
+    converted: onnx.ModelProto = onnxmltools.convert_xgboost(
+        model, initial_types=initial, target_opset=15
+    )
+    return converted
+
+
+def _finish(proto: onnx.ModelProto, nodes: list[Any], outputs: list[Any]) -> bytes:
+    """Append ``nodes``, make ``outputs`` the graph outputs, and declare the default opset."""
+    proto.graph.node.extend(nodes)
+    del proto.graph.output[:]
+    proto.graph.output.extend(outputs)
+    if not any(opset.domain in ("", "ai.onnx") for opset in proto.opset_import):
+        proto.opset_import.append(helper.make_opsetid("", 15))
+    onnx.checker.check_model(proto)
+    serialized: bytes = proto.SerializeToString()
+    return serialized
+
+
+@functools.cache
+def regression() -> Model:
+    x = rows(400)
+    model = xgb.XGBRegressor(n_estimators=12, max_depth=3, learning_rate=0.3)
+    model.fit(x, 10 * _target(x) + 3)
+    proto = _convert(model)
+    raw = proto.graph.output[0].name
+    shape = helper.make_tensor("flat_shape", TensorProto.INT64, [1], [-1])
+    proto.graph.initializer.append(shape)
+    onnx_bytes = _finish(
+        proto,
+        [helper.make_node("Reshape", [raw, "flat_shape"], ["prediction"])],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None])],
+    )
+    return Model(
+        onnx=onnx_bytes,
+        task="regression",
+        objective="reg:squarederror",
+        num_class=1,
+        outputs=(OutputSpec(name="prediction", dtype="float32", shape=(-1,)),),
+        reference=lambda x: {"prediction": model.predict(x)},
+    )
+
+
+@functools.cache
+def multiclass() -> Model:
+    x = rows(400, seed=1)
+    model = xgb.XGBClassifier(n_estimators=6, max_depth=3, objective="multi:softprob")
+    model.fit(x, np.digitize(_target(x), [-0.5, 0.5]))
+    proto = _convert(model)
+    onnx_bytes = _finish(
+        proto,
+        [],
+        [
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 3]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+        ],
+    )
+    return Model(
+        onnx=onnx_bytes,
+        task="multiclass",
+        objective="multi:softprob",
+        num_class=3,
+        outputs=(
+            OutputSpec(name="probabilities", dtype="float32", shape=(-1, 3)),
+            OutputSpec(name="label", dtype="int64", shape=(-1,)),
+        ),
+        reference=lambda x: {"probabilities": model.predict_proba(x), "label": model.predict(x)},
+    )
+
+
+@functools.cache
+def binary() -> Model:
+    x = rows(400, seed=2)
+    model = xgb.XGBClassifier(n_estimators=6, max_depth=3, objective="binary:logistic")
+    model.fit(x, (_target(x) > 0).astype(int))
+    proto = _convert(model)
+    index = helper.make_tensor("positive_class", TensorProto.INT64, [], [1])
+    proto.graph.initializer.append(index)
+    onnx_bytes = _finish(
+        proto,
+        [helper.make_node("Gather", ["probabilities", "positive_class"], ["probability"], axis=1)],
+        [
+            helper.make_tensor_value_info("probability", TensorProto.FLOAT, [None]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+        ],
+    )
+    return Model(
+        onnx=onnx_bytes,
+        task="binary",
+        objective="binary:logistic",
+        num_class=1,
+        outputs=(
+            OutputSpec(name="probability", dtype="float32", shape=(-1,)),
+            OutputSpec(name="label", dtype="int64", shape=(-1,)),
+        ),
+        reference=lambda x: {
+            "probability": model.predict_proba(x)[:, 1],
+            "label": model.predict(x),
+        },
+    )
+
+
+def selftest_bytes(model: Model, n: int = 16) -> bytes:
+    x = rows(n, seed=99)
+    expected = {spec.name: model.reference(x)[spec.name] for spec in model.outputs}
+    converted = {
+        spec.name: np.asarray(expected[spec.name]).astype(
+            np.float32 if spec.dtype == "float32" else np.int64
+        )
+        for spec in model.outputs
+    }
+    return Selftest.from_arrays(x, converted, Tolerance(abs=1e-5, rel=1e-5)).to_bytes()
+
+
+def _sha(data: bytes) -> dict[str, Any]:
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def manifest_for(model: Model, files: dict[str, bytes]) -> Manifest:
+    proto = onnx.load_from_string(model.onnx)
+    opsets = {opset.domain: opset.version for opset in proto.opset_import}
+    return Manifest.from_dict(
+        {
+            "format": "edgebundle.manifest/1",
+            "name": f"test-{model.task}",
+            "version": "1.0.0",
+            "created": "2025-01-31T12:00:00Z",
+            "source": {
+                "framework": "xgboost",
+                "framework_version": xgb.__version__,
+                "sha256": hashlib.sha256(b"source").hexdigest(),
+                "objective": model.objective,
+                "num_class": model.num_class,
+                "num_trees": 6,
+                "best_iteration": None,
+                "num_features": len(FEATURES),
+            },
+            "task": model.task,
+            "inputs": {
+                "features": [{"name": name, "type": "float"} for name in FEATURES],
+                "missing": "nan",
+            },
+            "outputs": [spec.to_dict() for spec in model.outputs],
+            "precision": "float",
+            "quantization": None,
+            "parity": {
+                "reference": "xgboost predict",
+                "rows": 10,
+                "data_rows": 10,
+                "synthesized_rows": 0,
+                "max_abs_error": 0.0,
+                "error_scale": 1.0,
+                "max_error": 0.0,
+                "label_agreement": None,
+                "budget": {"max_error": 0.001, "min_label_agreement": None},
+                "passed": True,
+            },
+            "requirements": {"onnxruntime": "1.20.0", "opsets": opsets},
+            "files": {name: _sha(data) for name, data in files.items()},
+        }
+    )
+
+
+@dataclass(frozen=True)
+class BundleFiles:
+    bundle: Path
+    public_key: Path
+    signing_key: Ed25519PrivateKey
+
+
+def write_signed_bundle(
+    directory: Path, model: Model, onnx_bytes: bytes | None = None
+) -> BundleFiles:
+    """A real signed bundle of ``model`` (optionally with other ONNX bytes) and its public key."""
+    files = {
+        "model.onnx": model.onnx if onnx_bytes is None else onnx_bytes,
+        "selftest.json": selftest_bytes(model),
+    }
+    manifest = manifest_for(model, files).to_bytes()
+    key = Ed25519PrivateKey.generate()
+    signatures = SignatureFile(signatures=(sign(key, MANIFEST_CONTEXT, manifest),)).to_bytes()
+    bundle = directory / f"test-{model.task}-1.0.0.bundle"
+    bundle.write_bytes(write_bundle(manifest, signatures, files, mtime=0))
+    public_key = directory / f"{model.task}.pub"
+    public_key.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return BundleFiles(bundle=bundle, public_key=public_key, signing_key=key)

@@ -1,0 +1,412 @@
+"""``bundle-runtime score`` end to end: a real signed bundle, a real process, real pipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pytest
+from helpers_runtime import (
+    FEATURES,
+    RUNTIME,
+    BundleFiles,
+    multiclass,
+    regression,
+    rows,
+    write_signed_bundle,
+)
+
+from runtime.cli import ExitCode, main
+from runtime.scoring import Scorer
+from runtime.stream import LineSource, StreamStats, score_csv, score_jsonl
+
+CONSOLE_SCRIPT = str(Path(sys.executable).parent / "bundle-runtime")
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def mc(tmp_path_factory: pytest.TempPathFactory) -> BundleFiles:
+    return write_signed_bundle(tmp_path_factory.mktemp("mc"), multiclass())
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory: pytest.TempPathFactory) -> BundleFiles:
+    return write_signed_bundle(tmp_path_factory.mktemp("reg"), regression())
+
+
+def score_args(files: BundleFiles, *extra: str) -> list[str]:
+    return ["score", "--bundle", str(files.bundle), "--trust", str(files.public_key), *extra]
+
+
+def run(args: list[str], stdin: bytes | int = b"") -> subprocess.CompletedProcess[bytes]:
+    if isinstance(stdin, bytes):
+        return subprocess.run(
+            RUNTIME + args, input=stdin, capture_output=True, timeout=TIMEOUT, check=False
+        )
+    return subprocess.run(
+        RUNTIME + args, stdin=stdin, capture_output=True, timeout=TIMEOUT, check=False
+    )
+
+
+def jsonl(data: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
+def reference(model_rows: np.ndarray) -> np.ndarray:
+    return multiclass().reference(model_rows)["probabilities"]
+
+
+# --- JSONL -------------------------------------------------------------------------------------
+
+
+def test_jsonl_rows_scored_like_xgboost(mc: BundleFiles) -> None:
+    x = rows(40, seed=11)
+    lines = [
+        json.dumps({"id": i, **{f: float(v) for f, v in zip(FEATURES, row, strict=True) if v == v}})
+        for i, row in enumerate(x)
+    ]
+    result = run(score_args(mc), ("\n".join(lines) + "\n").encode())
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert result.stderr == b""
+    records = jsonl(result.stdout)
+    assert [r["id"] for r in records] == list(range(40))
+    got = np.array([r["probabilities"] for r in records], dtype=np.float32)
+    np.testing.assert_allclose(got, reference(x), rtol=1e-5, atol=1e-6)
+    assert [r["label"] for r in records] == multiclass().reference(x)["label"].tolist()
+
+
+def test_every_kind_of_bad_line_gets_its_own_error_record(mc: BundleFiles) -> None:
+    lines = [
+        b'{"id": "a", "f0": 1, "f1": null}',  # object with null and missing keys
+        b"[1, 2, 3, 4]",  # array
+        b'{"id": "typo", "f9": 1}',  # unknown key
+        b'{"id": "s", "f0": "1.5"}',  # string
+        b'{"f0": true}',  # boolean
+        b"[1, 2, 3]",  # wrong count
+        b'{"f0": NaN}',  # NaN token
+        b"",  # blank line
+        b'{"f0": 1, "f0": 2}',  # duplicate key
+        b'{"f0": "\xff\xfe"}',  # not UTF-8
+        b'{"id": 10}',  # all missing
+    ]
+    result = run(score_args(mc), b"\n".join(lines) + b"\n")
+    assert result.returncode == ExitCode.ROW_ERRORS
+    assert result.stderr == b""
+    records = jsonl(result.stdout)
+    assert len(records) == len(lines)
+    errors = [r.get("error") for r in records]
+    assert errors == [
+        None,
+        None,
+        "line 3: unknown key 'f9'",
+        "line 4: feature 'f0': expected a number, got a string",
+        "line 5: feature 'f0': expected a number, got a boolean",
+        "line 6: expected 4 values, got 3",
+        "line 7: NaN is not a JSON number; leave the value out or use null",
+        "line 8: blank line",
+        "line 9: duplicate key 'f0'",
+        "line 10: not valid UTF-8 (byte 8)",
+        None,
+    ]
+    assert [r.get("id") for r in records] == ["a", None, "typo", "s"] + [None] * 6 + [10]
+    assert sorted(records[0]) == ["id", "label", "probabilities"]
+
+
+def test_empty_input_gives_no_output_and_exit_0(mc: BundleFiles) -> None:
+    for fmt in ("jsonl", "csv"):
+        result = run(score_args(mc, "--format", fmt), b"")
+        assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+
+
+def test_last_line_without_newline_and_crlf_are_scored(mc: BundleFiles) -> None:
+    result = run(score_args(mc), b"\xef\xbb\xbf[1, 2, 3, 4]\r\n[1, 2, 3, 4]")
+    assert result.returncode == ExitCode.OK, result.stdout
+    first, second = jsonl(result.stdout)
+    assert first == second
+
+
+def test_threads_option(mc: BundleFiles) -> None:
+    result = run(score_args(mc, "--threads", "2"), b"[1, 2, 3, 4]\n")
+    assert result.returncode == ExitCode.OK
+    assert len(jsonl(result.stdout)) == 1
+
+
+# --- CSV ---------------------------------------------------------------------------------------
+
+
+def test_csv_passes_id_through_and_expands_probabilities(mc: BundleFiles) -> None:
+    data = b'id,f3,f2,f1,f0,comment\nr1,4,3,2,1,hello\nr2,,,,,"a,b"\n'
+    result = run(score_args(mc, "--format", "csv"), data)
+    assert result.returncode == ExitCode.OK, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == "id,comment,probabilities_0,probabilities_1,probabilities_2,label,error"
+    assert lines[1].startswith("r1,hello,") and lines[1].endswith(",")
+    assert lines[2].startswith('r2,"a,b",')
+    x = np.array([[1, 2, 3, 4], [np.nan] * 4], dtype=np.float32)
+    got = np.array([line.split(",")[2:5] for line in lines[1:2]], dtype=np.float32)
+    np.testing.assert_allclose(got, reference(x)[:1], rtol=1e-5, atol=1e-6)
+
+
+def test_csv_bad_cells_are_error_rows(mc: BundleFiles) -> None:
+    data = b"id,f0,f1,f2,f3\nr1,x,1,1,1\nr2,1,1\n\nr4,1,1,1,1\n"
+    result = run(score_args(mc, "--format", "csv"), data)
+    assert result.returncode == ExitCode.ROW_ERRORS
+    lines = result.stdout.decode().splitlines()
+    assert lines[1] == "r1,,,,,\"line 2: column 'f0': expected a number, got 'x'\""
+    assert lines[2] == ',,,,,"line 3: expected 5 cells, got 3"'
+    assert lines[3] == ",,,,,line 4: blank line"
+    assert lines[4].startswith("r4,0.") and lines[4].endswith(",")
+
+
+def test_csv_missing_feature_column_fails_the_stream(mc: BundleFiles) -> None:
+    result = run(score_args(mc, "--format", "csv"), b"id,f0,f1\n1,2,3\n")
+    assert result.returncode == ExitCode.USAGE
+    assert result.stdout == b""
+    assert result.stderr == b"error: line 1: CSV header lacks feature columns 'f2', 'f3'\n"
+
+
+def test_unreadable_stdin_is_a_usage_error(mc: BundleFiles, tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)  # read() fails with EBADF
+    try:
+        result = run(score_args(mc), fd)
+    finally:
+        os.close(fd)
+    assert result.returncode == ExitCode.USAGE
+    assert result.stderr == b"error: cannot read input: Bad file descriptor\n"
+
+
+# --- streaming and batching ---------------------------------------------------------------------
+
+
+def read_line(stream: IO[bytes]) -> bytes:
+    """One line, failing (instead of hanging) if the runtime does not answer in time."""
+    ready, _, _ = select.select([stream], [], [], TIMEOUT)
+    assert ready, "no answer: the runtime waited for more input before answering"
+    return stream.readline()
+
+
+def test_each_line_is_answered_before_the_next_is_written(mc: BundleFiles) -> None:
+    x = rows(5, seed=4, missing=0)
+    with subprocess.Popen(
+        [CONSOLE_SCRIPT, *score_args(mc)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        answers = []
+        for i, row in enumerate(x):
+            proc.stdin.write(
+                json.dumps(
+                    {"id": i, "f0": 0, **dict(zip(FEATURES, row.tolist(), strict=True))}
+                ).encode()
+                + b"\n"
+            )
+            proc.stdin.flush()
+            answers.append(json.loads(read_line(proc.stdout)))
+        proc.stdin.write(b"oops\n")
+        proc.stdin.flush()
+        assert json.loads(read_line(proc.stdout))["error"].startswith("line 6: invalid JSON")
+        proc.stdin.close()
+        assert proc.wait(TIMEOUT) == ExitCode.ROW_ERRORS
+    assert [a["id"] for a in answers] == list(range(5))
+    got = np.array([a["probabilities"] for a in answers], dtype=np.float32)
+    np.testing.assert_allclose(got, reference(x), rtol=1e-5, atol=1e-6)
+
+
+def test_csv_header_and_rows_are_answered_as_they_arrive(mc: BundleFiles) -> None:
+    with subprocess.Popen(
+        RUNTIME + score_args(mc, "--format", "csv"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"f0,f1,f2,f3,key\n")
+        proc.stdin.flush()
+        assert read_line(proc.stdout).startswith(b"key,probabilities_0,")
+        for key in (b"a", b"b"):
+            proc.stdin.write(b"1,2,3,4," + key + b"\n")
+            proc.stdin.flush()
+            assert read_line(proc.stdout).startswith(key + b",0.")
+        proc.stdin.close()
+        assert proc.wait(TIMEOUT) == ExitCode.OK
+
+
+def test_line_source_is_ready_only_for_complete_lines() -> None:
+    read_end, write_end = os.pipe()
+    with open(read_end, "rb", buffering=0) as reader, open(write_end, "wb", buffering=0) as writer:
+        source = LineSource(reader.fileno())
+        assert not source.ready()  # nothing written yet: asking must not block
+        writer.write(b"first\nsec")
+        assert source.ready()
+        assert source.next_line() == b"first"
+        assert not source.ready()  # "sec" is not a line until its newline arrives
+        writer.write(b"ond\nthird")
+        assert (source.next_line(), source.lineno) == (b"second", 2)
+        writer.close()
+        assert source.ready()  # the end of input is an answer too
+        assert source.next_line() == b"third"  # a last line needs no newline
+        assert source.next_line() is None
+
+
+def many_lines(n: int) -> bytes:
+    x = rows(n, seed=8)
+    out = []
+    for i, row in enumerate(x):
+        if i % 97 == 5:
+            out.append(b'{"id": %d, "f0": "bad"}' % i)
+        else:
+            out.append(json.dumps([None if v != v else v for v in row.tolist()]).encode())
+    return b"\n".join(out) + b"\n"
+
+
+class CountingScorer(Scorer):
+    calls: int = 0
+
+    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        self.calls += 1
+        return super().predict(x)
+
+
+def stream_file(path: Path, batch_rows: int, fmt: str = "jsonl") -> tuple[bytes, int, StreamStats]:
+    model = multiclass()
+    scorer = CountingScorer(model.onnx, model.features, model.outputs)
+    out: list[bytes] = []
+    stats = StreamStats()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        score = score_csv if fmt == "csv" else score_jsonl
+        score(scorer, LineSource(fd), out.append, stats, batch_rows=batch_rows)
+    finally:
+        os.close(fd)
+    return b"".join(out), scorer.calls, stats
+
+
+def test_waiting_input_is_batched_with_identical_output_in_order(
+    mc: BundleFiles, tmp_path: Path
+) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(many_lines(1000))
+    batched, batched_calls, stats = stream_file(path, batch_rows=256)
+    single, single_calls, _ = stream_file(path, batch_rows=1)
+    assert (batched_calls, single_calls) == (4, 1000)  # 256 rows per call at most
+    assert (stats.rows, stats.errors) == (1000, 11)
+    assert batched == single
+    # The real process, reading a pipe, gives the same bytes.
+    result = run(score_args(mc), path.read_bytes())
+    assert result.returncode == ExitCode.ROW_ERRORS
+    assert result.stdout == batched
+
+
+def test_csv_batches_too(tmp_path: Path) -> None:
+    x = rows(600, seed=2)
+    body = "\n".join(",".join("" if v != v else repr(v) for v in row) for row in x.tolist())
+    path = tmp_path / "rows.csv"
+    path.write_text("f0,f1,f2,f3\n" + body + "\n")
+    batched, calls, stats = stream_file(path, batch_rows=256, fmt="csv")
+    single, _, _ = stream_file(path, batch_rows=1, fmt="csv")
+    assert (calls, stats.rows, stats.errors) == (3, 600, 0)
+    assert batched == single
+    got = np.array([line.split(",")[:3] for line in batched.decode().splitlines()[1:]], np.float32)
+    np.testing.assert_allclose(got, reference(x), rtol=1e-5, atol=1e-6)
+
+
+def test_reader_closing_early_ends_quietly(mc: BundleFiles, tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"[1, 2, 3, 4]\n" * 200_000)  # far more output than a pipe buffers
+    with (
+        path.open("rb") as stdin,
+        subprocess.Popen(
+            RUNTIME + score_args(mc), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ) as proc,
+    ):
+        assert proc.stdout is not None and proc.stderr is not None
+        assert read_line(proc.stdout).startswith(b'{"probabilities":')
+        proc.stdout.close()
+        assert proc.wait(TIMEOUT) == ExitCode.OK
+        assert proc.stderr.read() == b""
+
+
+# --- exit codes for the bundle and the command line ---------------------------------------------
+
+
+def test_tampered_bundle_rejected_with_one_line(
+    mc: BundleFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = bytearray(mc.bundle.read_bytes())
+    data[data.index(b'"multi:softprob"') + 1] ^= 0x01  # inside the signed manifest
+    tampered = tmp_path / "tampered.bundle"
+    tampered.write_bytes(bytes(data))
+    code = main(["score", "--bundle", str(tampered), "--trust", str(mc.public_key)])
+    assert code == ExitCode.REJECTED
+    err = capsys.readouterr().err
+    assert err.startswith("error: no valid signature by a trusted key")
+    assert err.count("\n") == 1
+
+
+def test_bundle_signed_by_another_key_rejected(
+    mc: BundleFiles, reg: BundleFiles, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["score", "--bundle", str(mc.bundle), "--trust", str(reg.public_key)])
+    assert code == ExitCode.REJECTED
+    assert capsys.readouterr().err.startswith("error: no valid signature by a trusted key")
+
+
+def test_model_that_breaks_the_graph_contract_rejected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = write_signed_bundle(tmp_path, multiclass(), onnx_bytes=regression().onnx)
+    code = main(["score", "--bundle", str(files.bundle), "--trust", str(files.public_key)])
+    assert code == ExitCode.REJECTED
+    err = capsys.readouterr().err
+    assert err == (
+        "error: model outputs ['prediction'] do not match the manifest's "
+        "['label', 'probabilities']\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["score", "--bundle", "{missing}", "--trust", "{pub}"], "error: cannot read"),
+        (["score", "--bundle", "{bundle}", "--trust", "{missing}"], "error: public key file not"),
+        (["score", "--bundle", "{bundle}", "--trust", "{bundle}"], "is not a PEM public key"),
+        (["score", "--bundle", "{bundle}"], "the following arguments are required: --trust"),
+        (["score", "--bundle", "{bundle}", "--trust", "{pub}", "--threads", "-1"], "must be >= 0"),
+        (
+            ["score", "--bundle", "{bundle}", "--trust", "{pub}", "--format", "xml"],
+            "invalid choice",
+        ),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_usage_errors_exit_2(
+    mc: BundleFiles,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    names = {"bundle": mc.bundle, "pub": mc.public_key, "missing": tmp_path / "nope"}
+    code = main([arg.format(**names) for arg in argv])
+    assert code == ExitCode.USAGE
+    assert message in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["score", "--help"]) == ExitCode.OK
+    assert "--trust PUB" in capsys.readouterr().out
+
+
+def test_rejection_from_a_real_process_has_no_traceback(mc: BundleFiles, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.bundle"
+    empty.write_bytes(b"")
+    result = run(["score", "--bundle", str(empty), "--trust", str(mc.public_key)])
+    assert result.returncode == ExitCode.REJECTED
+    assert result.stderr == b"error: bundle is empty (0 bytes)\n"
