@@ -92,8 +92,10 @@ def write_example(out: Path, rounds: int = 150) -> None:
             writer.writerow([f"applicant-{i}", *(_cell(v) for v in row)])
     with (out / "rows.jsonl").open("w") as handle:
         for i, row in enumerate(held_out[:5]):
-            record = {"id": f"applicant-{i}"}
-            record.update({n: None if math.isnan(v) else float(v) for n, v in zip(FEATURES, row)})
+            record: dict[str, str | float | None] = {"id": f"applicant-{i}"}
+            record.update(
+                {n: None if math.isnan(v) else float(v) for n, v in zip(FEATURES, row, strict=True)}
+            )
             handle.write(json.dumps(record) + "\n")
 
 

@@ -7,6 +7,7 @@ to ``Booster.predict()``; the runtime turns them into records without knowing ob
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -35,7 +36,7 @@ class _LinkGraph:
     nodes: list[onnx.NodeProto]
     initializers: list[onnx.TensorProto]
 
-    def op(self, op_type: str, inputs: list[str], output: str, **attrs: object) -> str:
+    def op(self, op_type: str, inputs: list[str], output: str, **attrs: Any) -> str:
         self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, **attrs))
         return output
 

@@ -98,7 +98,7 @@ def _from_json(
         iterations = min(iterations, best_iteration + 1)
     tree_docs = model["trees"][: indptr[iterations]]
     targets = model["tree_info"][: indptr[iterations]]
-    trees = tuple(_tree(t, int(c), num_features) for t, c in zip(tree_docs, targets))
+    trees = tuple(_tree(t, int(c), num_features) for t, c in zip(tree_docs, targets, strict=True))
     base = _base_margin(params["base_score"], objective, num_class)
     names, types = _features(learner, num_features)
     return SourceModel(
@@ -157,7 +157,7 @@ def _features(learner: dict[str, Any], count: int) -> tuple[tuple[str, ...], tup
         )
     if len(set(names)) != count:
         raise ConversionError("model has duplicate feature names")
-    categorical = [n for n, t in zip(names, types) if t == "c"]
+    categorical = [n for n, t in zip(names, types, strict=True) if t == "c"]
     if categorical:
         raise ConversionError(
             f"categorical features are not supported ({', '.join(categorical[:5])}); "

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 INPUT_NAME = "input"
 DEFAULT_THREADS = 1  # see Scorer
+# The int8 graph's intermediates grow with rows × trees (~23 KB per row for 1000 trees), so
+# large batches are scored in slices to keep a 256 MB device's peak memory bounded.
+MAX_ROWS_PER_RUN = 1024
 _ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)"}
 _NUMPY_TYPES: dict[str, np.dtype[Any]] = {
     "float32": np.dtype(np.float32),
@@ -78,14 +81,23 @@ class Scorer:
         if n == 0:
             # Tree-ensemble kernels are not required to accept empty batches; none is needed.
             return {spec.name: _empty(spec) for spec in self.outputs}
-        try:
-            results = self._session.run(self._output_names, {INPUT_NAME: np.ascontiguousarray(x)})
-        except Exception as e:  # onnxruntime's errors share no base class below Exception
-            raise CompatibilityError(f"onnxruntime failed to score: {_first_line(e)}") from None
-        scored = dict(zip(self._output_names, results, strict=True))
+        chunks = [self._run(x[i : i + MAX_ROWS_PER_RUN]) for i in range(0, n, MAX_ROWS_PER_RUN)]
+        scored = {
+            name: chunks[0][k] if len(chunks) == 1 else np.concatenate([c[k] for c in chunks])
+            for k, name in enumerate(self._output_names)
+        }
         for spec in self.outputs:
             _check_result(spec, scored[spec.name], n)
         return scored
+
+    def _run(self, x: npt.NDArray[np.float32]) -> list[npt.NDArray[Any]]:
+        try:
+            results: list[npt.NDArray[Any]] = self._session.run(
+                self._output_names, {INPUT_NAME: np.ascontiguousarray(x)}
+            )
+        except Exception as e:  # onnxruntime's errors share no base class below Exception
+            raise CompatibilityError(f"onnxruntime failed to score: {_first_line(e)}") from None
+        return results
 
 
 def _open_session(model_bytes: bytes, threads: int) -> ort.InferenceSession:

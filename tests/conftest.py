@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from builder.keys import generate_keypair
 from runtime.bundle import write_bundle
 from runtime.signing import MANIFEST_CONTEXT, SignatureFile, TrustedKeys, sign
 
@@ -144,3 +147,22 @@ def make_bundle(
         return write_bundle(manifest, signatures, payload if files is None else files, mtime)
 
     return make
+
+
+@dataclass(frozen=True)
+class KeyFiles:
+    private: Path
+    public: Path
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyFiles:
+    """A real key pair on disk, made by the builder's keygen, for CLI tests."""
+    private, public = generate_keypair(tmp_path_factory.mktemp("keys"), None)
+    return KeyFiles(private=private, public=public)
+
+
+@pytest.fixture(scope="session")
+def other_keys(tmp_path_factory: pytest.TempPathFactory) -> KeyFiles:
+    private, public = generate_keypair(tmp_path_factory.mktemp("other-keys"), None)
+    return KeyFiles(private=private, public=public)

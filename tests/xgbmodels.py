@@ -137,13 +137,20 @@ def json_lines(x: npt.NDArray[np.float32]) -> str:
     )
 
 
-def run(command: str, args: Sequence[str], stdin: str = "", timeout: float = 120) -> Any:
+def run(
+    command: str,
+    args: Sequence[str],
+    stdin: str = "",
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> Any:
     """Run one of the console scripts installed beside this interpreter."""
     return subprocess.run(
         [str(BIN / command), *args],
         input=stdin,
         capture_output=True,
         text=True,
+        env=env,
         timeout=timeout,
         check=False,
     )

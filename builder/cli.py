@@ -1,0 +1,231 @@
+"""``bundle``: the workstation CLI. Domain errors become one-line ClickExceptions here only."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from builder.build import BudgetMissedError, BuildOptions, build
+from builder.inspect import inspect_bundle
+from builder.keys import generate_keypair
+from builder.report import candidate_dict, format_candidates, format_report, report_dict
+from runtime.bundle import Limits, check_bundle, read_bundle_file
+from runtime.errors import BundleError
+from runtime.semver import Version
+from runtime.signing import TrustedKeys, load_private_key
+
+EXIT_BUDGET_MISSED = 3
+_PASSPHRASE_HELP = "Name of an environment variable holding the key's passphrase."
+
+
+class BudgetMissed(click.ClickException):
+    exit_code = EXIT_BUDGET_MISSED
+
+
+@contextmanager
+def _domain_errors() -> Iterator[None]:
+    try:
+        yield
+    except BundleError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _passphrase(env_name: str | None) -> bytes | None:
+    if env_name is None:
+        return None
+    value = os.environ.get(env_name)
+    if not value:
+        raise click.ClickException(f"environment variable {env_name} is not set or empty")
+    return value.encode()
+
+
+def _version(_ctx: click.Context, _param: click.Parameter, value: str) -> Version:
+    try:
+        return Version.parse(value)
+    except BundleError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.group()
+@click.version_option(package_name="edgebundle")
+def main() -> None:
+    """Convert XGBoost models into signed, int8-quantized ONNX bundles for devices."""
+
+
+@main.command()
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Directory for signing.key (0600) and signing.pub.",
+)
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP + " Encrypts the key.")
+def keygen(out_dir: Path, passphrase_env: str | None) -> None:
+    """Create an Ed25519 signing key pair; never overwrites an existing key."""
+    with _domain_errors():
+        private, public = generate_keypair(out_dir, _passphrase(passphrase_env))
+    click.echo(f"wrote {private} (keep it secret) and {public} (copy it to devices)")
+
+
+@main.command(name="build")
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--name", required=True, help="Model name, e.g. credit-score.")
+@click.option(
+    "--version",
+    "version",
+    required=True,
+    callback=_version,
+    help="Semantic version MAJOR.MINOR.PATCH of this bundle.",
+)
+@click.option(
+    "--key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Private signing key (from `bundle keygen`).",
+)
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("bundles"),
+    show_default=True,
+    help="Output directory.",
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="CSV (with a header of feature names) or .npy rows added to the parity check.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["int8", "float"]),
+    default="int8",
+    show_default=True,
+    help="int8: binned thresholds + int8 leaves (int16 if needed).",
+)
+@click.option(
+    "--max-error",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Error budget: max |error| in probability (classifiers) or as a fraction of "
+    "the prediction range (regressors). Default 0.01 / 0.005.",
+)
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Minimum share of identical labels for classifiers. Default 0.995.",
+)
+@click.option(
+    "--all-trees",
+    is_flag=True,
+    help="Use every tree even if the model has a best_iteration from early stopping.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing bundle of the same version.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def build_command(
+    model: Path,
+    name: str,
+    version: Version,
+    key: Path,
+    passphrase_env: str | None,
+    out_dir: Path,
+    data: Path | None,
+    precision: str,
+    max_error: float | None,
+    min_agreement: float | None,
+    all_trees: bool,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Convert MODEL, prove parity with XGBoost, and write a signed NAME-VERSION.bundle."""
+    with _domain_errors():
+        options = BuildOptions(
+            model=model,
+            name=name,
+            version=version,
+            key=load_private_key(key, _passphrase(passphrase_env)),
+            out_dir=out_dir,
+            data=data,
+            precision=precision,
+            max_error=max_error,
+            min_label_agreement=min_agreement,
+            use_best_iteration=not all_trees,
+            force=force,
+        )
+        try:
+            result = build(options)
+        except BudgetMissedError as exc:
+            _show_missed(exc, as_json)
+            raise BudgetMissed(str(exc)) from None
+    click.echo(json.dumps(report_dict(result), indent=2) if as_json else format_report(result))
+
+
+def _show_missed(exc: BudgetMissedError, as_json: bool) -> None:
+    if as_json:
+        doc = {"error": str(exc), "candidates": [candidate_dict(c, False) for c in exc.candidates]}
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(format_candidates(exc.candidates, None), err=True)
+
+
+@main.command(name="inspect")
+@click.argument("bundle", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def inspect_command(bundle: Path, as_json: bool) -> None:
+    """Show a bundle's manifest, files, signature key ids and report (does not verify)."""
+    with _domain_errors():
+        doc = inspect_bundle(read_bundle_file(bundle, Limits()))
+    click.echo(json.dumps(doc, indent=2) if as_json else _format_inspect(doc))
+
+
+def _format_inspect(doc: dict[str, Any]) -> str:
+    m = doc["manifest"]
+    lines = [
+        f"{m['name']} {m['version']} ({m['precision']}, {m['task']}, created {m['created']})",
+        f"source: {m['source']['objective']}, {m['source']['num_trees']} trees, "
+        f"sha256 {m['source']['sha256'][:16]}…",
+        "signed by: " + (", ".join(doc["signatures"]) or "nobody") + " (not verified here;"
+        " use `bundle verify`)",
+        "files:",
+        *(
+            f"  {n:<16}{f['size']:>12,} bytes  sha256 {f['sha256'][:16]}…"
+            for n, f in m["files"].items()
+        ),
+        "inputs: " + ", ".join(f["name"] for f in m["inputs"]["features"]),
+        "outputs: " + ", ".join(f"{o['name']} {o['dtype']}{o['shape']}" for o in m["outputs"]),
+        "parity: " + json.dumps(m["parity"]),
+        "quantization: " + json.dumps(m["quantization"]),
+        "requires: " + json.dumps(m["requirements"]),
+    ]
+    return "\n".join(lines)
+
+
+@main.command(name="verify")
+@click.argument("bundle", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--trust",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    required=True,
+    help="Trusted public key (repeatable).",
+)
+def verify_command(bundle: Path, trust: tuple[Path, ...]) -> None:
+    """Check BUNDLE as a device would; exit 1 listing every problem found."""
+    with _domain_errors():
+        trusted = TrustedKeys.from_paths(trust)
+        problems = check_bundle(read_bundle_file(bundle, Limits()), trusted, Limits())
+    if problems:
+        for problem in problems:
+            click.echo(f"✗ {problem}", err=True)
+        sys.exit(1)
+    click.echo(f"✓ {bundle}: valid, signed by a trusted key")
