@@ -12,7 +12,12 @@ from runtime.manifest import FORMAT, Manifest, parse_manifest
 from runtime.semver import Version
 
 Path_ = tuple[str | int, ...]
-DELETE = object()
+class _Delete:
+    def __repr__(self) -> str:  # stable test ids across pytest-xdist workers
+        return "DELETE"
+
+
+DELETE = _Delete()
 
 
 def changed(d: dict[str, Any], path: Path_, value: object) -> dict[str, Any]:
