@@ -48,7 +48,7 @@ from runtime.signing import MANIFEST_CONTEXT, SignatureFile, sign
 
 F32 = npt.NDArray[np.float32]
 _TIMING_CALLS = 200
-_SELFTEST_ROWS = 16
+_SELFTEST_ROWS = 8
 # room for another CPU's float32 rounding, far below any error budget
 _SELFTEST_TOLERANCE = Tolerance(abs=1e-4, rel=1e-4)
 

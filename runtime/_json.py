@@ -59,9 +59,11 @@ def _finite_float(token: str, what: str) -> float:
     return value
 
 
-def dumps_canonical(obj: Mapping[str, Any]) -> bytes:
-    """The one byte form of a signed document: sorted keys, 2-space indent, UTF-8, final newline."""
-    text = json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
+def dumps_canonical(obj: Mapping[str, Any], compact: bool = False) -> bytes:
+    """The one byte form of a signed document: sorted keys, UTF-8, final newline; 2-space
+    indent for documents people read, ``compact`` for bulky data such as selftest rows."""
+    layout: dict[str, Any] = {"separators": (",", ":")} if compact else {"indent": 2}
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, allow_nan=False, **layout)
     return (text + "\n").encode("utf-8")
 
 

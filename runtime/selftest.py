@@ -117,7 +117,7 @@ class Selftest:
         """Canonical ``selftest.json``; refuses to write an invalid selftest."""
         data = self.to_dict()
         Selftest.from_dict(data)
-        return dumps_canonical(data)
+        return dumps_canonical(data, compact=True)
 
 
 def parse_selftest(data: bytes) -> Selftest:

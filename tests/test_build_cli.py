@@ -26,8 +26,19 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 
 
 def build_args(model: Path, keys: KeyFiles, out: Path, *extra: str) -> list[str]:
-    return ["build", str(model), "--name", "credit", "--version", "1.2.3",
-            "--key", str(keys.private), "--out", str(out), *extra]
+    return [
+        "build",
+        str(model),
+        "--name",
+        "credit",
+        "--version",
+        "1.2.3",
+        "--key",
+        str(keys.private),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +70,9 @@ def test_build_json_report_and_manifest(trained: Trained, keys: KeyFiles, tmp_pa
     int8 = report["candidates"][1]
     assert int8["chosen"] and int8["passed"]
     assert int8["max_abs_error"] <= int8["margin_error_bound"]  # probability error ≤ margin/4
-    bundle = open_bundle(read_bundle_file(Path(report["bundle"])),
-                         TrustedKeys.from_paths([keys.public]))
+    bundle = open_bundle(
+        read_bundle_file(Path(report["bundle"])), TrustedKeys.from_paths([keys.public])
+    )
     m = bundle.manifest
     assert [f.name for f in m.inputs.features] == list(NAMES)
     assert m.precision == "int8" and m.quantization is not None
@@ -95,8 +107,10 @@ def test_build_with_csv_data(trained: Trained, keys: KeyFiles, tmp_path: Path) -
 
 def test_build_with_npy_data(trained: Trained, keys: KeyFiles, tmp_path: Path) -> None:
     np.save(tmp_path / "rows.npy", trained.x_test)
-    proc = run("bundle", build_args(trained.path, keys, tmp_path, "--data",
-                                    str(tmp_path / "rows.npy"), "--json"))
+    proc = run(
+        "bundle",
+        build_args(trained.path, keys, tmp_path, "--data", str(tmp_path / "rows.npy"), "--json"),
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -157,10 +171,26 @@ def test_same_version_other_content_needs_force(
 
 def test_keygen_with_passphrase(trained: Trained, tmp_path: Path) -> None:
     env = {**os.environ, "KEY_PASS": "correct horse"}
-    assert run("bundle", ["keygen", "--out", str(tmp_path / "k"), "--passphrase-env", "KEY_PASS"],
-               env=env).returncode == 0
-    args = ["build", str(trained.path), "--name", "m", "--version", "1.0.0",
-            "--key", str(tmp_path / "k" / "signing.key"), "--out", str(tmp_path)]
+    assert (
+        run(
+            "bundle",
+            ["keygen", "--out", str(tmp_path / "k"), "--passphrase-env", "KEY_PASS"],
+            env=env,
+        ).returncode
+        == 0
+    )
+    args = [
+        "build",
+        str(trained.path),
+        "--name",
+        "m",
+        "--version",
+        "1.0.0",
+        "--key",
+        str(tmp_path / "k" / "signing.key"),
+        "--out",
+        str(tmp_path),
+    ]
     denied = run("bundle", args, env=env)
     assert denied.returncode == 1 and "passphrase" in denied.stderr
     assert run("bundle", [*args, "--passphrase-env", "KEY_PASS"], env=env).returncode == 0

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from builder.cli import main
+from builder.load import load_model
 from tests.xgbmodels import NAMES, OBJECTIVES, Trained, json_lines, score, threshold_rows, train
 
 # first output of each objective's records, which must equal predict()
@@ -27,9 +28,9 @@ LABELS = {"binary:logistic", "binary:logitraw", "binary:hinge", "multi:softprob"
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trained]:
-    cache: dict[str, Trained] = {}
-    return cache
+def models() -> dict[str, Trained]:
+    """Each objective's model, trained once for both precisions."""
+    return {}
 
 
 def _model(models: dict[str, Trained], objective: str, root: Path) -> Trained:
@@ -43,8 +44,20 @@ def _model(models: dict[str, Trained], objective: str, root: Path) -> Trained:
 def build(model: Path, keys: Any, out: Path, *extra: str, name: str = "m") -> dict[str, Any]:
     result = CliRunner().invoke(
         main,
-        ["build", str(model), "--name", name, "--version", "1.0.0", "--key", str(keys.private),
-         "--out", str(out), "--json", *extra],
+        [
+            "build",
+            str(model),
+            "--name",
+            name,
+            "--version",
+            "1.0.0",
+            "--key",
+            str(keys.private),
+            "--out",
+            str(out),
+            "--json",
+            *extra,
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
@@ -96,3 +109,38 @@ def test_objective_round_trip(
         if objective == "multi:softprob":
             ref = expected.argmax(axis=1)
         assert np.mean(labels == ref) >= (1.0 if precision == "float" else 0.99)
+
+
+HARD_STRUCTURES = {
+    # depth ≥ 15: perfect-tree padding would need 2^depth slots, so int8 uses node arrays
+    "lossguide-deep": {
+        "grow_policy": "lossguide",
+        "max_depth": 0,
+        "max_leaves": 400,
+        "min_child_weight": 0,
+        "reg_lambda": 0,
+        "max_bin": 1024,
+    },
+    # > 256 distinct thresholds in a feature
+    "exact-wide": {"tree_method": "exact", "max_depth": 8, "min_child_weight": 0},
+}
+
+
+@pytest.mark.parametrize("case", sorted(HARD_STRUCTURES))
+def test_int8_handles_deep_and_wide_trees(case: str, keys: Any, tmp_path: Path) -> None:
+    trained = train("reg:squarederror", tmp_path, rounds=30, **HARD_STRUCTURES[case])
+    report = build(trained.path, keys, tmp_path)
+    chosen = next(c for c in report["candidates"] if c["chosen"])
+    assert chosen["precision"] in ("int8", "int16") and chosen["passed"]
+    ensemble = load_model(trained.path).ensemble
+    if case == "lossguide-deep":
+        assert max(t.depth() for t in ensemble.trees) >= 15
+        assert chosen["layout"] == "node-array"
+    else:
+        assert max(len(t) for t in ensemble.thresholds_per_feature()) > 256
+    rows = check_rows(trained)
+    rc, records, stderr = score(Path(report["bundle"]), keys.public, json_lines(rows))
+    assert rc == 0, stderr
+    expected = trained.predict(rows).astype(np.float64)
+    error = np.abs(primary_values(records, "reg:squarederror") - expected).max()
+    assert error / chosen["error_scale"] <= report["budget"]["max_error"]
