@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,13 @@ import click
 from builder.build import BudgetMissedError, BuildOptions, build
 from builder.inspect import inspect_bundle
 from builder.keys import generate_keypair
+from builder.publish import parse_duration, publish, rotate_keys
+from builder.publish import refresh as refresh_channel
 from builder.report import candidate_dict, format_candidates, format_report, report_dict
 from runtime.bundle import Limits, check_bundle, read_bundle_file
 from runtime.errors import BundleError
 from runtime.semver import Version
-from runtime.signing import TrustedKeys, load_private_key
+from runtime.signing import TrustedKeys, load_private_key, load_public_key
 
 EXIT_BUDGET_MISSED = 3
 _PASSPHRASE_HELP = "Name of an environment variable holding the key's passphrase."
@@ -229,3 +232,65 @@ def verify_command(bundle: Path, trust: tuple[Path, ...]) -> None:
             click.echo(f"✗ {problem}", err=True)
         sys.exit(1)
     click.echo(f"✓ {bundle}: valid, signed by a trusted key")
+
+
+@main.command(name="publish")
+@click.argument("bundle", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--channel", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Channel directory to serve with any static HTTP server.")
+@click.option("--key", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Private key that signs the channel index.")
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option("--expires", "expires", default="30d", show_default=True,
+              help="How long the signed index stays valid: 30d, 12h, 90m, 3600s.")
+@click.option("--trust", type=click.Path(path_type=Path, dir_okay=False), multiple=True,
+              help="Key the bundle must be signed by (default: the channel key).")
+@click.option("--refresh", is_flag=True, help="Re-sign the index with a new expiry, no bundle.")
+def publish_command(
+    bundle: Path | None,
+    channel: Path,
+    key: Path,
+    passphrase_env: str | None,
+    expires: str,
+    trust: tuple[Path, ...],
+    refresh: bool,
+) -> None:
+    """Add BUNDLE to a static OTA channel and re-sign its index (serial + 1)."""
+    if (bundle is None) != refresh:
+        raise click.UsageError("give either BUNDLE or --refresh")
+    with _domain_errors():
+        private = load_private_key(key, _passphrase(passphrase_env))
+        duration = parse_duration(expires)
+        now = datetime.now(timezone.utc)
+        if bundle is None:
+            index = refresh_channel(channel, private, duration, now)
+        else:
+            trusted = TrustedKeys.from_paths(trust) if trust else None
+            index = publish(bundle, channel, private, duration, now, trusted)
+    click.echo(
+        f"{channel}/index.json: serial {index.serial}, expires {index.expires}, "
+        f"{len(index.bundles)} bundle(s)"
+    )
+
+
+@main.command(name="rotate-keys")
+@click.option("--channel", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Channel directory.")
+@click.option("--key", "keys", type=click.Path(path_type=Path, dir_okay=False), multiple=True,
+              required=True, help="A CURRENT private key to sign the rotation (repeatable).")
+@click.option("--new-key", "new_keys", type=click.Path(path_type=Path, dir_okay=False),
+              multiple=True, required=True, help="A public key of the NEXT set (repeatable).")
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+def rotate_keys_command(
+    channel: Path, keys: tuple[Path, ...], new_keys: tuple[Path, ...], passphrase_env: str | None
+) -> None:
+    """Publish keys.json: the next trusted key set, signed by the current keys."""
+    with _domain_errors():
+        passphrase = _passphrase(passphrase_env)
+        key_set = rotate_keys(
+            channel,
+            [load_private_key(k, passphrase) for k in keys],
+            [load_public_key(k) for k in new_keys],
+        )
+    click.echo(f"{channel}/keys.json: key set version {key_set.version}: "
+               + ", ".join(key_set.keyids()))

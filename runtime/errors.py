@@ -50,3 +50,15 @@ class ConversionError(BundleError):
 
 class ParityError(BundleError):
     """The converted model misses its error budget against XGBoost's own predictions."""
+
+
+class ChannelError(BundleError):
+    """An OTA channel is unreachable, malformed or expired, or a download is not what it lists."""
+
+
+class StoreError(BundleError):
+    """The model store cannot be opened, read or written, or refuses an operation on itself."""
+
+
+class SelftestError(BundleError):
+    """A verified bundle failed its install-time selftest in the real scorer (or cannot load)."""

@@ -68,7 +68,7 @@ def _freeze(mapping: Mapping[str, _V]) -> Mapping[str, _V]:
     return MappingProxyType(dict(sorted(mapping.items())))
 
 
-def _text(d: Mapping[str, Any], key: str, context: str) -> str:
+def get_text(d: Mapping[str, Any], key: str, context: str) -> str:
     value = get_str(d, key, context)
     if not value:
         raise ManifestError("must not be empty", context=join(context, key))
@@ -88,7 +88,7 @@ def _matching(
     return value
 
 
-def _sha256(d: Mapping[str, Any], key: str, context: str) -> str:
+def get_sha256(d: Mapping[str, Any], key: str, context: str) -> str:
     return _matching(d, key, context, _SHA256, "a sha256 digest (64 lowercase hex digits)")
 
 
@@ -100,7 +100,7 @@ def _choice(d: Mapping[str, Any], key: str, context: str, choices: tuple[str, ..
     return value
 
 
-def _count(d: Mapping[str, Any], key: str, context: str, minimum: int = 0) -> int:
+def get_count(d: Mapping[str, Any], key: str, context: str, minimum: int = 0) -> int:
     value = get_int(d, key, context)
     if value < minimum:
         raise ManifestError(f"must be >= {minimum}, got {value}", context=join(context, key))
@@ -166,13 +166,13 @@ class Source:
         reject_unknown(d, _fields(cls), context)
         return cls(
             framework=_choice(d, "framework", context, FRAMEWORKS),
-            framework_version=_text(d, "framework_version", context),
-            sha256=_sha256(d, "sha256", context),
-            objective=_text(d, "objective", context),
-            num_class=_count(d, "num_class", context, minimum=1),
-            num_trees=_count(d, "num_trees", context),
-            best_iteration=get_optional(d, "best_iteration", context, _count),
-            num_features=_count(d, "num_features", context, minimum=1),
+            framework_version=get_text(d, "framework_version", context),
+            sha256=get_sha256(d, "sha256", context),
+            objective=get_text(d, "objective", context),
+            num_class=get_count(d, "num_class", context, minimum=1),
+            num_trees=get_count(d, "num_trees", context),
+            best_iteration=get_optional(d, "best_iteration", context, get_count),
+            num_features=get_count(d, "num_features", context, minimum=1),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,7 +197,7 @@ class Feature:
     def from_dict(cls, d: Mapping[str, Any], context: str = "") -> Feature:
         reject_unknown(d, _fields(cls), context)
         return cls(
-            name=_text(d, "name", context),
+            name=get_text(d, "name", context),
             type=_choice(d, "type", context, FEATURE_TYPES),
         )
 
@@ -282,7 +282,7 @@ class Quantization:
                 f"must be 8 or 16, got {leaf_bits}", context=join(context, "leaf_bits")
             )
         return cls(
-            scheme=_text(d, "scheme", context),
+            scheme=get_text(d, "scheme", context),
             layout=_choice(d, "layout", context, LAYOUTS),
             leaf_bits=leaf_bits,
             escalated=get_bool(d, "escalated", context),
@@ -305,7 +305,7 @@ def _bin_dtypes(d: Mapping[str, Any], key: str, context: str) -> dict[str, int]:
     counts = get_obj(d, key, context)
     counts_context = join(context, key)
     reject_unknown(counts, BIN_DTYPES, counts_context)
-    return {dtype: _count(counts, dtype, counts_context) for dtype in counts}
+    return {dtype: get_count(counts, dtype, counts_context) for dtype in counts}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -342,10 +342,10 @@ class Parity:
     def from_dict(cls, d: Mapping[str, Any], context: str = "") -> Parity:
         reject_unknown(d, _fields(cls), context)
         parity = cls(
-            reference=_text(d, "reference", context),
-            rows=_count(d, "rows", context),
-            data_rows=_count(d, "data_rows", context),
-            synthesized_rows=_count(d, "synthesized_rows", context),
+            reference=get_text(d, "reference", context),
+            rows=get_count(d, "rows", context),
+            data_rows=get_count(d, "data_rows", context),
+            synthesized_rows=get_count(d, "synthesized_rows", context),
             max_abs_error=_non_negative(d, "max_abs_error", context),
             error_scale=_positive(d, "error_scale", context),
             max_error=_non_negative(d, "max_error", context),
@@ -414,7 +414,7 @@ def _opsets(d: Mapping[str, Any], key: str, context: str) -> dict[str, int]:
             raise ManifestError(
                 f"{quote(domain)} is not an operator set domain", context=opsets_context
             )
-    return {domain: _count(opsets, domain, opsets_context, minimum=1) for domain in opsets}
+    return {domain: get_count(opsets, domain, opsets_context, minimum=1) for domain in opsets}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -425,7 +425,7 @@ class FileEntry:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], context: str = "") -> FileEntry:
         reject_unknown(d, _fields(cls), context)
-        return cls(sha256=_sha256(d, "sha256", context), size=_count(d, "size", context))
+        return cls(sha256=get_sha256(d, "sha256", context), size=get_count(d, "size", context))
 
     def to_dict(self) -> dict[str, Any]:
         return {"sha256": self.sha256, "size": self.size}
@@ -481,7 +481,7 @@ class Manifest:
             format=fmt,
             name=_matching(d, "name", context, _NAME, "a valid model name"),
             version=Version.parse(get_str(d, "version", context), context=join(context, "version")),
-            created=_created(d, "created", context),
+            created=get_timestamp(d, "created", context),
             source=Source.from_dict(get_obj(d, "source", context), join(context, "source")),
             task=_choice(d, "task", context, TASKS),
             inputs=InputSchema.from_dict(get_obj(d, "inputs", context), join(context, "inputs")),
@@ -547,7 +547,7 @@ class Manifest:
         return dumps_canonical(data)
 
 
-def _created(d: Mapping[str, Any], key: str, context: str) -> str:
+def get_timestamp(d: Mapping[str, Any], key: str, context: str) -> str:
     text = get_str(d, key, context)
     rule = "an RFC 3339 UTC time like 2025-01-31T12:00:00Z"
     if not _CREATED.fullmatch(text):
