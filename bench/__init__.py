@@ -1,0 +1,1 @@
+"""`make bench`: edgebundle against its baselines, measured side by side in one run."""

@@ -1,0 +1,170 @@
+"""``python -m bench [--quick]``: train the bench models, build their bundles, measure.
+
+Every figure is taken in this one run and reported next to its baseline as a ratio, because
+this machine is shared and noisy; absolute numbers are for orientation only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from builder.build import BuildOptions, build
+from builder.keys import generate_keypair
+from runtime.semver import Version
+from runtime.signing import load_private_key
+
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / "work"
+RESULTS = ROOT / "results.json"
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    name: str
+    objective: str
+    trees: int
+    depth: int
+    features: int
+    train_rows: int
+
+
+FULL = (
+    BenchModel("binary-300x6", "binary:logistic", 300, 6, 100, 10_000),
+    BenchModel("regression-1000x8", "reg:squarederror", 1000, 8, 100, 10_000),
+)
+QUICK = (
+    BenchModel("binary-100x6", "binary:logistic", 100, 6, 30, 4_000),
+    BenchModel("regression-200x8", "reg:squarederror", 200, 8, 30, 4_000),
+)
+EVAL_ROWS = 10_000
+
+
+def data(model: BenchModel, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, model.features)).astype(np.float32)
+    weights = np.random.default_rng(0).normal(size=model.features)
+    signal = np.tanh(x @ weights / np.sqrt(model.features)) + 0.3 * np.sin(3 * x[:, 0])
+    x[rng.random(x.shape) < 0.05] = np.nan
+    if model.objective == "binary:logistic":
+        return x, (rng.random(rows) < 1 / (1 + np.exp(-3 * signal))).astype(np.float32)
+    return x, (1000 * signal + rng.normal(0, 50, rows)).astype(np.float32)
+
+
+def train(model: BenchModel, folder: Path) -> Path:
+    path = folder / f"{model.name}.ubj"
+    if path.exists():  # the bench trains once per machine; delete bench/work to retrain
+        return path
+    x, y = data(model, model.train_rows, seed=1)
+    params = {"objective": model.objective, "max_depth": model.depth, "eta": 0.1,
+              "tree_method": "hist", "nthread": os.cpu_count() or 1, "seed": 0}
+    booster = xgb.train(params, xgb.DMatrix(x, label=y), num_boost_round=model.trees)
+    booster.save_model(path)
+    return path
+
+
+def bundle(model: BenchModel, source: Path, precision: str, key: Path) -> Path:
+    result = build(
+        BuildOptions(
+            model=source,
+            name=model.name,
+            version=Version.parse("1.0.0"),
+            key=load_private_key(key, None),
+            out_dir=WORK / precision,
+            precision=precision,
+            force=True,
+        )
+    )
+    (result.path.parent / "signing.pub").write_bytes((key.parent / "signing.pub").read_bytes())
+    return result.path
+
+
+def probe(kind: str, path: Path, rows: Path, threads: int) -> dict[str, float]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.probe", kind, str(path), str(rows), str(threads)],
+        capture_output=True, text=True, check=True, cwd=ROOT.parent,
+    )
+    result: dict[str, float] = json.loads(proc.stdout)
+    return result
+
+
+def model_section(models: tuple[BenchModel, ...], key: Path) -> list[dict[str, Any]]:
+    cores = os.cpu_count() or 1
+    sections = []
+    for model in models:
+        source = train(model, WORK)
+        rows_path = WORK / f"{model.name}-rows.npy"
+        np.save(rows_path, data(model, EVAL_ROWS, seed=2)[0])
+        paths = {p: bundle(model, source, p, key) for p in ("int8", "float")}
+        variants: dict[str, dict[str, Any]] = {}
+        for precision, path in paths.items():
+            for threads in sorted({1, cores}):
+                stats = probe("bundle", path, rows_path, threads)
+                variants[f"{precision}@{threads}t"] = {"bytes": path.stat().st_size, **stats}
+        variants["xgboost@1t"] = {"bytes": source.stat().st_size,
+                                  **probe("xgboost", source, rows_path, 1)}
+        sections.append({"model": model.__dict__, "variants": variants,
+                         "ratios": model_ratios(variants)})
+    return sections
+
+
+def model_ratios(v: dict[str, dict[str, Any]]) -> dict[str, float]:
+    int8, flt, native = v["int8@1t"], v["float@1t"], v["xgboost@1t"]
+    return {
+        "int8/float 1-row latency": int8["one_row_us"] / flt["one_row_us"],
+        "int8/float 10k-row latency": int8["batch_ms"] / flt["batch_ms"],
+        "int8/float model RSS": int8["model_rss_mb"] / max(flt["model_rss_mb"], 1e-9),
+        "int8/float load time": int8["load_ms"] / flt["load_ms"],
+        "int8 bundle/xgboost ubj bytes": int8["bytes"] / native["bytes"],
+        "int8/xgboost 1-row latency": int8["one_row_us"] / native["one_row_us"],
+        "float/xgboost 10k-row latency": flt["batch_ms"] / native["batch_ms"],
+    }
+
+
+def print_models(sections: list[dict[str, Any]]) -> None:
+    header = (f"{'variant':<14}{'bytes':>12}{'load ms':>9}{'model RSS MB':>14}"
+              f"{'1-row µs':>10}{'10k ms':>9}")
+    for section in sections:
+        print(f"\n== {section['model']['name']} ({section['model']['objective']}, "
+              f"{section['model']['features']} features)")
+        print(header)
+        for name, v in section["variants"].items():
+            print(f"{name:<14}{v['bytes']:>12,}{v['load_ms']:>9.1f}{v['model_rss_mb']:>14.1f}"
+                  f"{v['one_row_us']:>10.1f}{v['batch_ms']:>9.1f}")
+        for label, ratio in section["ratios"].items():
+            print(f"  {label:<32}{ratio:>8.2f}×")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller models, for a fast look")
+    args = parser.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    key = WORK / "keys" / "signing.key"
+    if not key.exists():
+        generate_keypair(key.parent, None)
+    models = QUICK if args.quick else FULL
+    sections = model_section(models, key)
+    print_models(sections)
+    results = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version()},
+        "quick": args.quick,
+        "models": sections,
+    }
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

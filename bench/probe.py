@@ -1,0 +1,99 @@
+"""One measurement in a fresh process, so load time and RSS belong to one model alone.
+
+``python -m bench.probe KIND PATH ROWS.npy THREADS`` prints one JSON object. KIND is
+``bundle`` (the device path: read + verify + onnxruntime session through the runtime's
+Scorer) or ``xgboost`` (Booster.load_model + inplace_predict, the native baseline).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def rss_mb() -> tuple[float, float]:
+    """Current and peak resident set size from the kernel, in MiB."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def _bundle(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
+    from runtime.bundle import open_bundle, read_bundle_file
+    from runtime.scoring import Scorer
+    from runtime.signing import TrustedKeys, load_public_key
+
+    trusted = TrustedKeys([load_public_key(path.parent / "signing.pub")])
+    scorer = Scorer.from_bundle(open_bundle(read_bundle_file(path), trusted), threads)
+    return scorer.predict
+
+
+def _xgboost(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
+    import xgboost as xgb
+
+    booster = xgb.Booster()
+    booster.load_model(str(path))
+    booster.set_param({"nthread": threads})
+    return lambda x: booster.inplace_predict(x)
+
+
+def _import(kind: str) -> None:
+    # Imports are timed apart from the model load: they are paid once per process either way.
+    if kind == "bundle":
+        import onnxruntime  # noqa: F401
+
+        import runtime.scoring  # noqa: F401
+    else:
+        import xgboost  # noqa: F401
+
+
+def measure(kind: str, path: Path, rows: np.ndarray, threads: int) -> dict[str, float]:
+    started = time.perf_counter()
+    _import(kind)
+    import_ms = (time.perf_counter() - started) * 1e3
+    rss_before, _ = rss_mb()
+    started = time.perf_counter()
+    predict = (_bundle if kind == "bundle" else _xgboost)(path, threads)
+    predict(rows[:1])
+    load_ms = (time.perf_counter() - started) * 1e3
+    rss_loaded, _ = rss_mb()
+    one_row = []
+    for i in range(3000):
+        row = rows[i % len(rows)][None, :]
+        t = time.perf_counter()
+        predict(row)
+        one_row.append(time.perf_counter() - t)
+    batch = []
+    for _ in range(5):
+        t = time.perf_counter()
+        predict(rows)
+        batch.append(time.perf_counter() - t)
+    _, peak = rss_mb()
+    return {
+        "import_ms": import_ms,
+        "load_ms": load_ms,
+        "rss_after_load_mb": rss_loaded,
+        "model_rss_mb": rss_loaded - rss_before,
+        "peak_rss_mb": peak,
+        "one_row_us": statistics.median(one_row) * 1e6,
+        "batch_ms": statistics.median(batch) * 1e3,
+    }
+
+
+def main() -> None:
+    kind, path, rows_path, threads = sys.argv[1:5]
+    rows = np.load(rows_path).astype(np.float32)
+    print(json.dumps(measure(kind, Path(path), rows, int(threads))))
+
+
+if __name__ == "__main__":
+    main()
