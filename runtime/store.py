@@ -4,6 +4,8 @@ A store is a directory::
 
     store.json                         {"format": "edgebundle.store/1"}: marks a store
     keys/<keyid>.pub                   trusted Ed25519 public keys (PEM)
+    keys/retired/<keyid>.pub           keys rotated out: they load already-installed files only
+    ota.json                           last channel index serial and key set version (OtaState)
     state.json                         the one pointer file, replaced atomically (StoreState)
     bundles/<name>/<version>.bundle    each installed bundle file, kept whole
     audit.log                          append-only JSON lines (AuditEvent)
@@ -13,10 +15,10 @@ Whole bundle files rather than unpacked directories: one file is one atomic rena
 ``load_active`` checks the file's sha256 against the one ``state.json`` recorded at install
 *before* parsing anything (verify bytes, then parse), so disk corruption or a swapped file is
 caught. Integrity at load rests on that recorded sha256, taken after the signature verified at
-install; the signature is checked again at load with the store's keys as a second line. No
-command removes a trusted key, so a key rotation (adding the new key) cannot strand an
-installed bundle; each installed version records the keyid that verified it, so a future key
-removal can refuse while a kept bundle still depends on that key.
+install; the signature is checked again at load with the store's keys as a second line. A key
+rotation (``rotate_keys``, from a rotation statement signed by the current keys) moves keys it
+drops to ``keys/retired/``, which still verify the already-installed, sha256-pinned files at
+load but never a new install, so a rotation cannot strand an installed bundle.
 
 Crash safety: every write is temp file + fsync + rename + fsync(directory) (``runtime.fsio``)
 and happens in an order where a crash at any instant leaves ``state.json`` naming only complete,
@@ -47,12 +49,12 @@ from types import MappingProxyType
 from typing import Any, NoReturn
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from runtime._json import (
     dumps_canonical,
     get_bool,
     get_float,
-    get_int,
     get_list,
     get_obj,
     get_optional,
@@ -80,7 +82,7 @@ from runtime.fsio import (
     remove_durably,
     write_durably,
 )
-from runtime.manifest import Manifest
+from runtime.manifest import Manifest, get_count, get_sha256, get_timestamp
 from runtime.scoring import DEFAULT_THREADS, Scorer
 from runtime.selftest import SelftestResult, parse_selftest, run_selftest
 from runtime.semver import Version
@@ -88,7 +90,10 @@ from runtime.signing import TrustedKeys, keyid, load_public_key
 
 STORE_FORMAT = "edgebundle.store/1"
 STATE_FORMAT = "edgebundle.state/1"
-AUDIT_EVENTS = ("init", "installed", "refused", "rollback", "marked-bad")
+AUDIT_EVENTS = ("init", "installed", "refused", "rollback", "marked-bad", "keys-rotated")
+OTA_FORMAT = "edgebundle.ota/1"
+OTA_FILE = "ota.json"
+RETIRED_KEYS_DIR = "retired"  # under keys/: rotated-out keys, trusted only to load pinned files
 
 STORE_FILE = "store.json"
 STATE_FILE = "state.json"
@@ -108,42 +113,10 @@ _MAX_MARKER_BYTES = 4096
 
 # The manifest's rule for model names: one plain path component, safe as a directory name.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 # --- field readers ---------------------------------------------------------------------------
-
-
-def _matching(
-    d: Mapping[str, Any], key: str, context: str, pattern: re.Pattern[str], rule: str
-) -> str:
-    value = get_str(d, key, context)
-    if not pattern.fullmatch(value):
-        raise ManifestError(f"{quote(value)} is not {rule}", context=join(context, key))
-    return value
-
-
-def _sha256(d: Mapping[str, Any], key: str, context: str) -> str:
-    return _matching(d, key, context, _SHA256, "a sha256 digest (64 lowercase hex digits)")
-
-
-def _time(d: Mapping[str, Any], key: str, context: str) -> str:
-    rule = "a UTC time like 2025-01-31T12:00:00Z"
-    text = _matching(d, key, context, _TIME, rule)
-    try:
-        datetime.datetime.strptime(text, _TIME_FORMAT)
-    except ValueError:
-        raise ManifestError(f"{quote(text)} is not {rule}", context=join(context, key)) from None
-    return text
-
-
-def _count(d: Mapping[str, Any], key: str, context: str) -> int:
-    value = get_int(d, key, context)
-    if value < 0:
-        raise ManifestError(f"must be >= 0, got {value}", context=join(context, key))
-    return value
 
 
 def _canonical_version(text: str, context: str) -> Version:
@@ -214,7 +187,7 @@ class SelftestSummary:
             )
         return cls(
             passed=get_bool(d, "passed", context),
-            rows=_count(d, "rows", context),
+            rows=get_count(d, "rows", context),
             max_abs_error=max_abs_error,
             detail=get_str(d, "detail", context),
         )
@@ -244,11 +217,11 @@ class InstalledVersion:
         fields = ("sha256", "size", "precision", "keyid", "installed_at", "selftest")
         reject_unknown(d, fields, context)
         return cls(
-            sha256=_sha256(d, "sha256", context),
-            size=_count(d, "size", context),
+            sha256=get_sha256(d, "sha256", context),
+            size=get_count(d, "size", context),
             precision=get_str(d, "precision", context),
-            keyid=_sha256(d, "keyid", context),
-            installed_at=_time(d, "installed_at", context),
+            keyid=get_sha256(d, "keyid", context),
+            installed_at=get_timestamp(d, "installed_at", context),
             selftest=SelftestSummary.from_dict(
                 get_obj(d, "selftest", context), join(context, "selftest")
             ),
@@ -436,11 +409,11 @@ class AuditEvent:
         if event not in AUDIT_EVENTS:
             raise ManifestError(f"unknown event {quote(event)}", context=join(context, "event"))
         return cls(
-            time=_time(d, "time", context),
+            time=get_timestamp(d, "time", context),
             event=event,
             model=get_optional(d, "model", context, get_str),
             version=get_optional(d, "version", context, get_str),
-            sha256=get_optional(d, "sha256", context, _sha256),
+            sha256=get_optional(d, "sha256", context, get_sha256),
             origin=get_optional(d, "origin", context, get_str),
             reason=get_str(d, "reason", context),
         )
@@ -462,6 +435,35 @@ class AuditEvent:
 
 
 # --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OtaState:
+    """``ota.json``: what over-the-air updates have seen, so nothing can be replayed.
+
+    ``last_serial`` is the highest channel index serial accepted; ``key_version`` the version
+    of the key set trusted now (0 = the keys given at init).
+    """
+
+    last_serial: int = 0
+    key_version: int = 0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> OtaState:
+        reject_unknown(d, ("format", "last_serial", "key_version"), context)
+        if get_str(d, "format", context) != OTA_FORMAT:
+            raise ManifestError(f"unsupported format (expected {OTA_FORMAT!r})", context)
+        return cls(
+            last_serial=get_count(d, "last_serial", context),
+            key_version=get_count(d, "key_version", context),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": OTA_FORMAT,
+            "last_serial": self.last_serial,
+            "key_version": self.key_version,
+        }
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -521,10 +523,7 @@ class Store:
         _prepare_empty_dir(root)
         make_dir_durably(root / KEYS_DIR)
         for key_id, key in keys.items():
-            pem = key.public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            write_durably(root / KEYS_DIR / f"{key_id}.pub", pem)
+            write_durably(root / KEYS_DIR / f"{key_id}.pub", _pem(key))
         make_dir_durably(root / BUNDLES_DIR)
         write_durably(root / LOCK_FILE, b"")
         reason = "trusted keys: " + ", ".join(keys)
@@ -642,7 +641,7 @@ class Store:
                 raise StoreError(f"{name} has no active version")
             record = _record(model, model.active)
             data = self._read_installed(name, model.active, record.sha256)
-        bundle = open_bundle(data, self._trusted, self.limits)
+        bundle = open_bundle(data, self._loading_keys(), self.limits)
         return LoadedModel(
             name=name,
             version=model.active,
@@ -650,6 +649,65 @@ class Store:
             manifest=bundle.manifest,
             scorer=Scorer.from_bundle(bundle, threads),
         )
+
+    def ota_state(self) -> OtaState:
+        data = _read_small(self.root / OTA_FILE, _MAX_MARKER_BYTES)
+        if data is None:
+            return OtaState()
+        try:
+            return OtaState.from_dict(loads_strict(data, OTA_FILE))
+        except ManifestError as e:
+            raise StoreError(f"{self.root / OTA_FILE} is corrupt: {e}") from None
+
+    def record_serial(self, serial: int) -> None:
+        """Remember an accepted channel index serial; a lower one is a replay."""
+        with self._locked(fcntl.LOCK_EX):
+            ota = self.ota_state()
+            if serial < ota.last_serial:
+                raise RollbackError(
+                    f"channel index serial {serial} is older than {ota.last_serial} already "
+                    "seen (replayed index)"
+                )
+            if serial > ota.last_serial:
+                self._write_ota(replace(ota, last_serial=serial))
+
+    def rotate_keys(self, keys: Sequence[Ed25519PublicKey], version: int, *, origin: str) -> Store:
+        """Trust exactly ``keys`` from now on (a verified rotation statement of ``version``).
+
+        Keys rotated out move to ``keys/retired/``: they still verify the bundles already
+        installed (whose bytes are sha256-pinned) but never a new install. Returns the store
+        reopened with the new keys.
+        """
+        with self._locked(fcntl.LOCK_EX):
+            ota = self.ota_state()
+            if version <= ota.key_version:
+                raise RollbackError(
+                    f"key set version {version} is not newer than {ota.key_version} (replay)"
+                )
+            new = TrustedKeys(keys)
+            retired = self.root / KEYS_DIR / RETIRED_KEYS_DIR
+            make_dir_durably(retired)
+            for key_id, key in new.items():
+                write_durably(self.root / KEYS_DIR / f"{key_id}.pub", _pem(key))
+            dropped = [key_id for key_id in self._trusted if key_id not in new]
+            for key_id in dropped:
+                write_durably(retired / f"{key_id}.pub", _pem(self._trusted[key_id]))
+            remove_durably(self.root / KEYS_DIR, [f"{key_id}.pub" for key_id in dropped])
+            self._write_ota(replace(ota, key_version=version))
+            _append_audit(
+                self.root,
+                "keys-rotated",
+                origin=origin,
+                reason=f"key set version {version}: " + ", ".join(sorted(new)),
+            )
+        return Store.open(self.root, limits=self.limits, lock_timeout=self.lock_timeout)
+
+    def _write_ota(self, ota: OtaState) -> None:
+        write_durably(self.root / OTA_FILE, dumps_canonical(ota.to_dict()))
+
+    def _loading_keys(self) -> TrustedKeys:
+        retired = _load_key_dir(self.root / KEYS_DIR / RETIRED_KEYS_DIR)
+        return TrustedKeys([*self._trusted.values(), *retired])
 
     def default_model(self) -> str:
         """The one model with an active version, for callers that were not told which."""
@@ -706,7 +764,7 @@ class Store:
         """Run the bundle's selftest on the stored file, loaded exactly as ``load_active`` will."""
         try:
             data = self._read_installed(name, version, sha256)
-            bundle = open_bundle(data, self._trusted, self.limits)
+            bundle = open_bundle(data, self._loading_keys(), self.limits)
             scorer = Scorer.from_bundle(bundle)
             result = run_selftest(scorer, parse_selftest(bundle.files["selftest.json"]))
         except BundleError as e:
@@ -915,17 +973,26 @@ def _prepare_empty_dir(root: Path) -> None:
 
 
 def _load_keys(root: Path) -> TrustedKeys:
-    directory = root / KEYS_DIR
-    paths = sorted(directory.glob("*.pub"))
+    keys = _load_key_dir(root / KEYS_DIR)
+    if not keys:
+        raise StoreError(f"{root / KEYS_DIR} holds no trusted public keys (*.pub)")
+    return TrustedKeys(keys)
+
+
+def _load_key_dir(directory: Path) -> list[Ed25519PublicKey]:
     keys = []
-    for path in paths:
+    for path in sorted(directory.glob("*.pub")):
         key = load_public_key(path)
         if keyid(key) != path.stem:
             raise StoreError(f"{path} holds key {keyid(key)}, not the key its name says")
         keys.append(key)
-    if not keys:
-        raise StoreError(f"{directory} holds no trusted public keys (*.pub)")
-    return TrustedKeys(keys)
+    return keys
+
+
+def _pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def _read_small(path: Path, cap: int) -> bytes | None:

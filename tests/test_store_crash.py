@@ -25,13 +25,17 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from builder.publish import publish
 from runtime.semver import Version
+from runtime.signing import load_private_key
 from runtime.store import Store
+from runtime.updater import update_once
 from tests.conftest import KeyFiles
 from tests.store_helpers import Spec, audit_events, build_bundles, with_wrong_selftest
 from tests.xgbmodels import BIN, train
@@ -134,6 +138,15 @@ def scenarios(
         store.install(bundles[V120], origin="after the crash")
 
     two = base("two-installed", V100, V110)
+    channel = work / "channel"
+    signer = load_private_key(keys.private, None)
+    for spec in (V110, V120):
+        publish(files[spec], channel, signer, timedelta(days=1), datetime.now(timezone.utc))
+
+    def update(store: Store) -> None:
+        report = update_once(store, channel.as_uri())
+        assert str(store.state().models["credit"].active) == "1.2.0", report.lines()
+
     return [
         Scenario(
             "first-install",
@@ -155,6 +168,13 @@ def scenarios(
             ["install", str(broken), "--store", "{store}"],
             frozenset({"1.0.0"}),
             install(V110),
+        ),
+        Scenario(
+            "ota-update-skips-to-newest",
+            base("one-installed-for-ota", V100),
+            ["update", "--store", "{store}", "--channel", channel.as_uri()],
+            frozenset({"1.0.0", "1.2.0"}),
+            update,
         ),
         Scenario(
             "rollback",
