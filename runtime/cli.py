@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -15,17 +16,23 @@ from pathlib import Path
 
 from runtime import __version__
 from runtime.bundle import Limits, open_bundle, read_bundle_file
-from runtime.errors import BundleError, FormatError, InputError
+from runtime.errors import BundleError, FormatError, InputError, RollbackError, StoreError
 from runtime.scoring import DEFAULT_THREADS, Scorer
+from runtime.semver import Version
+from runtime.server import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, ServerLimits, read_token, serve
 from runtime.signing import TrustedKeys
+from runtime.store import InstalledVersion, ModelState, Store
 from runtime.stream import LineSource, StreamStats, score_csv, score_jsonl
+from runtime.updater import update_once
 
 
 class ExitCode(enum.IntEnum):
     OK = 0  # every row scored
     ROW_ERRORS = 1  # at least one row got an error record; the others were scored
+    UPDATE_REFUSED = 1  # update: a listed bundle was refused (audited); the pass went on
     USAGE = 2  # bad arguments, or input that cannot be read at all (e.g. a bad CSV header)
     REJECTED = 3  # the bundle failed verification or cannot run here
+    ROLLBACK_REFUSED = 4  # the store refused the bundle's version (anti-rollback, marked bad)
     INTERRUPTED = 130  # Ctrl-C, by shell convention 128 + SIGINT
 
 
@@ -55,17 +62,22 @@ def _parser() -> argparse.ArgumentParser:
     score = commands.add_parser(
         "score",
         help="score rows from stdin to stdout",
-        description="Verify a bundle, then score JSONL or CSV rows from stdin to stdout, one "
-        "output record per input record, answering each line as soon as it arrives.",
+        description="Verify a bundle (or load a store's active model), then score JSONL or CSV "
+        "rows from stdin to stdout, one output record per input record, answering each line as "
+        "soon as it arrives.",
     )
-    score.add_argument("--bundle", required=True, type=Path, help="the .bundle file to score with")
+    source = score.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bundle", type=Path, help="the .bundle file to score with")
+    source.add_argument("--store", type=Path, metavar="DIR", help="score with a store's model")
     score.add_argument(
         "--trust",
-        required=True,
         action="append",
         type=Path,
         metavar="PUB",
-        help="a trusted Ed25519 public key (PEM); repeat for several",
+        help="with --bundle: a trusted Ed25519 public key (PEM); repeat for several",
+    )
+    score.add_argument(
+        "--model", metavar="NAME", help="with --store: which model (default: the only one)"
     )
     score.add_argument(
         "--format", choices=("jsonl", "csv"), default="jsonl", help="input and output format"
@@ -79,7 +91,37 @@ def _parser() -> argparse.ArgumentParser:
         "answers then never depend on how rows were batched)",
     )
     score.set_defaults(run=_score)
+    _add_store_commands(commands)
+    _add_serve_command(commands)
+    _add_update_command(commands)
     return parser
+
+
+def _add_update_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    update = commands.add_parser(
+        "update",
+        help="one pass of over-the-air updates from a channel",
+        description="Fetch a channel's signed index, then download, verify and install the "
+        "newest version of each installed model (a failed selftest marks it bad).",
+    )
+    _store_option(update)
+    update.add_argument("--channel", required=True, metavar="URL",
+                        help="channel base URL: file://, http:// or https://")
+    update.set_defaults(run=_update)
+
+
+def _update(args: argparse.Namespace) -> int:
+    try:
+        report = update_once(Store.open(args.store, limits=LIMITS), args.channel)
+    except StoreError as e:
+        return _fail(str(e), ExitCode.USAGE)
+    except RollbackError as e:  # a replayed index or key set
+        return _fail(str(e), ExitCode.ROLLBACK_REFUSED)
+    except BundleError as e:  # the channel: unreachable, unsigned, expired...
+        return _fail(str(e), ExitCode.REJECTED)
+    for line in report.lines():
+        print(line)
+    return ExitCode.UPDATE_REFUSED if report.failed else ExitCode.OK
 
 
 def _threads(text: str) -> int:
@@ -93,6 +135,14 @@ def _threads(text: str) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
+    if args.store is not None:
+        return _score_store(args)
+    if args.model is not None:
+        return _fail("--model needs --store", ExitCode.USAGE)
+    if not args.trust:
+        # Worded as argparse words it, as when --trust was required outright.
+        message = "the following arguments are required: --trust (with --bundle)"
+        return _fail(message, ExitCode.USAGE)
     try:
         trusted = TrustedKeys.from_paths(args.trust)
         data = read_bundle_file(args.bundle, LIMITS)
@@ -105,6 +155,161 @@ def _score(args: argparse.Namespace) -> int:
     except BundleError as e:
         return _fail(str(e), ExitCode.REJECTED)
     return _stream(scorer, args.format)
+
+
+def _score_store(args: argparse.Namespace) -> int:
+    if args.trust:
+        return _fail("--trust goes with --bundle; a store trusts its own keys", ExitCode.USAGE)
+    try:
+        store = Store.open(args.store, limits=LIMITS)
+        loaded = store.load_active(args.model or store.default_model(), args.threads)
+    except StoreError as e:
+        return _fail(str(e), ExitCode.USAGE)
+    except BundleError as e:  # the kept file changed on disk, or cannot run here any more
+        return _fail(str(e), ExitCode.REJECTED)
+    return _stream(loaded.scorer, args.format)
+
+
+# --- store commands ----------------------------------------------------------------------------
+
+
+def _add_store_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    init = commands.add_parser(
+        "init",
+        help="create a model store",
+        description="Create a model store in a new or empty directory, trusting the given keys.",
+    )
+    _store_option(init)
+    init.add_argument(
+        "--trust",
+        required=True,
+        action="append",
+        type=Path,
+        metavar="PUB",
+        help="a trusted Ed25519 public key (PEM); repeat for several",
+    )
+    init.set_defaults(run=_init)
+    install = commands.add_parser(
+        "install",
+        help="verify, selftest and activate a bundle in a store",
+        description="Verify BUNDLE with the store's keys, refuse older or already-seen versions "
+        "(anti-rollback), run its selftest in the real scorer, then make it the active version "
+        "of its model; the version it replaces stays as the rollback target.",
+    )
+    install.add_argument("bundle", type=Path, metavar="BUNDLE", help="the .bundle file")
+    _store_option(install)
+    install.set_defaults(run=_install)
+    status = commands.add_parser(
+        "status", help="show a store's models", description="Show each model's versions."
+    )
+    _store_option(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(run=_status)
+    rollback = commands.add_parser(
+        "rollback",
+        help="switch a model back to its previous version",
+        description="Make the previous version active; the active one becomes previous, so a "
+        "second rollback undoes the first.",
+    )
+    _store_option(rollback)
+    rollback.add_argument("--model", required=True, metavar="NAME", help="the model to roll back")
+    rollback.set_defaults(run=_rollback)
+
+
+def _store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", required=True, type=Path, metavar="DIR", help="store directory")
+
+
+def _init(args: argparse.Namespace) -> int:
+    try:
+        store = Store.init(args.store, args.trust, limits=LIMITS)
+    except BundleError as e:  # a key file or the directory
+        return _fail(str(e), ExitCode.USAGE)
+    print(f"initialized store {store.root}")
+    for key_id in store.trusted_keys():
+        print(f"trusted key {key_id}")
+    return ExitCode.OK
+
+
+def _install(args: argparse.Namespace) -> int:
+    try:
+        store = Store.open(args.store, limits=LIMITS)
+        data = read_bundle_file(args.bundle, LIMITS)
+    except FormatError as e:
+        return _fail(str(e), ExitCode.REJECTED)
+    except BundleError as e:
+        return _fail(str(e), ExitCode.USAGE)
+    try:
+        result = store.install(data, origin=str(args.bundle.absolute()))
+    except RollbackError as e:
+        return _fail(str(e), ExitCode.ROLLBACK_REFUSED)
+    except StoreError as e:
+        return _fail(str(e), ExitCode.USAGE)
+    except BundleError as e:  # verification, compatibility or selftest
+        return _fail(str(e), ExitCode.REJECTED)
+    if result.already_installed:
+        print(f"{result.name} {result.version} is already installed and active; nothing changed")
+    else:
+        print(
+            f"installed {result.name} {result.version} (previous: {result.previous or 'none'})"
+            f" — selftest passed ({result.selftest.rows} rows)"
+        )
+    return ExitCode.OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        store = Store.open(args.store, limits=LIMITS)
+        state = store.state()
+    except BundleError as e:
+        return _fail(str(e), ExitCode.USAGE)
+    keys = list(store.trusted_keys())
+    if args.json:
+        doc = {"store": str(store.root), "trusted_keys": keys, **state.to_dict()}
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return ExitCode.OK
+    print(f"store {store.root}")
+    print("trusted keys: " + ", ".join(keys))
+    if not state.models:
+        print("no models installed")
+    for name, model in state.models.items():
+        print(name)
+        print(*_model_lines(model), sep="\n")
+    return ExitCode.OK
+
+
+def _model_lines(model: ModelState) -> list[str]:
+    lines = []
+    for role, version in (("active", model.active), ("previous", model.previous)):
+        record = None if version is None else model.record(version)
+        lines.append(f"  {role + ':':<10}{_version_line(version, record)}")
+    lines.append(f"  {'highest:':<10}{model.highest_seen} (anti-rollback: nothing lower installs)")
+    lines.append(f"  {'bad:':<10}" + (", ".join(map(str, model.bad)) or "none"))
+    return lines
+
+
+def _version_line(version: Version | None, record: InstalledVersion | None) -> str:
+    if version is None or record is None:
+        return "none"
+    outcome = "passed" if record.selftest.passed else "FAILED"
+    return (
+        f"{version} ({record.precision}, installed {record.installed_at}, "
+        f"selftest {outcome}: {record.selftest.detail})"
+    )
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    try:
+        result = Store.open(args.store, limits=LIMITS).rollback(args.model)
+    except StoreError as e:
+        return _fail(str(e), ExitCode.USAGE)
+    except BundleError as e:  # the previous version's file changed on disk
+        return _fail(str(e), ExitCode.REJECTED)
+    print(
+        f"rolled back {result.name} to {result.active} (previous: {result.previous};"
+        " roll back again to undo)"
+    )
+    return ExitCode.OK
 
 
 def _stream(scorer: Scorer, fmt: str) -> int:
@@ -146,3 +351,102 @@ def _fd_writer(fd: int) -> Callable[[bytes], None]:
 def _fail(message: str, code: ExitCode) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+# --- serve --------------------------------------------------------------------------------------
+
+_LIMIT_FLAGS = (
+    ("max_body_bytes", "BYTES", "largest request body; bigger ones are answered 413"),
+    ("max_header_bytes", "BYTES", "largest request header section; bigger ones get 431"),
+    ("max_rows", "N", "most rows in one request; more are answered 413"),
+    ("read_timeout", "SECONDS", "time for a request to arrive whole once it starts"),
+    ("idle_timeout", "SECONDS", "time a keep-alive connection may wait for its next request"),
+    ("max_inflight", "N", "requests scored at once; more are answered 503 at once"),
+    ("max_connections", "N", "open connections; more are answered 503 and closed"),
+    ("drain_timeout", "SECONDS", "on SIGTERM, time requests in flight get to finish"),
+)
+
+
+def _add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve_parser = commands.add_parser(
+        "serve",
+        help="serve a store's models over HTTP",
+        description="Serve every model in the store over HTTP/1.1: Open Inference Protocol v2, "
+        "MLflow-style /invocations and Prometheus /metrics. Installs and rollbacks are picked "
+        "up without a restart (SIGHUP reloads at once); SIGTERM drains requests in flight, then "
+        "exits.",
+    )
+    _store_option(serve_parser)
+    serve_parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})"
+    )
+    serve_parser.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one, printed at start)",
+    )
+    serve_parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="require 'Authorization: Bearer TOKEN' (TOKEN from FILE, which other users must "
+        "not be able to read) on every endpoint but the health checks",
+    )
+    serve_parser.add_argument(
+        "--threads",
+        type=_threads,
+        default=DEFAULT_THREADS,
+        metavar="N",
+        help=f"onnxruntime intra-op threads per model (default {DEFAULT_THREADS})",
+    )
+    defaults = ServerLimits()
+    for name, metavar, text in _LIMIT_FLAGS:
+        default = getattr(defaults, name)
+        serve_parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=_positive_int if isinstance(default, int) else _positive_float,
+            default=default,
+            metavar=metavar,
+            help=f"{text} (default {default})",
+        )
+    serve_parser.set_defaults(run=_serve)
+
+
+def _port(text: str) -> int:
+    value = _threads(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be <= 65535, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _threads(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _serve(args: argparse.Namespace) -> int:
+    limits = ServerLimits(**{name: getattr(args, name) for name, _, _ in _LIMIT_FLAGS})
+    try:
+        token = None if args.token_file is None else read_token(args.token_file)
+        store = Store.open(args.store, limits=LIMITS)
+        config = ServerConfig(
+            host=args.host, port=args.port, token=token, threads=args.threads, limits=limits
+        )
+        return serve(store, config)
+    except BundleError as e:  # the store or the token file
+        return _fail(str(e), ExitCode.USAGE)
+    except OSError as e:  # the address: in use, not local, not permitted
+        return _fail(f"cannot serve on {args.host}:{args.port}: {e.strerror or e}", ExitCode.USAGE)

@@ -1,0 +1,288 @@
+"""What each URL answers: routes from method and path to endpoint functions of
+``(App, Request) -> Response``. No sockets here; ``server.py`` turns bytes into a ``Request``
+and a ``Response`` into bytes.
+
+An endpoint raises ``HttpError`` for every answer that is not a success; ``server.py`` renders
+it as ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from runtime._json import quote
+from runtime.errors import BundleError, InputError
+from runtime.httpio import JSON_TYPE, HttpError, encode_json, media_type
+from runtime.invocations import CSV_TYPE, encode_predictions, parse_csv_rows, parse_json_rows
+from runtime.metrics import CONTENT_TYPE as METRICS_TYPE
+from runtime.metrics import Metrics
+from runtime.oip import HEADER_LENGTH, encode_infer, model_metadata, parse_infer, server_metadata
+from runtime.rows import ERROR_KEY, output_columns, score_rows
+from runtime.semver import Version
+from runtime.serving import ServedModels, Snapshot
+from runtime.store import LoadedModel
+
+PUBLIC_PATHS = ("/v2/health/live", "/v2/health/ready")  # answered without a bearer token
+_BINARY = "application/octet-stream"
+_INFER_TYPES = ("", JSON_TYPE, _BINARY)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = JSON_TYPE
+    headers: tuple[tuple[str, str], ...] = ()
+    model: str = ""  # the served model it concerned, for the metrics' model label
+
+
+def json_response(status: int, value: object, model: str = "") -> Response:
+    return Response(status, encode_json(value), model=model)
+
+
+def error_response(error: HttpError, model: str = "") -> Response:
+    body = encode_json({"error": error.message})
+    return Response(error.status, body, headers=error.headers, model=model)
+
+
+class App:
+    """What every request needs: the served models, the metrics, and the bounds on scoring."""
+
+    def __init__(
+        self, models: ServedModels, metrics: Metrics, max_rows: int, max_inflight: int
+    ) -> None:
+        self.models = models
+        self.metrics = metrics
+        self.max_rows = max_rows
+        self._max_inflight = max_inflight
+        self._slots = threading.BoundedSemaphore(max_inflight)
+        self._inflight = 0
+        self._idle = threading.Condition()
+
+    @contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Count a request from its parsed headers to its written response (for draining)."""
+        with self._idle:
+            self._inflight += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                if not self._inflight:
+                    self._idle.notify_all()
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._inflight, timeout)
+
+    @contextmanager
+    def scoring_slot(self) -> Iterator[None]:
+        if not self._slots.acquire(blocking=False):
+            raise HttpError(
+                503,
+                f"server busy: {self._max_inflight} requests are being scored; retry",
+                (("Retry-After", "1"),),
+            )
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    params: Mapping[str, str]  # from the path
+    query: Mapping[str, list[str]]
+    header: Callable[[str], str | None]
+    read_body: Callable[[], bytes]
+
+
+Endpoint = Callable[[App, Request], Response]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str  # the metrics' endpoint label
+    pattern: re.Pattern[str]
+    methods: Mapping[str, Endpoint]
+
+
+def _live(app: App, request: Request) -> Response:
+    return json_response(200, {"live": True})
+
+
+def _server_ready(app: App, request: Request) -> Response:
+    snapshot = app.models.current
+    if snapshot.ready:
+        return json_response(200, {"ready": True})
+    if snapshot.unloaded:
+        reason = f"not ready: {', '.join(sorted(snapshot.unloaded))} failed to load"
+    else:
+        reason = "not ready: no model is installed"
+    return json_response(503, {"ready": False, "error": reason})
+
+
+def _server_metadata(app: App, request: Request) -> Response:
+    return json_response(200, server_metadata())
+
+
+def _model_metadata(app: App, request: Request) -> Response:
+    model = _find_model(app.models.current, request.params)
+    return json_response(200, model_metadata(model.manifest), model.name)
+
+
+def _model_ready(app: App, request: Request) -> Response:
+    model = _find_model(app.models.current, request.params)
+    return json_response(200, {"name": model.name, "ready": True}, model.name)
+
+
+def _infer(app: App, request: Request) -> Response:
+    model = _find_model(app.models.current, request.params)
+    _check_body_type(request, _INFER_TYPES, "application/json or application/octet-stream")
+    with app.scoring_slot():
+        body = request.read_body()
+        parsed = parse_infer(body, request.header(HEADER_LENGTH), model.manifest, app.max_rows)
+        with _scoring_failures():
+            scored = model.scorer.predict(parsed.x)
+        data, header_length = encode_infer(model.manifest, parsed, scored)
+    app.metrics.add_rows(model.name, len(parsed.x))
+    if header_length is None:
+        return Response(200, data, model=model.name)
+    headers = ((HEADER_LENGTH, str(header_length)),)
+    return Response(200, data, _BINARY, headers, model.name)
+
+
+def _invocations(app: App, request: Request) -> Response:
+    model = _invocation_model(app.models.current, request.query)
+    kind = _check_body_type(request, (JSON_TYPE, CSV_TYPE), "application/json or text/csv")
+    features = model.scorer.features
+    limit = app.max_rows
+    with app.scoring_slot():
+        body = request.read_body()
+        if kind == CSV_TYPE:
+            reserved = {*output_columns(model.scorer.outputs), ERROR_KEY}
+            rows = parse_csv_rows(body, features, reserved, limit)
+        else:
+            rows = parse_json_rows(body, features, limit)
+        with _scoring_failures():
+            records = score_rows(model.scorer, rows)
+    app.metrics.add_rows(model.name, len(rows))
+    return Response(200, encode_predictions(records), model=model.name)
+
+
+def _metrics(app: App, request: Request) -> Response:
+    return Response(200, app.metrics.render(app.inflight), METRICS_TYPE)
+
+
+_NAME = r"(?P<model>[^/]+)"
+_VERSION = r"(?:/versions/(?P<version>[^/]+))?"
+ROUTES = (
+    Route("live", re.compile(r"/v2/health/live"), {"GET": _live}),
+    Route("ready", re.compile(r"/v2/health/ready"), {"GET": _server_ready}),
+    Route("server_metadata", re.compile(r"/v2"), {"GET": _server_metadata}),
+    Route("model_metadata", re.compile(rf"/v2/models/{_NAME}{_VERSION}"), {"GET": _model_metadata}),
+    Route("model_ready", re.compile(rf"/v2/models/{_NAME}{_VERSION}/ready"), {"GET": _model_ready}),
+    Route("infer", re.compile(rf"/v2/models/{_NAME}{_VERSION}/infer"), {"POST": _infer}),
+    Route("invocations", re.compile(r"/invocations"), {"POST": _invocations}),
+    Route("metrics", re.compile(r"/metrics"), {"GET": _metrics}),
+)
+
+
+def _find_model(snapshot: Snapshot, params: Mapping[str, str]) -> LoadedModel:
+    name = params["model"]
+    model = snapshot.models.get(name)
+    if model is None:
+        if name in snapshot.unloaded:
+            raise HttpError(503, f"model {name!r} is not ready: its active version failed to load")
+        raise HttpError(404, f"unknown model {quote(name)}")
+    version = params.get("version")
+    if version is not None and not _same_version(version, model.version):
+        raise HttpError(
+            404, f"model {name!r} has no version {quote(version)}; it serves {model.version}"
+        )
+    return model
+
+
+def _same_version(text: str, served: Version) -> bool:
+    try:
+        return Version.parse(text) == served
+    except BundleError:
+        return False
+
+
+def _invocation_model(snapshot: Snapshot, query: Mapping[str, list[str]]) -> LoadedModel:
+    names = query.get("model", [])
+    if len(names) > 1:
+        raise HttpError(400, "give ?model= once")
+    if names:
+        return _find_model(snapshot, {"model": names[0]})
+    if snapshot.default is not None:
+        return _find_model(snapshot, {"model": snapshot.default})
+    if not snapshot.installed:
+        raise HttpError(404, "no model is installed")
+    several = ", ".join(snapshot.installed)
+    raise HttpError(400, f"the store holds several models ({several}); add ?model=NAME")
+
+
+def _check_body_type(request: Request, allowed: tuple[str, ...], spelled: str) -> str:
+    encoding = (request.header("Content-Encoding") or "identity").strip().lower()
+    if encoding != "identity":
+        raise HttpError(415, f"Content-Encoding {quote(encoding)} is not supported; send it plain")
+    kind = media_type(request.header("Content-Type"))
+    if kind not in allowed:
+        shown = quote(kind) if kind else "missing"
+        raise HttpError(415, f"Content-Type is {shown}; send {spelled}")
+    return kind
+
+
+@contextmanager
+def _scoring_failures() -> Iterator[None]:
+    """The scorer's own errors as answers (rows are checked before, so neither is expected)."""
+    try:
+        yield
+    except InputError as e:
+        raise HttpError(400, str(e)) from None
+    except BundleError as e:  # onnxruntime failed on a model its selftest passed
+        raise HttpError(500, f"scoring failed: {e}") from None
+
+
+def match(path: str) -> tuple[Route | None, dict[str, str]]:
+    for route in ROUTES:
+        found = route.pattern.fullmatch(path)
+        if found:
+            params = {k: unquote(v) for k, v in found.groupdict().items() if v is not None}
+            return route, params
+    return None, {}
+
+
+def call(route: Route, app: App, request: Request) -> Response:
+    # HEAD is answered as GET; the server leaves the body out.
+    endpoint = route.methods.get("GET" if request.method == "HEAD" else request.method)
+    if endpoint is None:
+        allowed = sorted({*route.methods, *(("HEAD",) if "GET" in route.methods else ())})
+        raise HttpError(
+            405,
+            f"{request.method} is not allowed here; use {' or '.join(allowed)}",
+            (("Allow", ", ".join(allowed)),),
+        )
+    return endpoint(app, request)
+
+
+def model_label(
+    snapshot: Snapshot, params: Mapping[str, str], query: Mapping[str, list[str]]
+) -> str:
+    """The served model a request is about, or "": label values must not come from clients."""
+    named = query.get("model")
+    name = params.get("model") or (named[0] if named else snapshot.default)
+    return name if name is not None and name in snapshot.models else ""

@@ -1,0 +1,74 @@
+"""What the HTTP endpoints share: the error they raise, and strict JSON in and out.
+
+Request JSON is read as strictly as input rows (``rows.py``): UTF-8 only, no ``NaN`` or
+``Infinity`` tokens, no duplicate keys, so a body means one thing or is refused with a 400.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+from runtime._json import quote
+
+JSON_TYPE = "application/json"
+
+
+class HttpError(Exception):
+    """A request the server answers with ``status`` and ``{"error": message}``."""
+
+    def __init__(
+        self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def bad_request(message: str) -> HttpError:
+    return HttpError(400, message)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise bad_request(f"JSON body has a duplicate key {quote(key)}")
+        obj[key] = value
+    return obj
+
+
+def _refuse_constant(token: str) -> NoReturn:
+    raise bad_request(f"JSON body contains {token}, which is not JSON; send null for missing")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def decode_json(body: bytes) -> object:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise bad_request(f"JSON body is not valid UTF-8 (byte {e.start})") from None
+    try:
+        return _DECODER.decode(text)
+    except json.JSONDecodeError as e:
+        raise bad_request(
+            f"invalid JSON body: {e.msg} at line {e.lineno} column {e.colno}"
+        ) from None
+    except ValueError as e:  # integers beyond the interpreter's digit limit
+        raise bad_request(f"invalid JSON body: {e}") from None
+    except RecursionError:
+        raise bad_request("invalid JSON body: nested too deeply") from None
+
+
+def encode_json(value: object) -> bytes:
+    """Compact ASCII JSON; callers have already turned non-finite floats into ``None``."""
+    return _ENCODER.encode(value).encode("ascii")
+
+
+def media_type(content_type: str | None) -> str:
+    """``"application/json"`` from ``"Application/JSON; charset=utf-8"``; "" when absent."""
+    return (content_type or "").split(";", 1)[0].strip().lower()

@@ -1,0 +1,570 @@
+"""``bundle-runtime serve``: the store's models over HTTP/1.1 (stdlib ``ThreadingHTTPServer``).
+
+Endpoints (DESIGN §5):
+
+- Open Inference Protocol v2 (``oip.py``): ``GET /v2/health/live``, ``/v2/health/ready``
+  (ready when every model with an active version in the store is loaded), ``/v2``,
+  ``/v2/models/{name}[/versions/{v}]``, ``.../ready``, and
+  ``POST /v2/models/{name}[/versions/{v}]/infer``. A version other than the one being served
+  is a 404.
+- MLflow-style ``POST /invocations[?model=NAME]`` (``invocations.py``); without ``model`` the
+  store's only model.
+- ``GET /metrics``, Prometheus text format (``metrics.py``).
+
+Every error is JSON ``{"error": "one line"}`` with its status; an unexpected exception is a
+500 with a generic message and one line on stderr. With a bearer token every endpoint but the
+two health checks answers 401 without it.
+
+Connections: one thread each, keep-alive, ``TCP_NODELAY``, and each response written in one
+``send`` (header and body in separate small writes stall 40 ms per request on Nagle and
+delayed ACK). A request must arrive whole (line, headers, body) within ``read_timeout`` of its
+first byte, so a client trickling bytes cannot hold a thread; a new connection must start its
+first request within ``read_timeout`` too, and an idle keep-alive connection is closed after
+``idle_timeout``. ``max_connections`` bounds the threads, ``max_inflight`` the requests being
+scored (more get a 503 at once rather than a queue).
+
+Bodies need a ``Content-Length``: chunked uploads are answered 411 (a device API gains nothing
+from them, and a fixed length lets an oversized body be refused with 413 before it is read).
+When the server closes a connection with a body still unread, it reads and drops what the
+client keeps sending for a moment, so the client sees the answer rather than a reset.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import signal
+import socket
+import socketserver
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.client import LineTooLong
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from runtime import __version__
+from runtime._json import quote
+from runtime.endpoints import (
+    PUBLIC_PATHS,
+    App,
+    Request,
+    Response,
+    call,
+    error_response,
+    match,
+    model_label,
+)
+from runtime.errors import BundleError
+from runtime.httpio import HttpError, encode_json
+from runtime.metrics import Metrics
+from runtime.scoring import DEFAULT_THREADS
+from runtime.serving import RELOAD_INTERVAL, ServedModels
+from runtime.store import Store
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+_LINGER_SECONDS = 1.0
+_MAX_TOKEN_BYTES = 4096
+
+
+class ServeError(BundleError):
+    """The server cannot start as configured (unreadable or unsafe token file...)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServerLimits:
+    """Every bound on what one client can make the server hold or do; each has a CLI flag."""
+
+    # 1 MiB holds max_rows rows of ~25 features as binary FP32, or of ~10 features as JSON.
+    max_body_bytes: int = 1 << 20
+    max_header_bytes: int = 16 << 10  # the whole header section of one request
+    max_rows: int = 10_000  # rows per request
+    # Seconds for a request to arrive whole once it starts, for a new connection's first
+    # request to start, and for each response to be written.
+    read_timeout: float = 10.0
+    idle_timeout: float = 30.0  # seconds a keep-alive connection may wait for its next request
+    max_inflight: int = 32  # scoring requests at once; more are answered 503 at once
+    max_connections: int = 128  # open connections (a thread each); more are answered 503
+    drain_timeout: float = 10.0  # seconds SIGTERM waits for requests in flight
+
+    def __post_init__(self) -> None:
+        counts = ("max_body_bytes", "max_header_bytes", "max_rows", "max_inflight")
+        for name in (*counts, "max_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        for name in ("read_timeout", "idle_timeout", "drain_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServerConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    token: bytes | None = None  # bearer token; None: no authentication
+    threads: int = DEFAULT_THREADS  # onnxruntime intra-op threads per model
+    reload_interval: float = RELOAD_INTERVAL
+    limits: ServerLimits = field(default_factory=ServerLimits)
+
+
+# --- connections ------------------------------------------------------------------------------
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's bytes, refused once ``deadline`` (``time.monotonic``) has passed.
+
+    A per-``recv`` timeout alone lets a client that sends one byte every few seconds hold a
+    thread forever; the deadline bounds the whole request however its bytes trickle in.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.deadline = 0.0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline passed")
+        self._sock.settimeout(remaining)
+        return self._sock.recv_into(buffer)
+
+
+class _HeaderBudget:
+    """The request's ``rfile`` while its header lines are parsed: at most ``budget`` bytes.
+
+    The stdlib allows 100 header lines of 64 KiB each (6.4 MB per connection); this bounds the
+    header section as a whole.
+    """
+
+    def __init__(self, rfile: io.BufferedIOBase, budget: int) -> None:
+        self._rfile = rfile
+        self._left = budget
+
+    def readline(self, limit: int = -1) -> bytes:
+        cap = self._left + 1 if limit < 0 else min(limit, self._left + 1)
+        line = self._rfile.readline(cap)
+        self._left -= len(line)
+        if self._left < 0:
+            raise LineTooLong("header section")
+        return line
+
+
+# Fixed texts for errors found while parsing the request line and headers: the stdlib's own
+# messages quote the client's bytes back.
+_PROTOCOL_ERRORS = {
+    400: "malformed request line or header",
+    414: "request line too long",
+    501: "unsupported method",
+    505: "unsupported HTTP version",
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = f"edgebundle/{__version__}"
+    disable_nagle_algorithm = True  # TCP_NODELAY on every accepted socket
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()
+        self._reader = _DeadlineReader(self.connection)
+        self._buffered = io.BufferedReader(self._reader)
+        self.rfile = self._buffered
+        self._app = self.server.app
+        self._body_unread = False
+        self._served = False
+        self._started = time.perf_counter()
+
+    def handle_one_request(self) -> None:
+        limits = self.server.limits
+        if self.server.draining:
+            self.close_connection = True
+            return
+        # A new connection gets read_timeout for its first request: one that sends nothing
+        # would otherwise hold a connection slot for the whole idle_timeout.
+        wait = limits.idle_timeout if self._served else limits.read_timeout
+        self._reader.deadline = time.monotonic() + wait
+        try:
+            waiting = self._buffered.peek(1)
+        except OSError:  # idle too long, or the client reset the connection
+            waiting = b""
+        if not waiting:
+            self.close_connection = True
+            return
+        self._started = time.perf_counter()
+        self._reader.deadline = time.monotonic() + limits.read_timeout
+        self._body_unread = False
+        self._served = True
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        rfile = self.rfile
+        budget = _HeaderBudget(rfile, self.server.limits.max_header_bytes)
+        self.rfile = budget  # type: ignore[assignment]  # parse_headers only calls readline
+        try:
+            return super().parse_request()
+        finally:
+            self.rfile = rfile
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
+
+    def _dispatch(self) -> None:
+        app = self._app
+        with app.in_flight():
+            endpoint, response = self._answer()
+            self._send(response)
+        elapsed = time.perf_counter() - self._started
+        app.metrics.observe_request(response.model, endpoint, response.status, elapsed)
+
+    def _answer(self) -> tuple[str, Response]:
+        target = urlsplit(self.path)
+        path, query = target.path, parse_qs(target.query)
+        route, params = match(path)
+        endpoint = route.name if route is not None else "other"
+        model = model_label(self._app.models.current, params, query)
+        self._body_unread = "Transfer-Encoding" in self.headers or (
+            self.headers.get("Content-Length", "").strip() not in ("", "0")
+        )
+        try:
+            if path not in PUBLIC_PATHS:
+                self._authorize()
+            if route is None:
+                raise HttpError(404, f"no endpoint {quote(path)}")
+            return endpoint, call(route, self._app, self._request(params, query))
+        except HttpError as e:
+            return endpoint, error_response(e, model)
+        except Exception as e:  # a bug: answer, log one line, keep serving
+            self.server.log(f"error: {self.command} {endpoint}: {type(e).__name__}: {_one_line(e)}")
+            return endpoint, error_response(HttpError(500, "internal server error"), model)
+
+    def _request(self, params: Mapping[str, str], query: Mapping[str, list[str]]) -> Request:
+        return Request(
+            method=self.command,
+            params=params,
+            query=query,
+            header=self.headers.get,
+            read_body=self._read_body,
+        )
+
+    def _authorize(self) -> None:
+        token = self.server.token
+        if token is None:
+            return
+        scheme, _, credentials = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise HttpError(401, "a bearer token is required", _CHALLENGE)
+        offered = credentials.strip().encode("latin-1", "replace")
+        if not hmac.compare_digest(offered, token):
+            raise HttpError(401, "invalid bearer token", _INVALID_TOKEN)
+
+    def _read_body(self) -> bytes:
+        if "Transfer-Encoding" in self.headers:
+            raise HttpError(411, "Transfer-Encoding is not supported; send a Content-Length")
+        lengths = self.headers.get_all("Content-Length") or []
+        if not lengths:
+            raise HttpError(411, "a Content-Length header is required")
+        text = lengths[0].strip()
+        if len(set(lengths)) != 1 or not (text.isascii() and text.isdigit()):
+            raise HttpError(400, "invalid Content-Length")
+        limit = self.server.limits.max_body_bytes
+        if len(text) > 15 or int(text) > limit:
+            raise HttpError(413, f"body of {text} bytes is over the limit of {limit} bytes")
+        try:
+            body = self.rfile.read(int(text))
+        except TimeoutError:
+            raise HttpError(408, "the request body did not arrive in time") from None
+        if len(body) < int(text):
+            raise HttpError(400, "the body ended before its Content-Length")
+        self._body_unread = False
+        return body
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors the stdlib finds in the request line or headers, answered in JSON."""
+        self.close_connection = True
+        if code == 431:
+            limit = self.server.limits.max_header_bytes
+            text = f"request header section too large (limit {limit} bytes, 100 lines)"
+        else:
+            text = _PROTOCOL_ERRORS.get(code, HTTPStatus(code).phrase.lower())
+        self._send(error_response(HttpError(code, text)))
+        elapsed = time.perf_counter() - self._started
+        self._app.metrics.observe_request("", "other", code, elapsed)
+
+    def _send(self, response: Response) -> None:
+        """The whole response in one write (see the module docstring)."""
+        if self._body_unread or self.server.draining:
+            self.close_connection = True
+        lines = [
+            f"HTTP/1.1 {response.status} {_phrase(response.status)}",
+            f"Server: {self.server_version}",
+            f"Date: {self.date_time_string()}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(response.body)}",
+            *(f"{name}: {value}" for name, value in response.headers),
+        ]
+        if self.close_connection:
+            lines.append("Connection: close")
+        elif self.request_version == "HTTP/1.0":
+            lines.append("Connection: keep-alive")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        try:
+            self.connection.settimeout(self.server.limits.read_timeout)
+            self.wfile.write(head if self.command == "HEAD" else head + response.body)
+        except OSError:  # the client went away or stopped reading
+            self.close_connection = True
+            return
+        if self._body_unread:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Read and drop what the client still sends, briefly: closing a socket with unread
+        bytes resets the connection, which can destroy the answer before the client reads it."""
+        left = self.server.limits.max_body_bytes
+        deadline = time.monotonic() + _LINGER_SECONDS
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(remaining)
+                chunk = self.connection.recv(min(left, 1 << 16))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: no access log on a device's flash; real problems are logged where found."""
+
+
+_CHALLENGE = (("WWW-Authenticate", 'Bearer realm="edgebundle"'),)
+_INVALID_TOKEN = (("WWW-Authenticate", 'Bearer realm="edgebundle", error="invalid_token"'),)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # idle keep-alive connections must not hold the process at exit
+    request_queue_size = 128
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        app: App,
+        config: ServerConfig,
+        log: Callable[[str], None],
+    ) -> None:
+        self.app = app
+        self.limits = config.limits
+        self.token = config.token
+        self.log = log
+        self.draining = False  # set by RunningServer.stop: answer, then close every connection
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._connections = 0
+        self._count_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host with getfqdn(): a device without a DNS
+        # server would wait for that lookup to time out.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = str(self.server_address[0])
+        self.server_port = int(self.server_address[1])
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._count_lock:
+            full = self._connections >= self.limits.max_connections
+            if not full:
+                self._connections += 1
+        if full:
+            _refuse_connection(request)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._count_lock:
+                self._connections -= 1
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if error is None or isinstance(error, (ConnectionError, TimeoutError)):
+            return  # a client that went away or stalled: nothing to report
+        self.log(f"error: connection failed: {type(error).__name__}: {_one_line(error)}")
+
+
+def _refuse_connection(sock: socket.socket) -> None:
+    """503 on a connection over ``max_connections``, without blocking the accepting thread."""
+    body = encode_json({"error": "server busy: too many open connections; retry"})
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+    )
+    try:
+        sock.setblocking(False)
+        sock.send(head.encode("ascii") + body)
+    except OSError:
+        pass
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def log_line(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+class RunningServer:
+    """A started server: its address, a way to force a reload, and a draining ``stop``."""
+
+    def __init__(self, store: Store, config: ServerConfig, log: Callable[[str], None]) -> None:
+        metrics = Metrics()
+        models = ServedModels(store, config.threads, metrics, log)
+        limits = config.limits
+        self._app = App(models, metrics, limits.max_rows, limits.max_inflight)
+        # Bind before loading models: a taken port fails at once.
+        self._server = _Server((config.host, config.port), self._app, config, log)
+        try:
+            models.refresh(force=True)  # serve the installed models from the first request
+        except BaseException:
+            self._server.server_close()
+            raise
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads = (
+            threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.25},
+                name="edgebundle-accept",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=models.watch,
+                args=(self._stop, self._wake, config.reload_interval),
+                name="edgebundle-reload",
+                daemon=True,
+            ),
+        )
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def reload(self) -> None:
+        """Re-read the store now and retry versions that failed to load (SIGHUP)."""
+        self._wake.set()
+
+    def stop(self) -> bool:
+        """Stop accepting, let requests in flight finish; False if some outlived the drain."""
+        self._server.draining = True
+        self._server.shutdown()
+        self._server.server_close()
+        drained = self._app.wait_idle(self._server.limits.drain_timeout)
+        self._stop.set()
+        self._wake.set()
+        return drained
+
+
+@dataclass(slots=True)
+class _Signals:
+    stop: bool = False
+    reload: bool = False
+
+    def on_stop(self, signum: int, frame: object) -> None:
+        self.stop = True
+
+    def on_reload(self, signum: int, frame: object) -> None:
+        self.reload = True
+
+
+def serve(store: Store, config: ServerConfig, log: Callable[[str], None] = log_line) -> int:
+    """Run until SIGTERM or SIGINT, then drain; SIGHUP reloads. Call from the main thread."""
+    running = RunningServer(store, config, log)
+    log(f"serving on {running.url}")
+    signals = _Signals()
+    previous = {
+        signum: signal.signal(signum, handler)
+        for signum, handler in (
+            (signal.SIGTERM, signals.on_stop),
+            (signal.SIGINT, signals.on_stop),
+            (signal.SIGHUP, signals.on_reload),
+        )
+    }
+    try:
+        # Handlers only set flags: taking a lock inside one can deadlock the main thread.
+        while not signals.stop:
+            time.sleep(0.1)
+            if signals.reload:
+                signals.reload = False
+                running.reload()
+    finally:
+        drained = running.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if not drained:
+        log(f"error: requests still in flight after {config.limits.drain_timeout} s; exiting")
+    return 0
+
+
+def read_token(path: Path) -> bytes:
+    """The bearer token in ``path``, one trailing newline removed.
+
+    Refused when other users may read or write the file (as ssh refuses such keys): a token
+    anyone on the device can read protects nothing. Group access is allowed, for a service group.
+    """
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ServeError(f"token file {path} is not a regular file")
+        if info.st_mode & (stat.S_IROTH | stat.S_IWOTH):
+            raise ServeError(f"token file {path} is accessible to other users; chmod o-rw it")
+        with path.open("rb") as f:
+            data = f.read(_MAX_TOKEN_BYTES + 1)
+    except OSError as e:
+        raise ServeError(f"cannot read token file {path}: {e.strerror}") from None
+    token = data.removesuffix(b"\n").removesuffix(b"\r")
+    if len(data) > _MAX_TOKEN_BYTES:
+        raise ServeError(f"token file {path} is over {_MAX_TOKEN_BYTES} bytes")
+    if not token:
+        raise ServeError(f"token file {path} is empty")
+    if not all(0x21 <= byte <= 0x7E for byte in token):
+        raise ServeError(f"token in {path} must be printable ASCII without spaces")
+    return token
