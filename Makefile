@@ -32,6 +32,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[build,dev,bench]'
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
+from bench.serving import http_section, stdin_section
 from builder.build import BuildOptions, build
 from builder.keys import generate_keypair
 from runtime.semver import Version
@@ -89,6 +90,24 @@ def bundle(model: BenchModel, source: Path, precision: str, key: Path) -> Path:
     return result.path
 
 
+def bundles(model: BenchModel, source: Path, key: Path) -> dict[str, Path]:
+    return {p: bundle(model, source, p, key) for p in ("int8", "float")}
+
+
+def serving_section(model: BenchModel, key: Path) -> dict[str, Any]:
+    """HTTP, stdin and cold start on the first bench model (the binary classifier)."""
+    source = train(model, WORK)
+    paths = bundles(model, source, key)
+    rows = data(model, 100_000, seed=3)[0]
+    first = [None if np.isnan(v) else float(v) for v in rows[0]]
+    pub = key.parent / "signing.pub"
+    return {
+        "model": model.name,
+        "http": http_section(paths["int8"], source, pub, first),
+        "stdin": stdin_section(paths["float"], source, pub, rows),
+    }
+
+
 def probe(kind: str, path: Path, rows: Path, threads: int) -> dict[str, float]:
     proc = subprocess.run(
         [sys.executable, "-m", "bench.probe", kind, str(path), str(rows), str(threads)],
@@ -105,7 +124,7 @@ def model_section(models: tuple[BenchModel, ...], key: Path) -> list[dict[str, A
         source = train(model, WORK)
         rows_path = WORK / f"{model.name}-rows.npy"
         np.save(rows_path, data(model, EVAL_ROWS, seed=2)[0])
-        paths = {p: bundle(model, source, p, key) for p in ("int8", "float")}
+        paths = bundles(model, source, key)
         variants: dict[str, dict[str, Any]] = {}
         for precision, path in paths.items():
             for threads in sorted({1, cores}):
@@ -145,6 +164,29 @@ def print_models(sections: list[dict[str, Any]]) -> None:
             print(f"  {label:<32}{ratio:>8.2f}×")
 
 
+def print_serving(served: dict[str, Any]) -> None:
+    print(f"\n== HTTP, single-row requests, keep-alive, wrk on 127.0.0.1 ({served['model']})")
+    print(f"{'server':<22}{'c':>3}{'req/s':>10}{'p50 µs':>10}{'p99 µs':>10}{'failed':>8}"
+          f"{'cold start ms':>15}{'peak RSS MB':>13}")
+    for name, r in served["http"].items():
+        if name == "ratios":
+            continue
+        for c in ("c1", "c8"):
+            w = r[c]
+            print(f"{name:<22}{c[1:]:>3}{w['requests_per_s']:>10.0f}{w['p50_us']:>10.0f}"
+                  f"{w['p99_us']:>10.0f}{w['failed'] + w['socket_errors']:>8.0f}"
+                  f"{r['cold_start_ms']:>15.0f}{r['server_peak_rss_mb']:>13.1f}")
+    for label, ratio in served["http"]["ratios"].items():
+        print(f"  {label:<32}{ratio:>8.2f}×")
+    s = served["stdin"]
+    print(f"\n== stdin scoring, {s['rows']:,} rows (float model)")
+    print(f"  bundle-runtime score        {s['bundle_runtime_rows_per_s']:>12,.0f} rows/s")
+    print(f"  xgboost per-row loop        {s['xgboost_loop_rows_per_s']:>12,.0f} rows/s")
+    print(f"  xgboost whole batch         {s['xgboost_batch_rows_per_s']:>12,.0f} rows/s")
+    for label, ratio in s["ratios"].items():
+        print(f"  {label:<32}{ratio:>8.2f}×")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller models, for a fast look")
@@ -156,11 +198,14 @@ def main() -> None:
     models = QUICK if args.quick else FULL
     sections = model_section(models, key)
     print_models(sections)
+    served = serving_section(models[0], key)
+    print_serving(served)
     results = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
         "quick": args.quick,
         "models": sections,
+        "serving": served,
     }
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {RESULTS}")

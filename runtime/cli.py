@@ -17,13 +17,14 @@ from pathlib import Path
 from runtime import __version__
 from runtime.bundle import Limits, open_bundle, read_bundle_file
 from runtime.errors import BundleError, FormatError, InputError, RollbackError, StoreError
+from runtime.fetch import check_url
 from runtime.scoring import DEFAULT_THREADS, Scorer
 from runtime.semver import Version
 from runtime.server import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, ServerLimits, read_token, serve
 from runtime.signing import TrustedKeys
 from runtime.store import InstalledVersion, ModelState, Store
 from runtime.stream import LineSource, StreamStats, score_csv, score_jsonl
-from runtime.updater import update_once
+from runtime.updater import Poller, update_once
 
 
 class ExitCode(enum.IntEnum):
@@ -410,6 +411,19 @@ def _add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
             metavar=metavar,
             help=f"{text} (default {default})",
         )
+    serve_parser.add_argument(
+        "--channel",
+        metavar="URL",
+        help="poll this OTA channel (file://, http://, https://) and install updates",
+    )
+    serve_parser.add_argument(
+        "--poll",
+        type=_positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --channel: seconds between polls, jittered ±10%%, backing off on errors "
+        "(default 300)",
+    )
     serve_parser.set_defaults(run=_serve)
 
 
@@ -445,7 +459,16 @@ def _serve(args: argparse.Namespace) -> int:
         config = ServerConfig(
             host=args.host, port=args.port, token=token, threads=args.threads, limits=limits
         )
-        return serve(store, config)
+        poller = None
+        if args.channel is not None:
+            poller = Poller(store_root=store.root, channel=check_url(args.channel),
+                            interval=args.poll)
+            poller.start()
+        try:
+            return serve(store, config)
+        finally:
+            if poller is not None:
+                poller.stop()
     except BundleError as e:  # the store or the token file
         return _fail(str(e), ExitCode.USAGE)
     except OSError as e:  # the address: in use, not local, not permitted

@@ -5,9 +5,10 @@ the ``LoadedModel`` it found, so a reload never changes a model under a request 
 watcher thread polls ``Store.state_token`` and, when the pointer file was replaced, loads each
 model whose active version changed (verification and onnxruntime session creation take
 milliseconds to seconds: never on a request's path), then publishes a new snapshot with a
-single reference assignment. A version that will not load leaves the old one serving; it is
-tried again only when the store changes again or on an explicit reload (SIGHUP), so a broken
-bundle costs one log line, not one per poll.
+single reference assignment. A version that will not load leaves the old one serving and, when
+the bundle is at fault (not a passing store hiccup), is marked bad in the store, which rolls
+the store back to the version still served; a version is tried again only when the store
+changes again or on an explicit reload (SIGHUP), so a broken bundle costs one log line.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from runtime.errors import BundleError, StoreError
 from runtime.metrics import Metrics, ModelInfo
+from runtime.semver import Version
 from runtime.store import LoadedModel, Store, StoreState
 
 RELOAD_INTERVAL = 0.5  # seconds between polls of the store's pointer file
@@ -98,6 +101,8 @@ class ServedModels:
             keeping = f"; still serving {old.version}" if old is not None else ""
             self._log(f"error: cannot load {name}: {_one_line(e)}{keeping}")
             self._metrics.model_load_failed(name)
+            if old is not None and _is_the_bundles_fault(e):
+                self._roll_back(name, wanted, e)
             return None
         self._failed.pop(name, None)
         was = f" (was {old.version})" if old is not None else ""
@@ -105,6 +110,18 @@ class ServedModels:
         info = ModelInfo(str(loaded.version), loaded.manifest.precision, loaded.sha256)
         self._metrics.model_loaded(name, info)
         return loaded
+
+    def _roll_back(self, name: str, version: str, error: BaseException) -> None:
+        """Mark a version that passed its selftest at install but will not load here as bad:
+        the store then makes the version still being served active again (RAUC-style)."""
+        try:
+            self._store.mark_bad(
+                name, Version.parse(version), f"failed to load in the server: {_one_line(error)}"
+            )
+        except BundleError as e:  # the store may be locked or unreadable: retry on next change
+            self._log(f"error: cannot mark {name} {version} bad: {_one_line(e)}")
+            return
+        self._log(f"marked {name} {version} bad and rolled back")
 
     def watch(self, stop: threading.Event, wake: threading.Event, interval: float) -> None:
         """Poll until ``stop``; setting ``wake`` forces a reload now (SIGHUP)."""
@@ -116,6 +133,12 @@ class ServedModels:
             except Exception as e:  # keep watching: the next poll may find the store readable
                 self._log(f"error: cannot read the store: {_one_line(e)}")
             wake.wait(interval)
+
+
+def _is_the_bundles_fault(error: BaseException) -> bool:
+    """A verification or compatibility failure is the bundle's; a StoreError (a lock timeout,
+    an unreadable directory) may pass and must never condemn a good version."""
+    return isinstance(error, BundleError) and not isinstance(error, StoreError)
 
 
 def _one_line(error: BaseException) -> str:

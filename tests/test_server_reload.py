@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from runtime.store import Store
 from tests.conftest import KeyFiles
 from tests.serverkit import (
     HOST,
@@ -175,26 +176,30 @@ def corrupt_install(store: Path, bundle: Path, tmp_path: Path) -> None:
     os.replace(store / "state.json.new", store / "state.json")
 
 
-def test_version_that_fails_to_load_leaves_the_old_one_serving(
+def test_version_that_fails_to_load_is_marked_bad_and_rolled_back(
     store: Path, v2: Built, tmp_path: Path
 ) -> None:
     with serve_in_process(store, reload_interval=0.05) as (running, log):
         port = running.address[1]
         corrupt_install(store, v2.bundle, tmp_path)
-        wait_for(lambda: any("cannot load" in line for line in log))
+        wait_for(lambda: any("rolled back" in line for line in log))
         failures = [line for line in log if "cannot load" in line]
         assert len(failures) == 1 and failures[0].startswith("error: cannot load credit: ")
         assert failures[0].endswith("; still serving 1.0.0")
         assert post_json(port, INFER, infer_body(np.ones((1, 6), np.float32))).status == 200
         assert served_version(port) == "1.0.0"
         assert request(port, "GET", "/v2/health/ready").status == 200
-        time.sleep(0.3)  # polls go on; the broken version is not retried on every one
+        model = Store.open(store).state().models["credit"]
+        assert str(model.active) == "1.0.0" and [str(v) for v in model.bad] == ["2.0.0"]
+        events = [json.loads(line) for line in (store / "audit.log").read_text().splitlines()]
+        assert events[-1]["event"] == "marked-bad" and "failed to load" in events[-1]["reason"]
+        time.sleep(0.3)  # polls go on; the broken version is never retried
         assert len([line for line in log if "cannot load" in line]) == 1
-        running.reload()  # SIGHUP: try again now
-        wait_for(lambda: len([line for line in log if "cannot load" in line]) == 2)
+        running.reload()  # SIGHUP: the store's active version is served already
+        time.sleep(0.3)
+        assert len([line for line in log if "cannot load" in line]) == 1
         metrics = request(port, "GET", "/metrics").body.decode()
-        assert 'edgebundle_model_loads_total{model="credit",result="failure"} 2' in metrics
-        assert 'edgebundle_model_last_reload_success{model="credit"} 0' in metrics
+        assert 'edgebundle_model_loads_total{model="credit",result="failure"} 1' in metrics
         assert 'version="1.0.0"' in metrics
 
 
