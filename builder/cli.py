@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from builder.build import BudgetMissedError, BuildOptions, build
+from builder.build import BudgetMissedError, BuildOptions, build, write_atomic
+from builder.drill import make_broken
 from builder.inspect import inspect_bundle
 from builder.keys import generate_keypair
 from builder.publish import parse_duration, publish, rotate_keys
@@ -294,3 +295,25 @@ def rotate_keys_command(
         )
     click.echo(f"{channel}/keys.json: key set version {key_set.version}: "
                + ", ".join(key_set.keyids()))
+
+
+@main.command(name="make-broken")
+@click.argument("bundle", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--version", "version", required=True, callback=_version,
+              help="Version of the broken copy (publish it above the current one).")
+@click.option("--key", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Private signing key.")
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("bundles"), show_default=True, help="Output directory.")
+def make_broken_command(
+    bundle: Path, version: Version, key: Path, passphrase_env: str | None, out_dir: Path
+) -> None:
+    """Fire drill: a validly signed copy of BUNDLE whose selftest fails on every device."""
+    with _domain_errors():
+        data = read_bundle_file(bundle, Limits())
+        name = inspect_bundle(data)["manifest"]["name"]
+        broken = make_broken(data, version, load_private_key(key, _passphrase(passphrase_env)))
+        path = out_dir / f"{name}-{version}.bundle"
+        write_atomic(path, broken, force=False)
+    click.echo(f"wrote {path}: signed, but its selftest fails; devices must refuse it")

@@ -7,9 +7,9 @@ One pass, ``update_once``:
 2. ``index.json``: fetched with a size cap and timeouts, its signature verified by a trusted
    key, refused if its serial is lower than the last one accepted (replay) or it has expired
    (freeze); the serial is then recorded.
-3. Per model name installed on the device, the newest listed version above the active one
-   that is not marked bad — only the newest, so a device offline for months skips the ones
-   in between.
+3. Per model name the channel lists, the newest version above the device's active one (or
+   any, for a model not installed yet) that is not marked bad — only the newest, so a device
+   offline for months skips the ones in between.
 4. The bundle is downloaded with the index's size as the cap, hashed as it streams and
    compared with the index's sha256; its signed manifest must name the same model and
    version as the index entry (no mix-and-match); then the store's own install runs
@@ -112,15 +112,18 @@ def _fetch_index(store: Store, channel: str, limits: FetchLimits, now: datetime)
 
 
 def _wanted(store: Store, index: ChannelIndex) -> list[ChannelEntry]:
-    """Per installed model, the newest listed version above the active one and not bad."""
+    """Per model the channel lists, the newest version above the active one (any, for a
+    model not installed yet: a device follows its channel) that is not marked bad."""
+    models = store.state().models
     wanted = []
-    for name, model in sorted(store.state().models.items()):
-        if model.active is None:
-            continue
+    for name in sorted({e.name for e in index.bundles}):
+        model = models.get(name)
         newer = [
             e
             for e in index.bundles
-            if e.name == name and e.version > model.active and not model.is_bad(e.version)
+            if e.name == name
+            and (model is None or model.active is None or e.version > model.active)
+            and (model is None or not model.is_bad(e.version))
         ]
         if newer:
             wanted.append(max(newer, key=lambda e: e.version))

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.bundle import read_members_unverified, write_bundle
-from runtime.manifest import FileEntry, parse_manifest
-from runtime.selftest import parse_selftest
+from builder.drill import make_broken
 from runtime.semver import Version
-from runtime.signing import MANIFEST_CONTEXT, SignatureFile, load_private_key, sign
+from runtime.signing import load_private_key
 from runtime.store import AuditEvent
 from tests.conftest import KeyFiles
 from tests.xgbmodels import run
@@ -52,28 +48,9 @@ def build_bundles(
 
 
 def with_wrong_selftest(bundle: bytes, key: KeyFiles, version: str) -> bytes:
-    """``bundle`` re-packed as ``version`` with one expected selftest value off by 0.5, and a
-    manifest re-signed over the new selftest's real sha256: valid in every way but the test."""
-    members = read_members_unverified(bundle)
-    manifest = parse_manifest(members["manifest.json"])
-    selftest = parse_selftest(members["selftest.json"])
-    output = manifest.outputs[0].name
-    values = list(selftest.expected[output])
-    first = values[0]
-    assert isinstance(first, float), "the first output must be a float column"
-    values[0] = first + 0.5
-    expected = {**selftest.expected, output: tuple(values)}
-    payload = {name: members[name] for name in manifest.files}
-    payload["selftest.json"] = dataclasses.replace(selftest, expected=expected).to_bytes()
-    files = {
-        name: FileEntry(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-        for name, data in payload.items()
-    }
-    new_manifest = dataclasses.replace(manifest, version=Version.parse(version), files=files)
-    manifest_bytes = new_manifest.to_bytes()
-    private = load_private_key(key.private, None)
-    signatures = SignatureFile(signatures=(sign(private, MANIFEST_CONTEXT, manifest_bytes),))
-    return write_bundle(manifest_bytes, signatures.to_bytes(), payload, mtime=0)
+    """``bundle`` re-signed as ``version`` with a selftest that must fail (``bundle
+    make-broken``): valid in every way but the test."""
+    return make_broken(bundle, Version.parse(version), load_private_key(key.private, None))
 
 
 @dataclass(frozen=True)
