@@ -66,7 +66,8 @@ def wrk(url: str, body: bytes, connections: int) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             'wrk.method = "POST"\n'
-            f"wrk.body = [[{body.decode()}]]\n"
+            # a level-1 long bracket: the JSON body itself ends in "]]"
+            f"wrk.body = [=[{body.decode()}]=]\n"
             'wrk.headers["Content-Type"] = "application/json"\n'
         )
     threads = min(connections, 2)

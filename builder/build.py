@@ -29,6 +29,7 @@ from builder.load import SourceModel, load_model
 from builder.objectives import Link
 from runtime.bundle import write_bundle
 from runtime.errors import BundleError, ParityError
+from runtime.fsio import write_durably
 from runtime.manifest import (
     FORMAT,
     Budget,
@@ -302,26 +303,13 @@ def _source_date_epoch() -> int | None:
 
 
 def write_atomic(path: Path, data: bytes, force: bool) -> None:
-    """Temp file + fsync + rename + fsync(dir): a reader sees the old file or the whole new
-    one. An existing bundle with other bytes is kept unless forced: devices refuse the same
-    version with other content, so silently replacing it would strand them."""
+    """Write ``path`` durably and atomically (a reader sees the old file or the whole new one).
+    An existing bundle with other bytes is kept unless forced: devices refuse the same version
+    with other content, so silently replacing it would strand them."""
     if path.exists() and not force and path.read_bytes() != data:
         raise BundleError(
             f"{path} exists with other content; bump --version (devices refuse the same "
             "version with other content) or pass --force"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_durably(path, data)

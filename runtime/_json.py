@@ -25,13 +25,13 @@ def loads_strict(data: bytes, what: str) -> dict[str, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ManifestError(f"{what} is not valid UTF-8 (byte {e.start})") from None
+    decoder = strict_decoder(
+        lambda key: ManifestError(f"{what} has a duplicate key {quote(key)}"),
+        lambda token: ManifestError(f"{what} contains {token}, which is not JSON"),
+        lambda token: _finite_float(token, what),
+    )
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=lambda pairs: _unique_object(pairs, what),
-            parse_constant=lambda token: _refuse_constant(token, what),
-            parse_float=lambda token: _finite_float(token, what),
-        )
+        value = decoder.decode(text)
     except ValueError as e:  # JSONDecodeError, and ints beyond the interpreter's digit limit
         raise ManifestError(f"{what} is not valid JSON: {e}") from None
     if not isinstance(value, dict):
@@ -39,17 +39,29 @@ def loads_strict(data: bytes, what: str) -> dict[str, Any]:
     return value
 
 
-def _unique_object(pairs: list[tuple[str, Any]], what: str) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ManifestError(f"{what} has a duplicate key {quote(key)}")
-        obj[key] = value
-    return obj
+def strict_decoder(
+    duplicate: Callable[[str], Exception],
+    constant: Callable[[str], Exception],
+    parse_float: Callable[[str], float] = float,
+) -> json.JSONDecoder:
+    """A decoder that raises ``duplicate(key)`` on a repeated key and ``constant(token)`` on
+    ``NaN``/``Infinity``: the strictness every JSON input of ours shares, with each caller's
+    own error. Build it once; ``json.loads`` with hooks builds one per call."""
 
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in obj:
+                raise duplicate(key)
+            obj[key] = value
+        return obj
 
-def _refuse_constant(token: str, what: str) -> NoReturn:
-    raise ManifestError(f"{what} contains {token}, which is not JSON")
+    def refuse(token: str) -> NoReturn:
+        raise constant(token)
+
+    return json.JSONDecoder(
+        object_pairs_hook=unique, parse_constant=refuse, parse_float=parse_float
+    )
 
 
 def _finite_float(token: str, what: str) -> float:

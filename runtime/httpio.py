@@ -7,9 +7,8 @@ Request JSON is read as strictly as input rows (``rows.py``): UTF-8 only, no ``N
 from __future__ import annotations
 
 import json
-from typing import Any, NoReturn
 
-from runtime._json import quote
+from runtime._json import quote, strict_decoder
 
 JSON_TYPE = "application/json"
 
@@ -30,20 +29,12 @@ def bad_request(message: str) -> HttpError:
     return HttpError(400, message)
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise bad_request(f"JSON body has a duplicate key {quote(key)}")
-        obj[key] = value
-    return obj
-
-
-def _refuse_constant(token: str) -> NoReturn:
-    raise bad_request(f"JSON body contains {token}, which is not JSON; send null for missing")
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+_DECODER = strict_decoder(
+    lambda key: bad_request(f"JSON body has a duplicate key {quote(key)}"),
+    lambda token: bad_request(
+        f"JSON body contains {token}, which is not JSON; send null for missing"
+    ),
+)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 

@@ -22,12 +22,12 @@ import json
 import math
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from runtime._json import json_type
+from runtime._json import json_type, strict_decoder
 from runtime.errors import CompatibilityError, InputError
 from runtime.manifest import OutputSpec
 from runtime.scoring import to_records
@@ -132,21 +132,10 @@ def _loads_row(line: bytes) -> object:
         raise InputError("invalid JSON: nested too deeply") from None
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise InputError(f"duplicate key {key!r}")
-        obj[key] = value
-    return obj
-
-
-def _refuse_constant(token: str) -> NoReturn:
-    raise InputError(f"{token} is not a JSON number; leave the value out or use null")
-
-
-# Built once: json.loads with hooks would build a decoder for every line.
-_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+_DECODER = strict_decoder(
+    lambda key: InputError(f"duplicate key {key!r}"),
+    lambda token: InputError(f"{token} is not a JSON number; leave the value out or use null"),
+)
 
 
 def _json_number(value: object, feature: str) -> float:
