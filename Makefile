@@ -27,6 +27,10 @@ demo: $(STAMP)
 	@echo "--- scoring CSV rows"
 	head -4 $(DEMO)/data.csv | $(BIN)/bundle-runtime score --bundle $(DEMO_BUNDLE) \
 		--trust $(DEMO)/keys/signing.pub --format csv
+	@echo "--- installing into a device store and scoring over HTTP"
+	$(BIN)/bundle-runtime init --store $(DEMO)/store --trust $(DEMO)/keys/signing.pub
+	$(BIN)/bundle-runtime install $(DEMO_BUNDLE) --store $(DEMO)/store
+	$(BIN)/python -m builder.example --serve-demo $(DEMO)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto

@@ -2,7 +2,8 @@
 
 ``python -m builder.example --out demo`` writes ``model.json`` (XGBoost), ``data.csv`` (held-out
 rows with an ``id`` column, for ``bundle build --data`` and CSV scoring) and ``rows.jsonl``
-(a few rows as JSON objects, some with missing values, for ``bundle-runtime score``).
+(a few rows as JSON objects, some with missing values, for ``bundle-runtime score``);
+``--serve-demo demo`` scores those rows over HTTP from the store ``make demo`` installs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ import argparse
 import csv
 import json
 import math
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -99,12 +105,70 @@ def write_example(out: Path, rounds: int = 150) -> None:
             handle.write(json.dumps(record) + "\n")
 
 
+def serve_demo(demo: Path) -> None:
+    """Start `bundle-runtime serve` on the demo store, send the example rows over HTTP
+    (MLflow-style and Open Inference Protocol v2), print the answers, stop the server."""
+    command = [
+        str(Path(sys.executable).parent / "bundle-runtime"),
+        "serve",
+        "--store",
+        str(demo / "store"),
+        "--port",
+        "0",
+    ]
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stderr is not None
+        match = None
+        for line in server.stderr:  # the server logs its models, then its address
+            match = re.search(r"serving on (http://[\d.]+:\d+)", line)
+            if match is not None:
+                break
+        if match is None:
+            raise SystemExit("bundle-runtime serve did not start")
+        url = match.group(1)
+        print(f"serving on {url}")
+        rows = [json.loads(line) for line in (demo / "rows.jsonl").read_text().splitlines()]
+        print("POST /invocations →", _post(f"{url}/invocations", {"instances": rows[:2]}))
+        features = [[r[name] for name in FEATURES] for r in rows[:2]]
+        v2 = {
+            "inputs": [
+                {"name": "input", "datatype": "FP32", "shape": [2, len(FEATURES)], "data": features}
+            ]
+        }
+        print(
+            "POST /v2/models/credit-score/infer →", _post(f"{url}/v2/models/credit-score/infer", v2)
+        )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def _post(url: str, body: object) -> str:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return str(response.read().decode())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--out", type=Path, help="write the example model and data here")
     parser.add_argument("--rounds", type=int, default=150, help="boosting rounds")
+    parser.add_argument(
+        "--serve-demo",
+        type=Path,
+        metavar="DIR",
+        help="score the example rows over HTTP from DIR/store",
+    )
     args = parser.parse_args()
-    write_example(args.out, args.rounds)
+    if args.serve_demo is not None:
+        serve_demo(args.serve_demo)
+    elif args.out is not None:
+        write_example(args.out, args.rounds)
+    else:
+        parser.error("give --out or --serve-demo")
 
 
 if __name__ == "__main__":
