@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -75,7 +76,7 @@ class Candidate:
 
     precision: str  # float, int8, int16
     model: BuiltModel
-    graph_info: dict[str, object]
+    graph_info: dict[str, Any]  # the emitter's quantization report; empty for float
     parity: Parity
     outputs: dict[str, npt.NDArray[np.generic]]  # on the check rows
     load_ms: float
@@ -250,12 +251,12 @@ def _manifest(
     quantization = None
     if chosen.precision != "float":
         quantization = Quantization(
-            scheme=str(info["scheme"]),
-            layout=str(info["layout"]),
-            leaf_bits=int(str(info["leaf_bits"])),
+            scheme=info["scheme"],
+            layout=info["layout"],
+            leaf_bits=info["leaf_bits"],
             escalated=chosen.precision == "int16",
-            bin_dtypes={str(k): int(v) for k, v in dict(info["bin_dtypes"]).items()},  # type: ignore[call-overload]
-            margin_error_bound=float(str(info["margin_error_bound"])),
+            bin_dtypes=info["bin_dtypes"],
+            margin_error_bound=info["margin_error_bound"],
         )
     created = datetime.fromtimestamp(epoch if epoch is not None else time.time(), timezone.utc)
     return Manifest(

@@ -53,7 +53,7 @@ def format_candidates(candidates: tuple[Candidate, ...], chosen: Candidate | Non
         p = c.parity
         agreement = "—" if p.label_agreement is None else f"{p.label_agreement:.2%}"
         bound = c.graph_info.get("margin_error_bound")
-        bound_text = "exact" if bound is None else f"±{float(str(bound)):.3g}"
+        bound_text = "exact" if bound is None else f"±{bound:.3g}"
         verdict = "ok" if p.passed else "MISSES BUDGET"
         mark = "*" if c is chosen else " "
         lines.append(

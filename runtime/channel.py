@@ -182,10 +182,6 @@ class ChannelIndex:
     def expires_at(self) -> datetime:
         return datetime.strptime(self.expires, TIME_FORMAT).replace(tzinfo=timezone.utc)
 
-    def newest(self, name: str) -> ChannelEntry | None:
-        candidates = [e for e in self.bundles if e.name == name]
-        return max(candidates, key=lambda e: e.version) if candidates else None
-
 
 def parse_index_payload(payload: bytes) -> ChannelIndex:
     try:
