@@ -25,7 +25,7 @@ from runtime.fetch import FetchLimits
 from runtime.semver import Version
 from runtime.signing import TrustedKeys, load_private_key, load_public_key
 from runtime.store import Store
-from runtime.updater import update_once
+from runtime.updater import Poller, update_once
 from tests.conftest import KeyFiles
 from tests.store_helpers import Spec, audit_events, build_bundles, snapshot, with_wrong_selftest
 from tests.xgbmodels import run, train
@@ -412,3 +412,12 @@ def _resign(directory: Path, keys: KeyFiles, serial: int) -> None:
     index = ChannelIndex.from_dict(json.loads(base64.b64decode(doc["payload"])))
     files = [(e, (directory / e.file).read_bytes()) for e in index.bundles]
     _write_channel(directory, keys, files, serial)
+
+
+def test_poll_interval_is_jittered_and_backs_off(tmp_path: Path) -> None:
+    poller = Poller(store_root=tmp_path, channel="file:///nowhere", interval=10.0, max_backoff=60.0)
+    calm = [poller.next_delay(0) for _ in range(200)]
+    assert 9.0 <= min(calm) < max(calm) <= 11.0  # spread, so a fleet does not poll in lockstep
+    assert 18.0 <= poller.next_delay(1) <= 22.0
+    assert 36.0 <= poller.next_delay(2) <= 44.0
+    assert 54.0 <= poller.next_delay(10) <= 66.0  # capped at max_backoff
