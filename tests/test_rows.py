@@ -290,3 +290,62 @@ def test_csv_output_expands_list_outputs_and_ends_with_error() -> None:
         writer.header() == b"id,note,probabilities_0,probabilities_1,probabilities_2,label,error\n"
     )
     assert writer.encode(records) == b'a,"x,y",0.1,0.2,0.7,2,\nb,,,,,,line 3: blank line\n'
+
+
+# --- batch parsing ------------------------------------------------------------------------------
+
+MIXED_LINES = [
+    b"[1, 2.5, null, -3]",
+    b" [0, -0, -0.0, 1e-45] \r",  # CRLF; -0 is the integer 0, -0.0 keeps its sign
+    b"[1e39, -1e39, 1.7976931348623157e308, 123456789012345678901234567890]",  # ±inf in float32
+    b"[1e999, 0, 0, 0]",  # overflows float64
+    b"[%d, 0, 0, 0]" % 10**400,  # an integer beyond float64
+    b"[%s, 0, 0, 0]" % (b"9" * 5000),  # beyond the interpreter's digit limit
+    b"[true, 0, 0, 0]",
+    b'["1", 0, 0, 0]',
+    b"[[1], 0, 0, 0]",
+    b"[1, 2, 3]",
+    b"[1, 2, 3, 4, 5]",
+    b"[]",
+    b'{"id": 7, "f1": 2}',
+    b'{"f9": 1}',
+    b"",
+    b"   ",
+    b"[1, 2,",
+    b"[1, 2, 3, 4] x",
+    b"[NaN, 0, 0, 0]",
+    b"[1, 2, 3, \xff]",
+    b"null",
+    b"[0.1, 0.2, 0.30000000000000004, 16777217]",
+]
+
+
+def same_parse(a: Row | RowError, b: Row | RowError) -> bool:
+    if isinstance(a, Row) and isinstance(b, Row):
+        return a.values.tobytes() == b.values.tobytes() and a.passthrough == b.passthrough
+    return a == b
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_parse_lines_matches_parse_line_on_mixed_input(order: int) -> None:
+    lines = MIXED_LINES[::order] * 3
+    batch = JSON.parse_lines(lines, 10)
+    one_by_one = [JSON.parse_line(line, f"line {10 + i}") for i, line in enumerate(lines)]
+    assert len(batch) == len(lines)
+    assert all(same_parse(a, b) for a, b in zip(batch, one_by_one, strict=True))
+    assert sum(isinstance(row, Row) for row in batch) == 3 * 5
+
+
+def test_parse_lines_of_only_good_arrays_matches_parse_line() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(scale=1e3, size=(300, len(FEATURES)))
+    x[rng.random(x.shape) < 0.2] = np.nan
+    lines = [json.dumps([None if v != v else v for v in row]).encode() for row in x.tolist()]
+    batch = JSON.parse_lines(lines, 1)
+    one_by_one = [JSON.parse_line(line, f"line {i + 1}") for i, line in enumerate(lines)]
+    assert all(same_parse(a, b) for a, b in zip(batch, one_by_one, strict=True))
+    assert all(isinstance(row, Row) for row in batch)
+
+
+def test_parse_lines_of_nothing() -> None:
+    assert JSON.parse_lines([], 1) == []

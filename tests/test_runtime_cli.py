@@ -23,6 +23,7 @@ from helpers_runtime import (
 )
 
 from runtime.cli import ExitCode, main
+from runtime.rows import JsonRowParser, encode_jsonl, score_rows
 from runtime.scoring import Scorer
 from runtime.stream import LineSource, StreamStats, score_csv, score_jsonl
 
@@ -410,3 +411,21 @@ def test_rejection_from_a_real_process_has_no_traceback(mc: BundleFiles, tmp_pat
     result = run(["score", "--bundle", str(empty), "--trust", str(mc.public_key)])
     assert result.returncode == ExitCode.REJECTED
     assert result.stderr == b"error: bundle is empty (0 bytes)\n"
+
+
+def test_batched_jsonl_is_byte_identical_to_scoring_line_by_line(tmp_path: Path) -> None:
+    good = [json.dumps([None if v != v else v for v in row]) for row in rows(300, seed=5).tolist()]
+    bad = ["[1e999, 0, 0, 0]", "[true, 0, 0, 0]", "[1, 2]", "", "[1,", '{"id": "x", "f0": 1}']
+    lines = [(good[i] if i % 7 else bad[i // 7 % len(bad)]).encode() for i in range(300)]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    batched, calls, stats = stream_file(path, batch_rows=256)
+    model = multiclass()
+    scorer = Scorer(model.onnx, model.features, model.outputs)
+    parser = JsonRowParser(model.features)
+    expected = b"".join(
+        encode_jsonl(score_rows(scorer, [parser.parse_line(line, f"line {i + 1}")]))
+        for i, line in enumerate(lines)
+    )
+    assert (calls, stats.rows, stats.errors) == (2, 300, 36)
+    assert batched == expected
