@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,44 +60,65 @@ class App:
         self.models = models
         self.metrics = metrics
         self.max_rows = max_rows
-        self._max_inflight = max_inflight
-        self._slots = threading.BoundedSemaphore(max_inflight)
-        self._inflight = 0
-        self._idle = threading.Condition()
+        self._in_flight = _InFlight()
+        self._scoring_slot = _ScoringSlot(max_inflight)
 
-    @contextmanager
-    def in_flight(self) -> Iterator[None]:
+    def in_flight(self) -> _InFlight:
         """Count a request from its parsed headers to its written response (for draining)."""
-        with self._idle:
-            self._inflight += 1
-        try:
-            yield
-        finally:
-            with self._idle:
-                self._inflight -= 1
-                if not self._inflight:
-                    self._idle.notify_all()
+        return self._in_flight
 
     @property
     def inflight(self) -> int:
-        return self._inflight
+        return self._in_flight.count
 
     def wait_idle(self, timeout: float) -> bool:
-        with self._idle:
-            return self._idle.wait_for(lambda: not self._inflight, timeout)
+        return self._in_flight.wait_idle(timeout)
 
-    @contextmanager
-    def scoring_slot(self) -> Iterator[None]:
+    def scoring_slot(self) -> _ScoringSlot:
+        """One of ``max_inflight`` slots for scoring, or a 503 at once."""
+        return self._scoring_slot
+
+
+# Context managers as classes, built once per App: @contextmanager costs a generator and a
+# wrapper per use, on every request.
+class _InFlight:
+    """A count under a plain lock: a Condition's notify costs more per request than the rest
+    of this bookkeeping, and only a draining server ever waits for zero."""
+
+    _POLL_SECONDS = 0.01
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.count -= 1
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.count:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(self._POLL_SECONDS)
+        return True
+
+
+class _ScoringSlot:
+    def __init__(self, max_inflight: int) -> None:
+        self._slots = threading.BoundedSemaphore(max_inflight)
+        self._busy = f"server busy: {max_inflight} requests are being scored; retry"
+
+    def __enter__(self) -> None:
         if not self._slots.acquire(blocking=False):
-            raise HttpError(
-                503,
-                f"server busy: {self._max_inflight} requests are being scored; retry",
-                (("Retry-After", "1"),),
-            )
-        try:
-            yield
-        finally:
-            self._slots.release()
+            raise HttpError(503, self._busy, (("Retry-After", "1"),))
+
+    def __exit__(self, *exc: object) -> None:
+        self._slots.release()
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +279,15 @@ def _scoring_failures() -> Iterator[None]:
         raise HttpError(500, f"scoring failed: {e}") from None
 
 
+# Routes without parameters by their path: most requests find theirs in one lookup. Their
+# patterns hold no regex syntax, so the pattern text is the path.
+_FIXED = {route.pattern.pattern: route for route in ROUTES if not route.pattern.groups}
+
+
 def match(path: str) -> tuple[Route | None, dict[str, str]]:
+    fixed = _FIXED.get(path)
+    if fixed is not None:
+        return fixed, {}
     for route in ROUTES:
         found = route.pattern.fullmatch(path)
         if found:

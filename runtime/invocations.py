@@ -51,7 +51,7 @@ def parse_json_rows(body: bytes, features: Sequence[str], max_rows: int) -> list
     else:
         values, where = _array(value, key), key
     _check_count(len(values), max_rows)
-    return _all_good([parser.parse_value(row, f"{where}[{i}]") for i, row in enumerate(values)])
+    return _all_good(parser.parse_values(values, lambda i: f"{where}[{i}]"))
 
 
 def parse_csv_rows(
@@ -118,7 +118,7 @@ def _split_rows(split: object, parser: JsonRowParser, max_rows: int) -> list[Row
     _check_count(len(data), max_rows)
     columns = split.get("columns")
     if columns is None:  # rows in the model's feature order
-        return [parser.parse_value(row, f"dataframe_split.data[{i}]") for i, row in enumerate(data)]
+        return parser.parse_values(data, lambda i: f"dataframe_split.data[{i}]")
     names = _column_names(columns)
     parsed: list[Row | RowError] = []
     for i, row in enumerate(data):

@@ -75,7 +75,10 @@ class Metrics:
         with self._lock:
             key = (model, endpoint, code)
             self._requests[key] = self._requests.get(key, 0) + 1
-            self._latency.setdefault((model, endpoint), _Histogram()).observe(seconds)
+            histogram = self._latency.get((model, endpoint))
+            if histogram is None:  # not setdefault: that would build a histogram per request
+                histogram = self._latency[model, endpoint] = _Histogram()
+            histogram.observe(seconds)
 
     def add_rows(self, model: str, rows: int) -> None:
         with self._lock:

@@ -20,7 +20,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
@@ -71,31 +71,37 @@ class JsonRowParser:
         return value if isinstance(value, RowError) else self.parse_value(value, where)
 
     def parse_lines(self, lines: Sequence[bytes], first_lineno: int) -> list[Row | RowError]:
-        """``parse_line`` of each line, numbered from ``first_lineno``, converted in one go.
+        """``parse_line`` of each line, numbered from ``first_lineno``, converted in one go."""
+        decoded = [_decode_line(line, f"line {first_lineno + i}") for i, line in enumerate(lines)]
+        good = [i for i, value in enumerate(decoded) if not isinstance(value, RowError)]
+        parsed = self.parse_values(
+            [decoded[i] for i in good], lambda k: f"line {first_lineno + good[k]}"
+        )
+        by_line = dict(zip(good, parsed, strict=True))
+        return [
+            value if isinstance(value, RowError) else by_line[i] for i, value in enumerate(decoded)
+        ]
 
-        Per value, ``_json_number`` costs more than decoding the JSON. An array of exactly
-        one plain number or null per feature cannot fail it except by overflowing float64,
-        so such arrays are converted together by numpy, which turns int, float and None into
-        float64 just as ``_json_number`` does. Any other line takes ``parse_value``.
+    def parse_values(
+        self, values: Sequence[object], where: Callable[[int], str]
+    ) -> list[Row | RowError]:
+        """``parse_value`` of each decoded value (``where(i)`` names the i-th in errors).
+
+        Per value, ``_json_number`` costs more than decoding the JSON or scoring the row. An
+        array of exactly one plain number or null per feature cannot fail it except by
+        overflowing float64, so such arrays are converted together by numpy, which turns int,
+        float and None into float64 just as ``_json_number`` does. Any other value takes
+        ``parse_value``.
         """
-        parsed: list[Row | RowError | None] = []
-        plain: list[list[Any]] = []
-        plain_at: list[int] = []
-        for i, line in enumerate(lines):
-            where = f"line {first_lineno + i}"
-            value = _decode_line(line, where)
-            if isinstance(value, RowError):
-                parsed.append(value)
-            elif self._is_plain_array(value):
-                plain_at.append(i)
-                plain.append(value)
-                parsed.append(None)
-            else:
-                parsed.append(self.parse_value(value, where))
-        converted = self._from_plain_arrays(plain, plain_at, first_lineno)
+        plain_at = [i for i, value in enumerate(values) if self._is_plain_array(value)]
+        parsed: list[Row | RowError | None] = [None] * len(values)
+        converted = self._from_plain_arrays([values[i] for i in plain_at], plain_at, where)
         for i, row in zip(plain_at, converted, strict=True):
             parsed[i] = row
-        return parsed  # type: ignore[return-value]  # every None was replaced
+        return [
+            self.parse_value(value, where(i)) if row is None else row
+            for i, (value, row) in enumerate(zip(values, parsed, strict=True))
+        ]
 
     def _is_plain_array(self, value: object) -> TypeGuard[list[Any]]:
         # Exact types: bool is an int subclass, and JSON true is not a number.
@@ -106,7 +112,7 @@ class JsonRowParser:
         )
 
     def _from_plain_arrays(
-        self, arrays: list[list[Any]], positions: list[int], first_lineno: int
+        self, arrays: list[Any], positions: list[int], where: Callable[[int], str]
     ) -> list[Row | RowError]:
         try:
             wide = np.array(arrays, dtype=np.float64).reshape(len(arrays), len(self._features))
@@ -116,9 +122,7 @@ class JsonRowParser:
         with np.errstate(over="ignore"):  # beyond float32 range is ±inf, as in _to_float32
             narrow = wide.astype(np.float32)
         return [
-            self.parse_value(array, f"line {first_lineno + i}")
-            if bad
-            else Row(values=values, passthrough={})
+            self.parse_value(array, where(i)) if bad else Row(values=values, passthrough={})
             for array, i, bad, values in zip(arrays, positions, out_of_range, narrow, strict=True)
         ]
 

@@ -31,6 +31,7 @@ client keeps sending for a moment, so the client sees the answer rather than a r
 
 from __future__ import annotations
 
+import email.utils
 import hmac
 import io
 import signal
@@ -43,7 +44,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.client import LineTooLong
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,7 +62,14 @@ from runtime.endpoints import (
     model_label,
 )
 from runtime.errors import BundleError
-from runtime.httpio import HttpError, encode_json
+from runtime.httpio import (
+    HeaderFields,
+    HeaderSectionTooLarge,
+    HttpError,
+    MalformedHeader,
+    encode_json,
+    read_header_fields,
+)
 from runtime.metrics import Metrics
 from runtime.scoring import DEFAULT_THREADS
 from runtime.serving import RELOAD_INTERVAL, ServedModels
@@ -142,26 +149,6 @@ class _DeadlineReader(io.RawIOBase):
         return self._sock.recv_into(buffer)
 
 
-class _HeaderBudget:
-    """The request's ``rfile`` while its header lines are parsed: at most ``budget`` bytes.
-
-    The stdlib allows 100 header lines of 64 KiB each (6.4 MB per connection); this bounds the
-    header section as a whole.
-    """
-
-    def __init__(self, rfile: io.BufferedIOBase, budget: int) -> None:
-        self._rfile = rfile
-        self._left = budget
-
-    def readline(self, limit: int = -1) -> bytes:
-        cap = self._left + 1 if limit < 0 else min(limit, self._left + 1)
-        line = self._rfile.readline(cap)
-        self._left -= len(line)
-        if self._left < 0:
-            raise LineTooLong("header section")
-        return line
-
-
 # Fixed texts for errors found while parsing the request line and headers: the stdlib's own
 # messages quote the client's bytes back.
 _PROTOCOL_ERRORS = {
@@ -177,6 +164,8 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = f"edgebundle/{__version__}"
     disable_nagle_algorithm = True  # TCP_NODELAY on every accepted socket
     server: _Server
+    fields: HeaderFields  # the request's headers, set by parse_request
+    raw_requestline: bytes  # set by the stdlib's handle_one_request
 
     def setup(self) -> None:
         super().setup()
@@ -212,13 +201,65 @@ class _Handler(BaseHTTPRequestHandler):
         super().handle_one_request()
 
     def parse_request(self) -> bool:
-        rfile = self.rfile
-        budget = _HeaderBudget(rfile, self.server.limits.max_header_bytes)
-        self.rfile = budget  # type: ignore[assignment]  # parse_headers only calls readline
+        """The stdlib's request-line rules, with our own header reader (``read_header_fields``).
+
+        Sets what the stdlib's does (``command``, ``path``, ``request_version``,
+        ``close_connection``) and ``fields``; on a bad request answers it and returns False.
+        """
+        self.command = None  # type: ignore[assignment]  # the stdlib's "no request yet"
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        self.requestline = str(self.raw_requestline, "latin-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if not words:
+            return False
+        status = self._parse_request_line(words)
+        if status is None:
+            status = self._parse_header_section()
+        if status is not None:
+            self.send_error(status)
+            return False
+        connection = (self.fields.get("Connection") or "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive":
+            self.close_connection = False
+        expect = (self.fields.get("Expect") or "").lower()
+        if expect == "100-continue" and self.request_version >= "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
+
+    def _parse_request_line(self, words: list[str]) -> int | None:
+        """``METHOD PATH [HTTP/x.y]`` into attributes, or the status refusing it."""
+        if len(words) >= 3:
+            version = _http_version(words[-1])
+            if version is None:
+                return 400
+            if version >= (2, 0):
+                return 505
+            self.close_connection = version < (1, 1)
+            self.request_version = words[-1]
+        if not 2 <= len(words) <= 3:
+            return 400
+        if len(words) == 2:  # HTTP/0.9: GET only, and no keep-alive
+            self.close_connection = True
+            if words[0] != "GET":
+                return 400
+        self.command, path = words[:2]
+        # As the stdlib (gh-87389): "//host/x" must not read as a scheme-relative URL.
+        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
+        return None
+
+    def _parse_header_section(self) -> int | None:
         try:
-            return super().parse_request()
-        finally:
-            self.rfile = rfile
+            self.fields = read_header_fields(
+                self.rfile.readline, self.server.limits.max_header_bytes
+            )
+        except HeaderSectionTooLarge:
+            return 431
+        except MalformedHeader:
+            return 400
+        return None
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -239,8 +280,8 @@ class _Handler(BaseHTTPRequestHandler):
         route, params = match(path)
         endpoint = route.name if route is not None else "other"
         model = model_label(self._app.models.current, params, query)
-        self._body_unread = "Transfer-Encoding" in self.headers or (
-            self.headers.get("Content-Length", "").strip() not in ("", "0")
+        self._body_unread = "Transfer-Encoding" in self.fields or (
+            (self.fields.get("Content-Length") or "").strip() not in ("", "0")
         )
         try:
             if path not in PUBLIC_PATHS:
@@ -259,7 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
             method=self.command,
             params=params,
             query=query,
-            header=self.headers.get,
+            header=self.fields.get,
             read_body=self._read_body,
         )
 
@@ -267,7 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
         token = self.server.token
         if token is None:
             return
-        scheme, _, credentials = (self.headers.get("Authorization") or "").partition(" ")
+        scheme, _, credentials = (self.fields.get("Authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
             raise HttpError(401, "a bearer token is required", _CHALLENGE)
         offered = credentials.strip().encode("latin-1", "replace")
@@ -275,9 +316,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(401, "invalid bearer token", _INVALID_TOKEN)
 
     def _read_body(self) -> bytes:
-        if "Transfer-Encoding" in self.headers:
+        if "Transfer-Encoding" in self.fields:
             raise HttpError(411, "Transfer-Encoding is not supported; send a Content-Length")
-        lengths = self.headers.get_all("Content-Length") or []
+        lengths = self.fields.get_all("Content-Length")
         if not lengths:
             raise HttpError(411, "a Content-Length header is required")
         text = lengths[0].strip()
@@ -314,7 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
         lines = [
             f"HTTP/1.1 {response.status} {_phrase(response.status)}",
             f"Server: {self.server_version}",
-            f"Date: {self.date_time_string()}",
+            f"Date: {_http_date()}",
             f"Content-Type: {response.content_type}",
             f"Content-Length: {len(response.body)}",
             *(f"{name}: {value}" for name, value in response.headers),
@@ -357,11 +398,37 @@ _CHALLENGE = (("WWW-Authenticate", 'Bearer realm="edgebundle"'),)
 _INVALID_TOKEN = (("WWW-Authenticate", 'Bearer realm="edgebundle", error="invalid_token"'),)
 
 
+_PHRASES = {int(status): status.phrase for status in HTTPStatus}
+
+
 def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
+    return _PHRASES.get(status, "Unknown")
+
+
+# (second, its Date header text): formatting a date per response costs as much as the rest of
+# the header; every thread may replace it, and any of them writes a correct value.
+_date_cache = (0, "")
+
+
+def _http_date() -> str:
+    global _date_cache
+    now = int(time.time())
+    second, text = _date_cache
+    if second != now:
+        text = email.utils.formatdate(now, usegmt=True)
+        _date_cache = (now, text)
+    return text
+
+
+def _http_version(text: str) -> tuple[int, int] | None:
+    """``(1, 1)`` from ``"HTTP/1.1"``; None unless ``HTTP/<digits>.<digits>``, 10 digits at most."""
+    if not text.startswith("HTTP/"):
+        return None
+    numbers = text[5:].split(".")
+    # isascii: str.isdigit() also accepts "²", which int() refuses.
+    if len(numbers) != 2 or not all(n.isascii() and n.isdigit() and len(n) <= 10 for n in numbers):
+        return None
+    return int(numbers[0]), int(numbers[1])
 
 
 def _one_line(error: BaseException) -> str:

@@ -210,6 +210,20 @@ def test_invocations_array_rows_and_model_query(server: ServerProcess, store: Pa
     assert reply.json() == {"predictions": expected}
 
 
+@pytest.mark.parametrize("form", ["instances", "inputs", "dataframe_split"])
+def test_invocations_arrays_of_ints_floats_and_nulls_answer_like_stdin_scoring(
+    server: ServerProcess, store: Path, form: str
+) -> None:
+    x = features(8, seed=13, missing=0.2)
+    # Whole numbers as JSON integers: the one-call conversion must read them as the parser does.
+    rows = [[int(v) if v is not None and v.is_integer() else v for v in r] for r in rows_json(x)]
+    body = {form: {"data": rows}} if form == "dataframe_split" else {form: rows}
+    reply = post_json(server.port, "/invocations", body)
+    assert reply.status == 200, reply.body
+    expected = [{k: v for k, v in r.items() if k != "id"} for r in stdin_records(store, x)]
+    assert reply.json() == {"predictions": expected}
+
+
 def test_invocations_csv_answers_like_stdin_scoring(server: ServerProcess, store: Path) -> None:
     x = features(6, seed=12, missing=0.3)
     header = ",".join(["id", *(f'"{n}"' if " " in n else n for n in NAMES)])
@@ -439,6 +453,10 @@ def raw_post(path: str, headers: str, body: bytes = b"") -> bytes:
         (raw_post(INFER, "Content-Length: 99999999999999999999\r\n"), 413, "over the limit"),
         (raw_post(INFER, f"Content-Length: {2 << 20}\r\n"), 413, "over the limit of 1048576"),
         (b"GARBAGE\r\n\r\n", 400, "malformed request line"),
+        (b"GET /v2 HTTP/1.\xb2\r\n\r\n", 400, "malformed request line"),  # a non-ASCII digit
+        (b"GET /v2 HTTP/1.1\r\nNo colon\r\n\r\n", 400, "malformed request line or header"),
+        (b"GET /v2 HTTP/1.1\r\nHost : x\r\n\r\n", 400, "malformed request line or header"),
+        (b"GET /v2 HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n", 400, "malformed request line"),
         (b"GET /v2/health/live HTTP/2.0\r\n\r\n", 505, "unsupported HTTP version"),
         (b"BREW /pot HTTP/1.1\r\n\r\n", 501, "unsupported method"),
         (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414, "request line too long"),
@@ -463,6 +481,14 @@ def test_malformed_http_is_answered_in_json_and_closed(
     in_step = b"Content-Length" not in data and b"Transfer-Encoding" not in data and status == 411
     assert reply.headers["Connection"] == (None if in_step else "close")
     assert request(server.port, "GET", "/v2/health/live").status == 200
+
+
+def test_header_names_are_case_insensitive(server: ServerProcess) -> None:
+    body = json.dumps({"instances": rows_json(features(1, seed=14))}).encode()
+    head = f"content-type: application/json\r\ncONTENT-lENGTH: {len(body)}\r\n"
+    reply = raw(server.port, raw_post("/invocations", head, body))
+    assert reply.status == 200, reply.body
+    assert reply.headers["Connection"] is None  # keep-alive: the body was read
 
 
 def test_oversized_body_is_refused_before_it_is_sent(server: ServerProcess) -> None:
