@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from builder.baseline import baseline
 from builder.check import Reference, compare, default_budget, synthesize_rows
 from builder.data import load_rows
 from builder.emit_float import emit_float
@@ -122,6 +123,10 @@ def build(options: BuildOptions) -> BuildResult:
     chosen = _choose(options.precision, candidates)
     selftest = _selftest(chosen, rows, len(data))
     payload = {"model.onnx": chosen.model.onnx_bytes, "selftest.json": selftest.to_bytes()}
+    if len(data):
+        first = chosen.outputs[chosen.model.outputs[0].name][: len(data)]
+        stats = baseline(source.ensemble, source.feature_names, data, link, first)
+        payload["stats.json"] = stats.to_bytes()
     epoch = _source_date_epoch()
     manifest = _manifest(options, source, chosen, payload, epoch)
     manifest_bytes = manifest.to_bytes()
