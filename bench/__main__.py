@@ -94,13 +94,20 @@ def bundles(model: BenchModel, source: Path, key: Path) -> dict[str, Path]:
     return {p: bundle(model, source, p, key) for p in ("int8", "float")}
 
 
-def serving_section(model: BenchModel, key: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Built:
+    """A bench model trained once and built once in both precisions, for every section."""
+
+    model: BenchModel
+    source: Path
+    bundles: dict[str, Path]
+
+
+def serving_section(built: Built, pub: Path) -> dict[str, Any]:
     """HTTP, stdin and cold start on the first bench model (the binary classifier)."""
-    source = train(model, WORK)
-    paths = bundles(model, source, key)
+    model, source, paths = built.model, built.source, built.bundles
     rows = data(model, 100_000, seed=3)[0]
     first = [None if np.isnan(v) else float(v) for v in rows[0]]
-    pub = key.parent / "signing.pub"
     return {
         "model": model.name,
         "http": http_section(paths["int8"], source, pub, first),
@@ -117,14 +124,13 @@ def probe(kind: str, path: Path, rows: Path, threads: int) -> dict[str, float]:
     return result
 
 
-def model_section(models: tuple[BenchModel, ...], key: Path) -> list[dict[str, Any]]:
+def model_section(builds: list[Built]) -> list[dict[str, Any]]:
     cores = os.cpu_count() or 1
     sections = []
-    for model in models:
-        source = train(model, WORK)
+    for built in builds:
+        model, source, paths = built.model, built.source, built.bundles
         rows_path = WORK / f"{model.name}-rows.npy"
         np.save(rows_path, data(model, EVAL_ROWS, seed=2)[0])
-        paths = bundles(model, source, key)
         variants: dict[str, dict[str, Any]] = {}
         for precision, path in paths.items():
             for threads in sorted({1, cores}):
@@ -196,9 +202,13 @@ def main() -> None:
     if not key.exists():
         generate_keypair(key.parent, None)
     models = QUICK if args.quick else FULL
-    sections = model_section(models, key)
+    builds = []
+    for model in models:
+        source = train(model, WORK)
+        builds.append(Built(model=model, source=source, bundles=bundles(model, source, key)))
+    sections = model_section(builds)
     print_models(sections)
-    served = serving_section(models[0], key)
+    served = serving_section(builds[0], key.parent / "signing.pub")
     print_serving(served)
     results = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),

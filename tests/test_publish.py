@@ -216,22 +216,26 @@ def test_index_signature_does_not_verify_as_another_document(channel: Path, keys
         envelope.verified_payload(trusted, b"edgebundle/manifest/v1\x00")
 
 
-def test_key_rotation_signed_by_current_key(
-    keys: KeyFiles, other_keys: KeyFiles, tmp_path: Path
-) -> None:
+def rotate(channel: Path, signer: KeyFiles, new: KeyFiles) -> None:
     proc = run(
         "bundle",
         [
             "rotate-keys",
             "--channel",
-            str(tmp_path),
+            str(channel),
             "--key",
-            str(keys.private),
+            str(signer.private),
             "--new-key",
-            str(other_keys.public),
+            str(new.public),
         ],
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_key_rotation_signed_by_current_key(
+    keys: KeyFiles, other_keys: KeyFiles, tmp_path: Path
+) -> None:
+    rotate(tmp_path, keys, other_keys)
     data = (tmp_path / "keys.json").read_bytes()
     key_set = read_key_set(data, TrustedKeys.from_paths([keys.public]), current_version=0)
     assert key_set is not None and key_set.version == 1
@@ -245,18 +249,7 @@ def test_key_rotation_versions_increase(
     keys: KeyFiles, other_keys: KeyFiles, tmp_path: Path
 ) -> None:
     for expected in (1, 2):
-        run(
-            "bundle",
-            [
-                "rotate-keys",
-                "--channel",
-                str(tmp_path),
-                "--key",
-                str(keys.private),
-                "--new-key",
-                str(other_keys.public),
-            ],
-        )
+        rotate(tmp_path, keys, other_keys)
         data = (tmp_path / "keys.json").read_bytes()
         key_set = read_key_set(data, TrustedKeys.from_paths([keys.public]), current_version=0)
         assert key_set is not None and key_set.version == expected
