@@ -7,7 +7,14 @@ import numpy.typing as npt
 
 from builder.ir import Ensemble
 from builder.objectives import Link
-from runtime.stats import MAX_GROUPS, Baseline, FeatureBaseline, PredictionBaseline
+from runtime.stats import (
+    MAX_GROUPS,
+    Baseline,
+    FeatureBaseline,
+    PredictionBaseline,
+    bin_index,
+    prediction_values,
+)
 
 F32 = npt.NDArray[np.float32]
 _DECILES = tuple(round(0.1 * k, 1) for k in range(1, 10))
@@ -46,9 +53,7 @@ def _group_edges(values: F32, thresholds: F32) -> F32:
     counts: few rows per bin would make the device's PSI noise."""
     if len(thresholds) < MAX_GROUPS or len(values) == 0:
         return thresholds
-    counts = np.bincount(
-        np.searchsorted(thresholds, values, "right"), minlength=len(thresholds) + 1
-    )
+    counts = np.bincount(bin_index(thresholds, values), minlength=len(thresholds) + 1)
     cumulative = np.cumsum(counts)[:-1]  # rows in bins 0..k, for a cut at thresholds[k]
     targets = len(values) * np.arange(1, MAX_GROUPS) / MAX_GROUPS
     cuts = np.unique(np.searchsorted(cumulative, targets, "left"))
@@ -56,7 +61,7 @@ def _group_edges(values: F32, thresholds: F32) -> F32:
 
 
 def _shares(values: npt.NDArray[np.floating], edges: npt.NDArray[np.floating]) -> tuple[float, ...]:
-    counts = np.bincount(np.searchsorted(edges, values, "right"), minlength=len(edges) + 1)
+    counts = np.bincount(bin_index(edges, values), minlength=len(edges) + 1)
     total = max(int(counts.sum()), 1)
     return tuple(float(c) / total for c in counts)
 
@@ -64,13 +69,13 @@ def _shares(values: npt.NDArray[np.floating], edges: npt.NDArray[np.floating]) -
 def _prediction(
     link: Link, predictions: npt.NDArray[np.generic], classes: int
 ) -> PredictionBaseline:
-    values = np.asarray(predictions, dtype=np.float64)
     if link in _CLASS_LINKS:
-        labels = values if values.ndim == 1 else np.argmax(values, axis=1)
+        labels = prediction_values("class", predictions)
         edges = np.arange(classes - 1) + 0.5
         return PredictionBaseline(
             kind="class", edges=tuple(edges.tolist()), shares=_shares(labels, edges)
         )
+    values = prediction_values("value", predictions)
     if link is Link.PROBABILITY:
         edges = np.asarray(_DECILES)
         return PredictionBaseline(kind="probability", edges=_DECILES, shares=_shares(values, edges))

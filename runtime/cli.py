@@ -106,8 +106,12 @@ def _add_update_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "newest version of each installed model (a failed selftest marks it bad).",
     )
     _store_option(update)
-    update.add_argument("--channel", required=True, metavar="URL",
-                        help="channel base URL: file://, http:// or https://")
+    update.add_argument(
+        "--channel",
+        required=True,
+        metavar="URL",
+        help="channel base URL: file://, http:// or https://",
+    )
     update.set_defaults(run=_update)
 
 
@@ -461,8 +465,9 @@ def _serve(args: argparse.Namespace) -> int:
         )
         poller = None
         if args.channel is not None:
-            poller = Poller(store_root=store.root, channel=check_url(args.channel),
-                            interval=args.poll)
+            poller = Poller(
+                store_root=store.root, channel=check_url(args.channel), interval=args.poll
+            )
             poller.start()
         try:
             return serve(store, config)

@@ -14,6 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from runtime._json import (
     dumps_canonical,
     get_float,
@@ -31,6 +34,21 @@ from runtime.manifest import get_count
 FORMAT = "edgebundle.stats/1"
 MAX_GROUPS = 20
 PREDICTION_KINDS = ("probability", "class", "value")
+
+
+def bin_index(edges: npt.ArrayLike, values: npt.ArrayLike) -> npt.NDArray[np.intp]:
+    """Bin k holds ``edges[k-1] <= v < edges[k]``: the side XGBoost's ``x < threshold`` takes."""
+    return np.searchsorted(np.asarray(edges), np.asarray(values), "right")
+
+
+def prediction_values(kind: str, output: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """What a prediction histogram bins, from the bundle's first output: the label for a class
+    histogram (argmax of ``[N, C]`` probabilities), else the output itself."""
+    values: npt.NDArray[np.float64] = np.asarray(output, dtype=np.float64)
+    if kind == "class" and values.ndim == 2:
+        labels: npt.NDArray[np.float64] = np.argmax(values, axis=1).astype(np.float64)
+        return labels
+    return values
 
 
 def _floats(d: Mapping[str, Any], key: str, context: str) -> tuple[float, ...]:

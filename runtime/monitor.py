@@ -1,0 +1,477 @@
+"""Live drift monitoring: the bins of a bundle's ``stats.json`` baseline, counted for live rows.
+
+A ``Monitor`` belongs to one loaded model version (a model switch starts a new one, so counts
+never mix versions). It keeps counts, never rows: per feature one count per baseline bin and a
+missing count, and one count per prediction bin, for two windows — everything since the model
+was loaded, and the most recent ``window_rows`` rows. The recent window is ``BLOCKS`` blocks
+of ``window_rows / BLOCKS`` rows; when the newest block fills, the oldest is dropped, so the
+window covers between 90% and 100% of ``window_rows`` once that many rows were seen, in memory
+independent of its size.
+
+Counting a single row costs a dozen numpy calls, more than scoring's share of a request can
+spare; rows therefore wait in a buffer of at most ``PENDING_ROWS`` rows (in memory only, never
+written) and are counted a buffer at a time, and before every report.
+
+``DriftReport`` is the JSON a device answers on ``GET /v2/models/{name}/stats`` and writes for
+``bundle-runtime status``; ``bundle drift`` reads it on the workstation. The population
+stability index, missing rates and their shift are derived from the counts and the baseline,
+written for readers, and checked against the counts when a report is read.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from runtime._json import (
+    dumps_canonical,
+    get_list,
+    get_obj,
+    get_optional,
+    get_str,
+    join,
+    json_type,
+    loads_strict,
+    reject_unknown,
+)
+from runtime.errors import ManifestError
+from runtime.manifest import get_count, get_timestamp
+from runtime.semver import Version
+from runtime.stats import Baseline, FeatureBaseline, bin_index, prediction_values
+
+FORMAT = "edgebundle.drift/1"
+DEFAULT_WINDOW_ROWS = 10_000
+BLOCKS = 10
+PENDING_ROWS = 256
+# Comparisons per counting step (rows × features × edges, one byte each), so counting a large
+# batch never needs more than a few MB.
+_STEP_ELEMENTS = 1 << 21
+# An empty bin would make the index infinite; the usual floor of 0.01% keeps one empty bin's
+# contribution near 0.05 for a 5% baseline bin instead.
+PSI_FLOOR = 1e-4
+# The customary reading of the index: below 0.1 stable, 0.1 to 0.2 worth watching, above 0.2 a
+# population that has shifted.
+PSI_WATCH = 0.1
+PSI_SHIFTED = 0.2
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_TOLERANCE = 1e-9  # derived values written by another machine's float arithmetic
+
+
+def psi(expected: Sequence[float], counts: Sequence[int]) -> float | None:
+    """Population stability index of live ``counts`` against baseline shares (None: no rows)."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    index = 0.0
+    for share, count in zip(expected, counts, strict=True):
+        e = max(share, PSI_FLOOR)
+        a = max(count / total, PSI_FLOOR)
+        index += (a - e) * math.log(a / e)
+    return index
+
+
+def psi_level(value: float | None) -> str:
+    if value is None:
+        return "no rows"
+    if value > PSI_SHIFTED:
+        return "shifted"
+    return "watch" if value > PSI_WATCH else "stable"
+
+
+def timestamp(seconds: float) -> str:
+    return time.strftime(_TIME_FORMAT, time.gmtime(seconds))
+
+
+# --- the report format -------------------------------------------------------------------
+
+
+def _counts(d: Mapping[str, Any], key: str, context: str, size: int) -> tuple[int, ...]:
+    values = get_list(d, key, context)
+    if len(values) != size:
+        raise ManifestError(
+            f"needs {size} counts (one per bin), got {len(values)}", join(context, key)
+        )
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ManifestError(
+                f"expected a count, got {json_type(v)}", f"{join(context, key)}[{i}]"
+            )
+    return tuple(values)
+
+
+def _check_derived(d: Mapping[str, Any], key: str, context: str, value: float | None) -> None:
+    """A derived number must be what the counts give: a report that disagrees with itself is
+    refused rather than shown."""
+    written = get_optional(d, key, context, lambda d, k, c: _number(d, k, c))
+    if (written is None) != (value is None) or (
+        written is not None and value is not None and abs(written - value) > _TOLERANCE
+    ):
+        raise ManifestError(f"does not match the counts (expected {value})", join(context, key))
+
+
+def _number(d: Mapping[str, Any], key: str, context: str) -> float:
+    value = d[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ManifestError(f"expected a finite number, got {json_type(value)}", join(context, key))
+    return float(value)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FeatureWindow:
+    """One feature's live counts: ``counts[k]`` rows in the baseline's bin k, ``missing`` NaN."""
+
+    name: str
+    counts: tuple[int, ...]
+    missing: int
+
+    @property
+    def rows(self) -> int:
+        return sum(self.counts) + self.missing
+
+    def psi(self, baseline: FeatureBaseline) -> float | None:
+        return psi(baseline.shares, self.counts)
+
+    def missing_rate(self) -> float | None:
+        return self.missing / self.rows if self.rows else None
+
+    def missing_rate_shift(self, baseline: FeatureBaseline) -> float | None:
+        rate = self.missing_rate()
+        return None if rate is None else rate - baseline.missing_rate
+
+    @classmethod
+    def from_dict(
+        cls, d: Mapping[str, Any], context: str, baseline: FeatureBaseline, rows: int
+    ) -> FeatureWindow:
+        reject_unknown(
+            d, ("name", "counts", "missing", "psi", "missing_rate", "missing_rate_shift"), context
+        )
+        name = get_str(d, "name", context)
+        if name != baseline.name:
+            raise ManifestError(f"expected feature {baseline.name!r}", join(context, "name"))
+        window = cls(
+            name=name,
+            counts=_counts(d, "counts", context, len(baseline.edges) + 1),
+            missing=get_count(d, "missing", context),
+        )
+        if window.rows != rows:
+            raise ManifestError(
+                f"counts add up to {window.rows}, the window has {rows} rows", context
+            )
+        _check_derived(d, "psi", context, window.psi(baseline))
+        _check_derived(d, "missing_rate", context, window.missing_rate())
+        _check_derived(d, "missing_rate_shift", context, window.missing_rate_shift(baseline))
+        return window
+
+    def to_dict(self, baseline: FeatureBaseline) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "counts": list(self.counts),
+            "missing": self.missing,
+            "psi": self.psi(baseline),
+            "missing_rate": self.missing_rate(),
+            "missing_rate_shift": self.missing_rate_shift(baseline),
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Window:
+    """Counts over a span of rows; without a baseline there is nothing to count but rows."""
+
+    rows: int
+    features: tuple[FeatureWindow, ...] = ()
+    prediction: tuple[int, ...] = ()
+
+    def prediction_psi(self, baseline: Baseline) -> float | None:
+        return psi(baseline.prediction.shares, self.prediction)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], context: str, baseline: Baseline | None) -> Window:
+        reject_unknown(d, ("rows", "features", "prediction"), context)
+        rows = get_count(d, "rows", context)
+        items = get_list(d, "features", context)
+        if baseline is None:
+            if items or get_optional(d, "prediction", context, get_obj) is not None:
+                raise ManifestError("counts without a baseline", context)
+            return cls(rows=rows)
+        if len(items) != len(baseline.features):
+            raise ManifestError(
+                f"needs {len(baseline.features)} features (the baseline's)",
+                join(context, "features"),
+            )
+        features = []
+        for i, (item, feature) in enumerate(zip(items, baseline.features, strict=True)):
+            item_context = f"{join(context, 'features')}[{i}]"
+            if not isinstance(item, dict):
+                raise ManifestError(f"expected an object, got {json_type(item)}", item_context)
+            features.append(FeatureWindow.from_dict(item, item_context, feature, rows))
+        prediction_context = join(context, "prediction")
+        prediction = get_obj(d, "prediction", context)
+        reject_unknown(prediction, ("counts", "psi"), prediction_context)
+        counts = _counts(
+            prediction, "counts", prediction_context, len(baseline.prediction.edges) + 1
+        )
+        if sum(counts) != rows:
+            raise ManifestError(
+                f"counts add up to {sum(counts)}, the window has {rows} rows", prediction_context
+            )
+        window = cls(rows=rows, features=tuple(features), prediction=counts)
+        _check_derived(prediction, "psi", prediction_context, window.prediction_psi(baseline))
+        return window
+
+    def to_dict(self, baseline: Baseline | None) -> dict[str, Any]:
+        if baseline is None:
+            return {"rows": self.rows, "features": [], "prediction": None}
+        return {
+            "rows": self.rows,
+            "features": [
+                f.to_dict(b) for f, b in zip(self.features, baseline.features, strict=True)
+            ],
+            "prediction": {
+                "counts": list(self.prediction),
+                "psi": self.prediction_psi(baseline),
+            },
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DriftReport:
+    model: str
+    version: str
+    started: str  # when counting began: the model's load
+    generated: str
+    window_rows: int  # the recent window's size
+    baseline: Baseline | None  # None: the bundle was built without --data
+    since_start: Window
+    recent: Window
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> DriftReport:
+        reject_unknown(
+            d,
+            (
+                "format", "model", "version", "started", "generated", "window_rows",
+                "baseline", "since_start", "recent",
+            ),
+            context,
+        )  # fmt: skip
+        if get_str(d, "format", context) != FORMAT:
+            raise ManifestError(
+                f"unsupported drift report format (expected {FORMAT!r})", join(context, "format")
+            )
+        version = get_str(d, "version", context)
+        Version.parse(version)
+        raw_baseline = get_optional(d, "baseline", context, get_obj)
+        baseline = (
+            None
+            if raw_baseline is None
+            else Baseline.from_dict(raw_baseline, join(context, "baseline"))
+        )
+        return cls(
+            model=get_str(d, "model", context),
+            version=version,
+            started=get_timestamp(d, "started", context),
+            generated=get_timestamp(d, "generated", context),
+            window_rows=get_count(d, "window_rows", context, minimum=BLOCKS),
+            baseline=baseline,
+            since_start=Window.from_dict(
+                get_obj(d, "since_start", context), join(context, "since_start"), baseline
+            ),
+            recent=Window.from_dict(
+                get_obj(d, "recent", context), join(context, "recent"), baseline
+            ),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "model": self.model,
+            "version": self.version,
+            "started": self.started,
+            "generated": self.generated,
+            "window_rows": self.window_rows,
+            "baseline": None if self.baseline is None else self.baseline.to_dict(),
+            "since_start": self.since_start.to_dict(self.baseline),
+            "recent": self.recent.to_dict(self.baseline),
+        }
+
+    def to_bytes(self) -> bytes:
+        return dumps_canonical(self.to_dict(), compact=True)
+
+
+def parse_report(data: bytes, what: str = "drift report") -> DriftReport:
+    return DriftReport.from_dict(loads_strict(data, what))
+
+
+# --- counting ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Counts:
+    rows: int
+    bins: npt.NDArray[np.int64]  # [F, G]; feature f uses its first len(edges_f) + 1 columns
+    missing: npt.NDArray[np.int64]  # [F]
+    prediction: npt.NDArray[np.int64]  # [P]
+
+    def add(self, other: _Counts) -> None:
+        self.rows += other.rows
+        self.bins += other.bins
+        self.missing += other.missing
+        self.prediction += other.prediction
+
+
+class _Binner:
+    """The baseline's edges as arrays: one comparison counts a whole batch's bins at once.
+    Without a baseline there are no bins and only rows are counted."""
+
+    def __init__(self, baseline: Baseline | None) -> None:
+        features = () if baseline is None else baseline.features
+        self.names = [f.name for f in features]
+        self.sizes = [len(f.edges) + 1 for f in features]
+        self.width = max(self.sizes, default=1)
+        # Edge-major [width - 1, F], so a batch is compared one edge at a time across all
+        # features (numpy reduces over a long contiguous axis far faster than over 19 values).
+        # NaN pads: ``x >= NaN`` is false, so padding never moves a value up a bin, even +inf.
+        edges = np.full((self.width - 1, len(features)), np.nan)
+        for f, feature in enumerate(features):
+            edges[: len(feature.edges), f] = feature.edges
+        self.edges = _float32_at_least(edges)
+        self.offsets = np.arange(len(features)) * self.width
+        self.step_rows = max(1, _STEP_ELEMENTS // max(self.edges.size, 1))
+        self.kind = "value" if baseline is None else baseline.prediction.kind
+        self.prediction_edges = np.asarray(
+            () if baseline is None else baseline.prediction.edges, dtype=np.float64
+        )
+
+    def empty(self) -> _Counts:
+        return _Counts(
+            rows=0,
+            bins=np.zeros((len(self.sizes), self.width), dtype=np.int64),
+            missing=np.zeros(len(self.sizes), dtype=np.int64),
+            prediction=np.zeros(len(self.prediction_edges) + 1, dtype=np.int64),
+        )
+
+    def count(self, x: npt.NDArray[np.float32], output: npt.NDArray[Any]) -> _Counts:
+        counts = self.empty()
+        counts.rows = len(x)
+        if not self.sizes:
+            return counts
+        missing = np.isnan(x)
+        bins = (x[:, None, :] >= self.edges[None]).sum(axis=1, dtype=np.intp)
+        flat = (bins + self.offsets)[~missing]
+        counts.bins += np.bincount(flat, minlength=counts.bins.size).reshape(counts.bins.shape)
+        counts.missing += missing.sum(axis=0)
+        values = prediction_values(self.kind, output)
+        counts.prediction += np.bincount(
+            bin_index(self.prediction_edges, values), minlength=len(counts.prediction)
+        )
+        return counts
+
+    def window(self, counts: _Counts) -> Window:
+        if not self.sizes:
+            return Window(rows=counts.rows)
+        return Window(
+            rows=counts.rows,
+            features=tuple(
+                FeatureWindow(
+                    name=name,
+                    counts=tuple(int(c) for c in counts.bins[f, : self.sizes[f]]),
+                    missing=int(counts.missing[f]),
+                )
+                for f, name in enumerate(self.names)
+            ),
+            prediction=tuple(int(c) for c in counts.prediction),
+        )
+
+
+def _float32_at_least(edges: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    """The smallest float32 >= each edge: for a float32 ``x``, ``x >= edge`` then holds
+    exactly when it does in float64, and the comparison runs at float32 speed."""
+    rounded = edges.astype(np.float32)
+    below = rounded < edges
+    rounded[below] = np.nextafter(rounded[below], np.float32(np.inf))
+    return rounded
+
+
+class Monitor:
+    """Counts for one loaded model version; ``observe`` and ``report`` are thread-safe."""
+
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        baseline: Baseline | None,
+        window_rows: int = DEFAULT_WINDOW_ROWS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if window_rows < BLOCKS:
+            raise ValueError(f"window_rows must be >= {BLOCKS}")
+        self.model = model
+        self.version = version
+        self.baseline = baseline
+        self.window_rows = window_rows
+        self._clock = clock
+        self._started = clock()
+        self._block_rows = window_rows // BLOCKS
+        self._lock = threading.Lock()
+        self._pending: list[tuple[npt.NDArray[np.float32], npt.NDArray[Any]]] = []
+        self._pending_rows = 0
+        self._binner = _Binner(baseline)
+        self._total = self._binner.empty()
+        self._current = self._binner.empty()
+        self._blocks: deque[_Counts] = deque(maxlen=BLOCKS - 1)
+
+    def observe(self, x: npt.NDArray[np.float32], output: npt.NDArray[Any]) -> None:
+        """Rows scored (float32 ``[N, F]``) and the bundle's first output for them."""
+        with self._lock:
+            self._pending.append((x, output))
+            self._pending_rows += len(x)
+            if self._pending_rows >= PENDING_ROWS:
+                self._flush()
+
+    def report(self) -> DriftReport:
+        with self._lock:
+            self._flush()
+            recent = self._binner.empty()
+            for block in (*self._blocks, self._current):
+                recent.add(block)
+            since_start = self._binner.window(self._total)
+        return DriftReport(
+            model=self.model,
+            version=self.version,
+            started=timestamp(self._started),
+            generated=timestamp(self._clock()),
+            window_rows=self.window_rows,
+            baseline=self.baseline,
+            since_start=since_start,
+            recent=self._binner.window(recent),
+        )
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        x = np.concatenate([x for x, _ in self._pending])
+        output = np.concatenate([output for _, output in self._pending])
+        self._pending.clear()
+        self._pending_rows = 0
+        start = 0
+        while start < len(x):
+            # Split where the current block fills, so each block holds exactly its rows, and
+            # into steps of bounded memory.
+            take = min(
+                len(x) - start, self._block_rows - self._current.rows, self._binner.step_rows
+            )
+            counts = self._binner.count(x[start : start + take], output[start : start + take])
+            self._total.add(counts)
+            self._current.add(counts)
+            if self._current.rows == self._block_rows:
+                self._blocks.append(self._current)
+                self._current = self._binner.empty()
+            start += take
