@@ -18,10 +18,23 @@ from runtime import __version__
 from runtime.bundle import Limits, open_bundle, read_bundle_file
 from runtime.errors import BundleError, FormatError, InputError, RollbackError, StoreError
 from runtime.fetch import check_url
+from runtime.fsio import write_durably
+from runtime.manifest import OutputSpec
+from runtime.monitor import (
+    BLOCKS,
+    DEFAULT_WINDOW_ROWS,
+    REPORT_INTERVAL,
+    DriftReport,
+    Monitor,
+    load_report,
+    verdict,
+)
 from runtime.scoring import DEFAULT_THREADS, Scorer
 from runtime.semver import Version
 from runtime.server import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, ServerLimits, read_token, serve
+from runtime.serving import Watched
 from runtime.signing import TrustedKeys
+from runtime.stats import Baseline, baseline_of
 from runtime.store import InstalledVersion, ModelState, Store
 from runtime.stream import LineSource, StreamStats, score_csv, score_jsonl
 from runtime.updater import Poller, update_once
@@ -91,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"onnxruntime intra-op threads; 0 lets onnxruntime choose (default {DEFAULT_THREADS}: "
         "answers then never depend on how rows were batched)",
     )
+    score.add_argument(
+        "--drift-report",
+        type=Path,
+        metavar="FILE",
+        help="when the input ends, write the rows' drift against the bundle's baseline "
+        "(read it with `bundle drift FILE`)",
+    )
     score.set_defaults(run=_score)
     _add_store_commands(commands)
     _add_serve_command(commands)
@@ -156,10 +176,30 @@ def _score(args: argparse.Namespace) -> int:
     except BundleError as e:  # a key or bundle file missing or unreadable, a wrong key type
         return _fail(str(e), ExitCode.USAGE)
     try:
-        scorer = Scorer.from_bundle(open_bundle(data, trusted, LIMITS), args.threads)
+        bundle = open_bundle(data, trusted, LIMITS)
+        scorer = Scorer.from_bundle(bundle, args.threads)
+        baseline = baseline_of(bundle)
     except BundleError as e:
         return _fail(str(e), ExitCode.REJECTED)
-    return _stream(scorer, args.format)
+    manifest = bundle.manifest
+    watched = _watch(
+        args.drift_report, manifest.name, str(manifest.version), manifest.outputs, baseline
+    )
+    return _stream(scorer, args.format, watched, args.drift_report)
+
+
+def _watch(
+    report: Path | None,
+    name: str,
+    version: str,
+    outputs: Sequence[OutputSpec],
+    baseline: Baseline | None,
+) -> Watched | None:
+    if report is None:
+        return None
+    # The whole input is one window: counts since start are what the report is for.
+    monitor = Monitor(name, version, baseline, window_rows=DEFAULT_WINDOW_ROWS)
+    return Watched(monitor, outputs[0].name)
 
 
 def _score_store(args: argparse.Namespace) -> int:
@@ -172,7 +212,9 @@ def _score_store(args: argparse.Namespace) -> int:
         return _fail(str(e), ExitCode.USAGE)
     except BundleError as e:  # the kept file changed on disk, or cannot run here any more
         return _fail(str(e), ExitCode.REJECTED)
-    return _stream(loaded.scorer, args.format)
+    outputs = loaded.manifest.outputs
+    watched = _watch(args.drift_report, loaded.name, str(loaded.version), outputs, loaded.baseline)
+    return _stream(loaded.scorer, args.format, watched, args.drift_report)
 
 
 # --- store commands ----------------------------------------------------------------------------
@@ -268,9 +310,14 @@ def _status(args: argparse.Namespace) -> int:
         state = store.state()
     except BundleError as e:
         return _fail(str(e), ExitCode.USAGE)
+    try:
+        reports = {name: _drift_report(store, name, model) for name, model in state.models.items()}
+    except StoreError as e:
+        return _fail(str(e), ExitCode.USAGE)
     keys = list(store.trusted_keys())
     if args.json:
-        doc = {"store": str(store.root), "trusted_keys": keys, **state.to_dict()}
+        drift = {name: r.to_dict() for name, r in reports.items() if r is not None}
+        doc = {"store": str(store.root), "trusted_keys": keys, **state.to_dict(), "drift": drift}
         print(json.dumps(doc, indent=2, sort_keys=True))
         return ExitCode.OK
     print(f"store {store.root}")
@@ -279,8 +326,29 @@ def _status(args: argparse.Namespace) -> int:
         print("no models installed")
     for name, model in state.models.items():
         print(name)
-        print(*_model_lines(model), sep="\n")
+        print(*_model_lines(model), *_drift_lines(reports[name]), sep="\n")
     return ExitCode.OK
+
+
+def _drift_report(store: Store, name: str, model: ModelState) -> DriftReport | None:
+    """The drift a server last reported for the active version (a report of an older version
+    says nothing about the one running now)."""
+    report = load_report(store.root, name)
+    if report is None or model.active is None or report.version != str(model.active):
+        return None
+    return report
+
+
+def _drift_lines(report: DriftReport | None) -> list[str]:
+    if report is None:
+        return [f"  {'drift:':<10}no report yet (a server writes one while it serves)"]
+    recent = f"last {report.recent.rows} rows"
+    since = f"{report.since_start.rows} rows since {report.started}"
+    return [
+        f"  {'drift:':<10}reported {report.generated}",
+        f"    {recent + ':':<24}{verdict(report.recent, report.baseline)}",
+        f"    {since + ':':<24}{verdict(report.since_start, report.baseline)}",
+    ]
 
 
 def _model_lines(model: ModelState) -> list[str]:
@@ -317,19 +385,24 @@ def _rollback(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _stream(scorer: Scorer, fmt: str) -> int:
+def _stream(
+    scorer: Scorer, fmt: str, watched: Watched | None = None, report: Path | None = None
+) -> int:
     # Descriptors 0 and 1 rather than sys.stdin/stdout: no Python buffering in between, and
     # they exist even when the interpreter found no usable stdin (then reading fails cleanly).
     source = LineSource(0)
     write = _fd_writer(1)
     stats = StreamStats()
     score = score_csv if fmt == "csv" else score_jsonl
+    observe = None if watched is None else watched.observe
     try:
-        score(scorer, source, write, stats)
+        score(scorer, source, write, stats, observe=observe)
+        if watched is not None and report is not None:
+            write_durably(report, watched.monitor.report().to_bytes())
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): nobody is left to tell; stop quietly.
         pass
-    except InputError as e:
+    except (InputError, StoreError) as e:  # unreadable input, an unwritable drift report
         return _fail(str(e), ExitCode.USAGE)
     except BundleError as e:
         return _fail(str(e), ExitCode.REJECTED)
@@ -428,6 +501,25 @@ def _add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="with --channel: seconds between polls, jittered ±10%%, backing off on errors "
         "(default 300)",
     )
+    serve_parser.add_argument(
+        "--monitor-window",
+        type=_at_least(BLOCKS),
+        default=DEFAULT_WINDOW_ROWS,
+        metavar="ROWS",
+        help="drift monitoring's recent window, in rows, besides the count since the model "
+        f"was loaded (default {DEFAULT_WINDOW_ROWS})",
+    )
+    serve_parser.add_argument(
+        "--no-monitor", action="store_true", help="do not count rows for drift monitoring"
+    )
+    serve_parser.add_argument(
+        "--report-interval",
+        type=_positive_float,
+        default=REPORT_INTERVAL,
+        metavar="SECONDS",
+        help="seconds between the drift reports left in the store for `status` "
+        f"(default {REPORT_INTERVAL:g}; also written at shutdown)",
+    )
     serve_parser.set_defaults(run=_serve)
 
 
@@ -438,11 +530,17 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = _threads(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _threads(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}")
+        return value
+
+    return parse
+
+
+_positive_int = _at_least(1)
 
 
 def _positive_float(text: str) -> float:
@@ -461,7 +559,13 @@ def _serve(args: argparse.Namespace) -> int:
         token = None if args.token_file is None else read_token(args.token_file)
         store = Store.open(args.store, limits=LIMITS)
         config = ServerConfig(
-            host=args.host, port=args.port, token=token, threads=args.threads, limits=limits
+            host=args.host,
+            port=args.port,
+            token=token,
+            threads=args.threads,
+            limits=limits,
+            monitor_window=None if args.no_monitor else args.monitor_window,
+            report_interval=args.report_interval,
         )
         poller = None
         if args.channel is not None:

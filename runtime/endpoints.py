@@ -170,7 +170,8 @@ def _model_ready(app: App, request: Request) -> Response:
 
 
 def _infer(app: App, request: Request) -> Response:
-    model = _find_model(app.models.current, request.params)
+    snapshot = app.models.current
+    model = _find_model(snapshot, request.params)
     _check_body_type(request, _INFER_TYPES, "application/json or application/octet-stream")
     with app.scoring_slot():
         body = request.read_body()
@@ -178,6 +179,9 @@ def _infer(app: App, request: Request) -> Response:
         with _scoring_failures():
             scored = model.scorer.predict(parsed.x)
         data, header_length = encode_infer(model.manifest, parsed, scored)
+    watched = snapshot.watched.get(model.name)
+    if watched is not None:
+        watched.observe(parsed.x, scored)
     app.metrics.add_rows(model.name, len(parsed.x))
     if header_length is None:
         return Response(200, data, model=model.name)
@@ -186,7 +190,8 @@ def _infer(app: App, request: Request) -> Response:
 
 
 def _invocations(app: App, request: Request) -> Response:
-    model = _invocation_model(app.models.current, request.query)
+    snapshot = app.models.current
+    model = _invocation_model(snapshot, request.query)
     kind = _check_body_type(request, (JSON_TYPE, CSV_TYPE), "application/json or text/csv")
     features = model.scorer.features
     limit = app.max_rows
@@ -197,14 +202,25 @@ def _invocations(app: App, request: Request) -> Response:
             rows = parse_csv_rows(body, features, reserved, limit)
         else:
             rows = parse_json_rows(body, features, limit)
+        watched = snapshot.watched.get(model.name)
         with _scoring_failures():
-            records = score_rows(model.scorer, rows)
+            records = score_rows(model.scorer, rows, None if watched is None else watched.observe)
     app.metrics.add_rows(model.name, len(rows))
     return Response(200, encode_predictions(records), model=model.name)
 
 
+def _model_stats(app: App, request: Request) -> Response:
+    snapshot = app.models.current
+    model = _find_model(snapshot, request.params)
+    watched = snapshot.watched.get(model.name)
+    if watched is None:
+        raise HttpError(404, "drift monitoring is off (the server runs with --no-monitor)")
+    return Response(200, watched.monitor.report().to_bytes(), model=model.name)
+
+
 def _metrics(app: App, request: Request) -> Response:
-    return Response(200, app.metrics.render(app.inflight), METRICS_TYPE)
+    reports = [watched.monitor.report() for watched in app.models.current.watched.values()]
+    return Response(200, app.metrics.render(app.inflight, reports), METRICS_TYPE)
 
 
 _NAME = r"(?P<model>[^/]+)"
@@ -216,6 +232,7 @@ ROUTES = (
     Route("model_metadata", re.compile(rf"/v2/models/{_NAME}{_VERSION}"), {"GET": _model_metadata}),
     Route("model_ready", re.compile(rf"/v2/models/{_NAME}{_VERSION}/ready"), {"GET": _model_ready}),
     Route("infer", re.compile(rf"/v2/models/{_NAME}{_VERSION}/infer"), {"POST": _infer}),
+    Route("stats", re.compile(rf"/v2/models/{_NAME}{_VERSION}/stats"), {"GET": _model_stats}),
     Route("invocations", re.compile(r"/invocations"), {"POST": _invocations}),
     Route("metrics", re.compile(r"/metrics"), {"GET": _metrics}),
 )

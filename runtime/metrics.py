@@ -14,8 +14,11 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from runtime.monitor import DriftReport, Window
+from runtime.stats import Baseline
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds; a single row scores in ~50 µs, a full 10k-row request in well under a second.
@@ -103,8 +106,9 @@ class Metrics:
         self._loads[key] = self._loads.get(key, 0) + 1
         self._reloads[model] = _Reload(success=result == "success", timestamp=self._clock())
 
-    def render(self, in_flight: int) -> bytes:
-        """The exposition text; ``in_flight`` is the number of requests being answered now."""
+    def render(self, in_flight: int, drift: Sequence[DriftReport] = ()) -> bytes:
+        """The exposition text; ``in_flight`` is the number of requests being answered now,
+        ``drift`` the served models' monitor reports."""
         with self._lock:
             now = self._clock()
             families = [
@@ -122,6 +126,7 @@ class Metrics:
                     [("", {"model": m}, n) for m, n in sorted(self._rows.items())],
                 ),
                 *self._model_families(),
+                *_drift_families(drift),
                 _family(
                     "edgebundle_uptime_seconds",
                     "gauge",
@@ -214,6 +219,74 @@ class Metrics:
                 ],
             ),
         ]
+
+
+def _drift_families(reports: Sequence[DriftReport]) -> list[str]:
+    """Gauges of drift against each served version's baseline, per window. Feature label
+    values are the signed manifest's feature names, so a client cannot add series."""
+    families: dict[str, list[_Sample]] = {name: [] for name in _DRIFT_HELP}
+    for report in reports:
+        model = {"model": report.model, "version": report.version}
+        families["edgebundle_drift_baseline"].append(("", model, int(report.baseline is not None)))
+        for window_name, window in (("since_start", report.since_start), ("recent", report.recent)):
+            labels = {**model, "window": window_name}
+            families["edgebundle_drift_rows"].append(("", labels, window.rows))
+            if report.baseline is not None:
+                _drift_samples(families, labels, window, report.baseline)
+    return [
+        _family(name, "gauge", help_text, families[name]) for name, help_text in _DRIFT_HELP.items()
+    ]
+
+
+def _drift_samples(
+    families: dict[str, list[_Sample]],
+    labels: Mapping[str, str],
+    window: Window,
+    baseline: Baseline,
+) -> None:
+    for live, base in zip(window.features, baseline.features, strict=True):
+        feature = {**labels, "feature": live.name}
+        for name, value in (
+            ("edgebundle_feature_psi", live.psi(base)),
+            ("edgebundle_feature_missing_rate", live.missing_rate()),
+            ("edgebundle_feature_missing_rate_shift", live.missing_rate_shift(base)),
+        ):
+            if value is not None:
+                families[name].append(("", feature, value))
+    prediction_psi = window.prediction_psi(baseline)
+    if prediction_psi is not None:
+        families["edgebundle_prediction_psi"].append(("", labels, prediction_psi))
+    edges = baseline.prediction.edges
+    for k, count in enumerate(window.prediction):
+        bin_labels = {**labels, "bin": _bin_label(edges, k)}
+        share = count / window.rows if window.rows else 0.0
+        families["edgebundle_prediction_share"].append(("", bin_labels, share))
+        families["edgebundle_prediction_baseline_share"].append(
+            ("", bin_labels, baseline.prediction.shares[k])
+        )
+
+
+def _bin_label(edges: Sequence[float], k: int) -> str:
+    """``[low,high)`` of bin k; the outer bins are open-ended."""
+    low = _number(edges[k - 1]) if k > 0 else "-Inf"
+    high = _number(edges[k]) if k < len(edges) else "+Inf"
+    return f"[{low},{high})"
+
+
+_DRIFT_HELP = {
+    "edgebundle_drift_baseline": "1 if the served version has a drift baseline "
+    "(built with --data), 0 if drift cannot be measured.",
+    "edgebundle_drift_rows": "Rows counted by the drift monitor, by window "
+    "(since_start: since the version was loaded; recent: the sliding window).",
+    "edgebundle_feature_psi": "Population stability index of a feature against the baseline "
+    "(> 0.2: shifted).",
+    "edgebundle_feature_missing_rate": "Share of rows with the feature missing.",
+    "edgebundle_feature_missing_rate_shift": "Missing rate minus the baseline's missing rate.",
+    "edgebundle_prediction_psi": "Population stability index of the predictions against "
+    "the baseline.",
+    "edgebundle_prediction_share": "Share of the window's predictions in each bin.",
+    "edgebundle_prediction_baseline_share": "Share of the baseline's predictions in each bin.",
+}
 
 
 def _request_labels(key: tuple[str, str, int]) -> dict[str, str]:

@@ -4,9 +4,9 @@ A ``Monitor`` belongs to one loaded model version (a model switch starts a new o
 never mix versions). It keeps counts, never rows: per feature one count per baseline bin and a
 missing count, and one count per prediction bin, for two windows — everything since the model
 was loaded, and the most recent ``window_rows`` rows. The recent window is ``BLOCKS`` blocks
-of ``window_rows / BLOCKS`` rows; when the newest block fills, the oldest is dropped, so the
-window covers between 90% and 100% of ``window_rows`` once that many rows were seen, in memory
-independent of its size.
+of ``window_rows / BLOCKS`` rows: the block being filled and as many of the newest full blocks
+as fit beside it, so the window covers between 90% and 100% of ``window_rows`` once that many
+rows were seen, in memory independent of its size.
 
 Counting a single row costs a dozen numpy calls, more than scoring's share of a request can
 spare; rows therefore wait in a buffer of at most ``PENDING_ROWS`` rows (in memory only, never
@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,8 @@ from runtime._json import (
     loads_strict,
     reject_unknown,
 )
-from runtime.errors import ManifestError
+from runtime.errors import ManifestError, StoreError
+from runtime.fsio import write_durably
 from runtime.manifest import get_count, get_timestamp
 from runtime.semver import Version
 from runtime.stats import Baseline, FeatureBaseline, bin_index, prediction_values
@@ -310,6 +312,31 @@ def parse_report(data: bytes, what: str = "drift report") -> DriftReport:
     return DriftReport.from_dict(loads_strict(data, what))
 
 
+def verdict(window: Window, baseline: Baseline | None) -> str:
+    """One line on a window: which features shifted or need watching, and the predictions."""
+    if baseline is None:
+        return f"{window.rows} rows; no baseline (built without --data), so drift is unknown"
+    if window.rows == 0:
+        return "no rows yet"
+    scored = [
+        (value, live.name)
+        for live, base in zip(window.features, baseline.features, strict=True)
+        if (value := live.psi(base)) is not None
+    ]
+    scored.sort(key=lambda item: -item[0])
+    shifted = [f"{name} {value:.2f}" for value, name in scored if value > PSI_SHIFTED]
+    watch = [f"{name} {value:.2f}" for value, name in scored if PSI_WATCH < value <= PSI_SHIFTED]
+    parts = [f"{len(shifted)} of {len(window.features)} features shifted (PSI > {PSI_SHIFTED})"]
+    if shifted:
+        parts[0] += ": " + ", ".join(shifted)
+    if watch:
+        parts.append("watch: " + ", ".join(watch))
+    prediction = window.prediction_psi(baseline)
+    if prediction is not None:
+        parts.append(f"prediction PSI {prediction:.2f} ({psi_level(prediction)})")
+    return "; ".join(parts)
+
+
 # --- counting ----------------------------------------------------------------------------
 
 
@@ -426,7 +453,7 @@ class Monitor:
         self._binner = _Binner(baseline)
         self._total = self._binner.empty()
         self._current = self._binner.empty()
-        self._blocks: deque[_Counts] = deque(maxlen=BLOCKS - 1)
+        self._blocks: deque[_Counts] = deque(maxlen=BLOCKS)
 
     def observe(self, x: npt.NDArray[np.float32], output: npt.NDArray[Any]) -> None:
         """Rows scored (float32 ``[N, F]``) and the bundle's first output for them."""
@@ -440,7 +467,9 @@ class Monitor:
         with self._lock:
             self._flush()
             recent = self._binner.empty()
-            for block in (*self._blocks, self._current):
+            # As many of the newest full blocks as fit beside the current one.
+            blocks = list(self._blocks)[1:] if self._current.rows else self._blocks
+            for block in (*blocks, self._current):
                 recent.add(block)
             since_start = self._binner.window(self._total)
         return DriftReport(
@@ -475,3 +504,37 @@ class Monitor:
                 self._blocks.append(self._current)
                 self._current = self._binner.empty()
             start += take
+
+
+# --- the reports a server leaves for ``bundle-runtime status`` ------------------------------
+
+REPORTS_DIR = "monitor"  # in the store directory
+REPORT_INTERVAL = 60.0  # seconds between a server's report files: one small write a minute
+_MAX_REPORT_BYTES = 16 << 20
+
+
+def save_report(store_root: Path, report: DriftReport) -> None:
+    directory = store_root / REPORTS_DIR
+    try:
+        directory.mkdir(mode=0o755, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create {directory}: {e.strerror}") from None
+    write_durably(directory / f"{report.model}.json", report.to_bytes())
+
+
+def load_report(store_root: Path, model: str) -> DriftReport | None:
+    """The last report a server wrote for ``model``; None if none was written."""
+    path = store_root / REPORTS_DIR / f"{model}.json"
+    try:
+        with path.open("rb") as f:
+            data = f.read(_MAX_REPORT_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror}") from None
+    if len(data) > _MAX_REPORT_BYTES:
+        raise StoreError(f"{path} is larger than {_MAX_REPORT_BYTES} bytes")
+    try:
+        return parse_report(data, str(path))
+    except ManifestError as e:
+        raise StoreError(f"{path} is corrupt: {e}") from None

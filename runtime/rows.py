@@ -20,7 +20,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
@@ -298,14 +298,23 @@ def _has_surrogates(cells: Iterable[str]) -> bool:
     return False
 
 
-def score_rows(scorer: Scorer, parsed: Sequence[Row | RowError]) -> list[dict[str, object]]:
-    """One output record per parsed row, in order, scoring all good rows in one call."""
+Observer = Callable[[npt.NDArray[np.float32], Mapping[str, npt.NDArray[Any]]], None]
+
+
+def score_rows(
+    scorer: Scorer, parsed: Sequence[Row | RowError], observe: Observer | None = None
+) -> list[dict[str, object]]:
+    """One output record per parsed row, in order, scoring all good rows in one call;
+    ``observe`` (drift monitoring) sees the scored rows and their outputs."""
     good = [row for row in parsed if isinstance(row, Row)]
     if good:
         x = np.stack([row.values for row in good])
     else:
         x = np.zeros((0, scorer.num_features), dtype=np.float32)
-    scored = iter(to_records(scorer.predict(x)))
+    outputs = scorer.predict(x)
+    if observe is not None and len(x):
+        observe(x, outputs)
+    scored = iter(to_records(outputs))
     return [
         {**row.passthrough, **next(scored)} if isinstance(row, Row) else error_record(row)
         for row in parsed

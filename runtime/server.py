@@ -71,6 +71,7 @@ from runtime.httpio import (
     read_header_fields,
 )
 from runtime.metrics import Metrics
+from runtime.monitor import DEFAULT_WINDOW_ROWS, REPORT_INTERVAL, Monitor, save_report
 from runtime.scoring import DEFAULT_THREADS
 from runtime.serving import RELOAD_INTERVAL, ServedModels
 from runtime.store import Store
@@ -122,6 +123,8 @@ class ServerConfig:
     threads: int = DEFAULT_THREADS  # onnxruntime intra-op threads per model
     reload_interval: float = RELOAD_INTERVAL
     limits: ServerLimits = field(default_factory=ServerLimits)
+    monitor_window: int | None = DEFAULT_WINDOW_ROWS  # drift monitor's recent rows; None: off
+    report_interval: float = REPORT_INTERVAL  # seconds between drift report files
 
 
 # --- connections ------------------------------------------------------------------------------
@@ -516,7 +519,8 @@ class RunningServer:
 
     def __init__(self, store: Store, config: ServerConfig, log: Callable[[str], None]) -> None:
         metrics = Metrics()
-        models = ServedModels(store, config.threads, metrics, log)
+        models = ServedModels(store, config.threads, metrics, log, config.monitor_window)
+        self._reporter = _Reporter(store.root, models, log)
         limits = config.limits
         self._app = App(models, metrics, limits.max_rows, limits.max_inflight)
         # Bind before loading models: a taken port fails at once.
@@ -539,6 +543,12 @@ class RunningServer:
                 target=models.watch,
                 args=(self._stop, self._wake, config.reload_interval),
                 name="edgebundle-reload",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._reporter.run,
+                args=(self._stop, config.report_interval),
+                name="edgebundle-drift-reports",
                 daemon=True,
             ),
         )
@@ -567,7 +577,40 @@ class RunningServer:
         drained = self._app.wait_idle(self._server.limits.drain_timeout)
         self._stop.set()
         self._wake.set()
+        self._reporter.save()  # the final counts, for status after the server is gone
         return drained
+
+
+class _Reporter:
+    """Leaves each served model's drift report in the store for ``bundle-runtime status``,
+    when its counts changed: the counts live in the server process only."""
+
+    def __init__(self, root: Path, models: ServedModels, log: Callable[[str], None]) -> None:
+        self._root = root
+        self._models = models
+        self._log = log
+        self._saved: dict[str, tuple[Monitor, int]] = {}  # model -> (monitor, rows) saved
+        self._failing = False
+
+    def run(self, stop: threading.Event, interval: float) -> None:
+        while not stop.wait(interval):
+            self.save()
+
+    def save(self) -> None:
+        for name, watched in self._models.current.watched.items():
+            report = watched.monitor.report()
+            saved = self._saved.get(name)
+            if saved is not None and saved == (watched.monitor, report.since_start.rows):
+                continue
+            try:
+                save_report(self._root, report)
+            except BundleError as e:
+                if not self._failing:  # say it once, not every minute
+                    self._log(f"error: cannot write the drift report: {e}")
+                self._failing = True
+                return
+            self._failing = False
+            self._saved[name] = (watched.monitor, report.since_start.rows)
 
 
 @dataclass(slots=True)

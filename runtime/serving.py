@@ -17,9 +17,14 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from runtime.errors import BundleError, StoreError
 from runtime.metrics import Metrics, ModelInfo
+from runtime.monitor import DEFAULT_WINDOW_ROWS, Monitor
 from runtime.semver import Version
 from runtime.store import LoadedModel, Store, StoreState
 
@@ -27,8 +32,22 @@ RELOAD_INTERVAL = 0.5  # seconds between polls of the store's pointer file
 
 
 @dataclass(frozen=True, slots=True)
+class Watched:
+    """A served model's drift monitor and the scored rows it is fed."""
+
+    monitor: Monitor
+    output: str  # the bundle's first output: what the prediction histogram bins
+
+    def observe(self, x: npt.NDArray[np.float32], outputs: Mapping[str, npt.NDArray[Any]]) -> None:
+        self.monitor.observe(x, outputs[self.output])
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     models: Mapping[str, LoadedModel] = field(default_factory=lambda: MappingProxyType({}))
+    # One per served model, made with it, so a model switch starts counting afresh; empty
+    # when monitoring is off.
+    watched: Mapping[str, Watched] = field(default_factory=lambda: MappingProxyType({}))
     installed: tuple[str, ...] = ()  # models with an active version in the store, sorted
     unloaded: frozenset[str] = frozenset()  # installed but not served: their load failed
 
@@ -46,10 +65,17 @@ class ServedModels:
     """The store's active models, loaded; ``current`` is replaced whole, never changed."""
 
     def __init__(
-        self, store: Store, threads: int, metrics: Metrics, log: Callable[[str], None]
+        self,
+        store: Store,
+        threads: int,
+        metrics: Metrics,
+        log: Callable[[str], None],
+        window_rows: int | None = DEFAULT_WINDOW_ROWS,
     ) -> None:
+        """``window_rows``: the drift monitor's recent window; None turns monitoring off."""
         self._store = store
         self._threads = threads
+        self._window_rows = window_rows
         self._metrics = metrics
         self._log = log
         self._token: tuple[int, int, int] | None = None
@@ -71,10 +97,25 @@ class ServedModels:
         installed = sorted(n for n, m in state.models.items() if m.active is not None)
         self.current = Snapshot(
             models=MappingProxyType(models),
+            watched=MappingProxyType(self._watched(models)),
             installed=tuple(installed),
             unloaded=frozenset(installed) - models.keys(),
         )
         self._token = token
+
+    def _watched(self, models: Mapping[str, LoadedModel]) -> dict[str, Watched]:
+        if self._window_rows is None:
+            return {}
+        old = self.current.watched
+        watched = {}
+        for name, model in models.items():
+            kept = old.get(name)
+            if kept is not None and self.current.models[name] is model:
+                watched[name] = kept
+                continue
+            monitor = Monitor(name, str(model.version), model.baseline, self._window_rows)
+            watched[name] = Watched(monitor, model.manifest.outputs[0].name)
+        return watched
 
     def _reconcile(self, state: StoreState) -> dict[str, LoadedModel]:
         served = self.current.models

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,7 +31,11 @@ from runtime._json import (
 from runtime.errors import ManifestError
 from runtime.manifest import get_count
 
+if TYPE_CHECKING:
+    from runtime.bundle import VerifiedBundle
+
 FORMAT = "edgebundle.stats/1"
+STATS_FILE = "stats.json"
 MAX_GROUPS = 20
 PREDICTION_KINDS = ("probability", "class", "value")
 
@@ -161,4 +165,17 @@ class Baseline:
 
 
 def parse_stats(data: bytes) -> Baseline:
-    return Baseline.from_dict(loads_strict(data, "stats.json"), "stats")
+    return Baseline.from_dict(loads_strict(data, STATS_FILE), "stats")
+
+
+def baseline_of(bundle: VerifiedBundle) -> Baseline | None:
+    """The verified bundle's baseline (None: built without ``--data``), refused unless it
+    describes exactly the manifest's features, in order: live rows are counted by position."""
+    data = bundle.files.get(STATS_FILE)
+    if data is None:
+        return None
+    baseline = parse_stats(data)
+    names = [f.name for f in baseline.features]
+    if names != [f.name for f in bundle.manifest.inputs.features]:
+        raise ManifestError("stats.json features differ from the manifest's features")
+    return baseline

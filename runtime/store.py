@@ -87,6 +87,7 @@ from runtime.scoring import DEFAULT_THREADS, Scorer
 from runtime.selftest import SelftestResult, parse_selftest, run_selftest
 from runtime.semver import Version
 from runtime.signing import TrustedKeys, keyid, load_public_key
+from runtime.stats import Baseline, baseline_of
 
 STORE_FORMAT = "edgebundle.store/1"
 STATE_FORMAT = "edgebundle.state/1"
@@ -490,6 +491,7 @@ class LoadedModel:
     sha256: str
     manifest: Manifest
     scorer: Scorer
+    baseline: Baseline | None  # stats.json: what drift monitoring compares live rows with
 
 
 # --- the store -------------------------------------------------------------------------------
@@ -648,6 +650,7 @@ class Store:
             sha256=record.sha256,
             manifest=bundle.manifest,
             scorer=Scorer.from_bundle(bundle, threads),
+            baseline=baseline_of(bundle),
         )
 
     def ota_state(self) -> OtaState:
@@ -767,6 +770,7 @@ class Store:
             bundle = open_bundle(data, self._loading_keys(), self.limits)
             scorer = Scorer.from_bundle(bundle)
             result = run_selftest(scorer, parse_selftest(bundle.files["selftest.json"]))
+            baseline_of(bundle)  # a server would refuse to load it: refuse to install it
         except BundleError as e:
             raise SelftestError(f"selftest failed for {name} {version}: {e}") from None
         if not result.passed:

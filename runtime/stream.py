@@ -21,6 +21,7 @@ from runtime.rows import (
     CsvRowParser,
     CsvWriter,
     JsonRowParser,
+    Observer,
     Row,
     RowError,
     encode_jsonl,
@@ -104,13 +105,14 @@ def score_jsonl(
     write: Callable[[bytes], None],
     stats: StreamStats,
     batch_rows: int = BATCH_ROWS,
+    observe: Observer | None = None,
 ) -> None:
     """Score JSONL from ``source``: one output line per input line, in order."""
     parser = JsonRowParser(scorer.features)
     for lines in _batches(source.next_line, source.ready, batch_rows):
         # Lines are parsed a batch at a time: whole batches convert to float32 much faster.
         parsed = parser.parse_lines(lines, source.lineno - len(lines) + 1)
-        _answer(scorer, parsed, encode_jsonl, write, stats)
+        _answer(scorer, parsed, encode_jsonl, write, stats, observe)
 
 
 def score_csv(
@@ -119,6 +121,7 @@ def score_csv(
     write: Callable[[bytes], None],
     stats: StreamStats,
     batch_rows: int = BATCH_ROWS,
+    observe: Observer | None = None,
 ) -> None:
     """Score CSV from ``source``: a header line, then one output row per input row, in order.
 
@@ -151,7 +154,7 @@ def score_csv(
 
     batches: Iterator[list[_Parsed]] = _batches(next_row, source.ready, batch_rows)
     for batch in batches:
-        _answer(scorer, batch, writer.encode, write, stats)
+        _answer(scorer, batch, writer.encode, write, stats, observe)
 
 
 def _decoded(source: LineSource) -> Iterator[str]:
@@ -179,8 +182,9 @@ def _answer(
     encode: _Encoder,
     write: Callable[[bytes], None],
     stats: StreamStats,
+    observe: Observer | None,
 ) -> None:
-    records = score_rows(scorer, batch)
+    records = score_rows(scorer, batch, observe)
     stats.rows += len(batch)
     stats.errors += sum(isinstance(row, RowError) for row in batch)
     write(encode(records))

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from runtime.monitor import DEFAULT_WINDOW_ROWS
 from runtime.server import RunningServer, ServerConfig, ServerLimits
 from runtime.store import Store
 from tests.conftest import KeyFiles
@@ -121,12 +122,20 @@ def _wait_for_port(proc: subprocess.Popen[bytes], log: Path) -> int:
 
 @contextmanager
 def serve_in_process(
-    store: Path, token: bytes | None = None, reload_interval: float = 0.5, **limits: Any
+    store: Path,
+    token: bytes | None = None,
+    reload_interval: float = 0.5,
+    monitor_window: int | None = DEFAULT_WINDOW_ROWS,
+    **limits: Any,
 ) -> Iterator[tuple[RunningServer, list[str]]]:
     """The server on threads of this process, for tests that need small limits; and its log."""
     lines: list[str] = []
     config = ServerConfig(
-        port=0, token=token, reload_interval=reload_interval, limits=ServerLimits(**limits)
+        port=0,
+        token=token,
+        reload_interval=reload_interval,
+        limits=ServerLimits(**limits),
+        monitor_window=monitor_window,
     )
     running = RunningServer(Store.open(store), config, lines.append)
     try:

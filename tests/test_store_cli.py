@@ -110,6 +110,7 @@ def test_init_install_status_score(
     assert lines[5:] == [
         "  highest:  1.1.0 (anti-rollback: nothing lower installs)",
         "  bad:      none",
+        "  drift:    no report yet (a server writes one while it serves)",
     ]
 
     doc = json.loads(runtime(["status", "--store", str(root), "--json"]).stdout)
