@@ -17,7 +17,6 @@ from pathlib import Path
 from runtime import __version__
 from runtime.bundle import Limits, open_bundle, read_bundle_file
 from runtime.errors import BundleError, FormatError, InputError, RollbackError, StoreError
-from runtime.fetch import check_url
 from runtime.fsio import write_durably
 from runtime.manifest import OutputSpec
 from runtime.monitor import (
@@ -37,7 +36,6 @@ from runtime.signing import TrustedKeys
 from runtime.stats import Baseline, baseline_of
 from runtime.store import InstalledVersion, ModelState, Store
 from runtime.stream import LineSource, StreamStats, score_csv, score_jsonl
-from runtime.updater import Poller, update_once
 
 
 class ExitCode(enum.IntEnum):
@@ -137,6 +135,8 @@ def _add_update_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 def _update(args: argparse.Namespace) -> int:
     try:
+        from runtime.updater import update_once  # see _serve
+
         report = update_once(Store.open(args.store, limits=LIMITS), args.channel)
     except StoreError as e:
         return _fail(str(e), ExitCode.USAGE)
@@ -569,6 +569,11 @@ def _serve(args: argparse.Namespace) -> int:
         )
         poller = None
         if args.channel is not None:
+            # Imported only for a channel: urllib.request brings http.client, email and ssl,
+            # ~7 MB of resident memory a server that polls nothing should not carry.
+            from runtime.fetch import check_url
+            from runtime.updater import Poller
+
             poller = Poller(
                 store_root=store.root, channel=check_url(args.channel), interval=args.poll
             )

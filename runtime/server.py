@@ -1,4 +1,4 @@
-"""``bundle-runtime serve``: the store's models over HTTP/1.1 (stdlib ``ThreadingHTTPServer``).
+"""``bundle-runtime serve``: the store's models over HTTP/1.1 (stdlib ``socketserver``).
 
 Endpoints (DESIGN §5):
 
@@ -27,11 +27,14 @@ Bodies need a ``Content-Length``: chunked uploads are answered 411 (a device API
 from them, and a fixed length lets an oversized body be refused with 413 before it is read).
 When the server closes a connection with a body still unread, it reads and drops what the
 client keeps sending for a moment, so the client sees the answer rather than a reset.
+
+The request loop follows ``http.server.BaseHTTPRequestHandler`` but is written on
+``socketserver`` directly: ``http.server`` imports ``http.client``, ``email`` and ``ssl``,
+about 7 MB of resident memory a device's server has no use for.
 """
 
 from __future__ import annotations
 
-import email.utils
 import hmac
 import io
 import signal
@@ -44,7 +47,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -162,13 +164,19 @@ _PROTOCOL_ERRORS = {
 }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+_MAX_REQUEST_LINE = 65536  # as http.server
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
+
+
+class _Handler(socketserver.StreamRequestHandler):
     server_version = f"edgebundle/{__version__}"
     disable_nagle_algorithm = True  # TCP_NODELAY on every accepted socket
     server: _Server
     fields: HeaderFields  # the request's headers, set by parse_request
-    raw_requestline: bytes  # set by the stdlib's handle_one_request
+    command: str  # the request's method; "" before one is parsed
+    path: str
+    request_version: str
+    close_connection: bool
 
     def setup(self) -> None:
         super().setup()
@@ -180,6 +188,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._body_unread = False
         self._served = False
         self._started = time.perf_counter()
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection:
+            self.handle_one_request()
 
     def handle_one_request(self) -> None:
         limits = self.server.limits
@@ -201,19 +215,30 @@ class _Handler(BaseHTTPRequestHandler):
         self._reader.deadline = time.monotonic() + limits.read_timeout
         self._body_unread = False
         self._served = True
-        super().handle_one_request()
+        self.command, self.request_version = "", "HTTP/0.9"
+        try:
+            line = self.rfile.readline(_MAX_REQUEST_LINE + 1)
+            if len(line) > _MAX_REQUEST_LINE:
+                self.send_error(414)
+            elif not line:
+                self.close_connection = True
+            elif self.parse_request(line):
+                if self.command in _METHODS:
+                    self._dispatch()
+                else:
+                    self.send_error(501)
+        except TimeoutError:
+            self.close_connection = True
 
-    def parse_request(self) -> bool:
-        """The stdlib's request-line rules, with our own header reader (``read_header_fields``).
+    def parse_request(self, line: bytes) -> bool:
+        """http.server's request-line rules, with our own header reader
+        (``read_header_fields``).
 
-        Sets what the stdlib's does (``command``, ``path``, ``request_version``,
-        ``close_connection``) and ``fields``; on a bad request answers it and returns False.
+        Sets ``command``, ``path``, ``request_version``, ``close_connection`` and ``fields``;
+        on a bad request answers it and returns False.
         """
-        self.command = None  # type: ignore[assignment]  # the stdlib's "no request yet"
-        self.request_version = self.default_request_version
         self.close_connection = True
-        self.requestline = str(self.raw_requestline, "latin-1").rstrip("\r\n")
-        words = self.requestline.split()
+        words = str(line, "latin-1").rstrip("\r\n").split()
         if not words:
             return False
         status = self._parse_request_line(words)
@@ -229,7 +254,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = False
         expect = (self.fields.get("Expect") or "").lower()
         if expect == "100-continue" and self.request_version >= "HTTP/1.1":
-            return self.handle_expect_100()
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return True
 
     def _parse_request_line(self, words: list[str]) -> int | None:
@@ -263,11 +288,6 @@ class _Handler(BaseHTTPRequestHandler):
         except MalformedHeader:
             return 400
         return None
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
 
     def _dispatch(self) -> None:
         app = self._app
@@ -339,8 +359,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._body_unread = False
         return body
 
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Errors the stdlib finds in the request line or headers, answered in JSON."""
+    def send_error(self, code: int) -> None:
+        """Errors in the request line or headers, answered in JSON."""
         self.close_connection = True
         if code == 431:
             limit = self.server.limits.max_header_bytes
@@ -393,10 +413,6 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: no access log on a device's flash; real problems are logged where found."""
-
-
 _CHALLENGE = (("WWW-Authenticate", 'Bearer realm="edgebundle"'),)
 _INVALID_TOKEN = (("WWW-Authenticate", 'Bearer realm="edgebundle", error="invalid_token"'),)
 
@@ -418,9 +434,18 @@ def _http_date() -> str:
     now = int(time.time())
     second, text = _date_cache
     if second != now:
-        text = email.utils.formatdate(now, usegmt=True)
+        t = time.gmtime(now)
+        # Not strftime: %a and %b follow the process's locale; HTTP dates are English.
+        text = (
+            f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+        )
         _date_cache = (now, text)
     return text
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def _http_version(text: str) -> tuple[int, int] | None:
@@ -439,8 +464,9 @@ def _one_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True  # idle keep-alive connections must not hold the process at exit
+    allow_reuse_address = True  # restart at once on the same port, as http.server does
     request_queue_size = 128
 
     def __init__(
@@ -459,13 +485,6 @@ class _Server(ThreadingHTTPServer):
         self._connections = 0
         self._count_lock = threading.Lock()
         super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host with getfqdn(): a device without a DNS
-        # server would wait for that lookup to time out.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._count_lock:

@@ -66,3 +66,17 @@ def test_blocker_catches_a_forbidden_import() -> None:
     )
     assert result.returncode != 0
     assert "the device runtime must not import onnx" in result.stderr
+
+
+def test_a_server_without_a_channel_loads_no_http_client_or_tls() -> None:
+    """http.server, urllib.request and ssl cost a device's server ~7 MB of resident memory;
+    only a server that polls an OTA channel needs them."""
+    program = (
+        "import sys, runtime.cli, runtime.server; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ssl', 'email') "
+        "or m in ('http.server', 'http.client', 'urllib.request')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
