@@ -74,14 +74,19 @@ def train(model: BenchModel, folder: Path) -> Path:
     return path
 
 
-def bundle(model: BenchModel, source: Path, precision: str, key: Path) -> Path:
+def bundle(
+    model: BenchModel, source: Path, precision: str, key: Path, data_rows: Path | None = None
+) -> Path:
+    """``data_rows`` gives the bundle a drift baseline (the served bundle: monitoring counts
+    against it); the model section's bundles have none, so their bytes are the model's."""
     result = build(
         BuildOptions(
             model=source,
             name=model.name,
             version=Version.parse("1.0.0"),
             key=load_private_key(key, None),
-            out_dir=WORK / precision,
+            out_dir=WORK / (precision if data_rows is None else f"{precision}-baseline"),
+            data=data_rows,
             precision=precision,
             force=True,
         )
@@ -103,16 +108,32 @@ class Built:
     bundles: dict[str, Path]
 
 
-def serving_section(built: Built, pub: Path) -> dict[str, Any]:
-    """HTTP, stdin and cold start on the first bench model (the binary classifier)."""
+def serving_section(built: Built, key: Path) -> dict[str, Any]:
+    """HTTP, stdin, cold start and drift counting on the first bench model (the binary
+    classifier), served int8 with a drift baseline as a device would run it."""
     model, source, paths = built.model, built.source, built.bundles
     rows = data(model, 100_000, seed=3)[0]
+    baseline_rows = WORK / f"{model.name}-baseline.npy"
+    np.save(baseline_rows, data(model, 5_000, seed=4)[0])
+    served = bundle(model, source, "int8", key, baseline_rows)
     first = [None if np.isnan(v) else float(v) for v in rows[0]]
+    rows_path = WORK / f"{model.name}-rows.npy"
     return {
         "model": model.name,
-        "http": http_section(paths["int8"], source, pub, first),
-        "stdin": stdin_section(paths["float"], source, pub, rows),
+        "http": http_section(served, source, key.parent / "signing.pub", first),
+        "monitor": monitor_section(served, rows_path),
+        "stdin": stdin_section(paths["float"], source, key.parent / "signing.pub", rows),
     }
+
+
+def monitor_section(served: Path, rows_path: Path) -> dict[str, Any]:
+    result: dict[str, Any] = probe("monitor", served, rows_path, 1)
+    result["ratios"] = {
+        "1-row median with/without counting": result["one_row_counted_us"]
+        / result["one_row_us"],
+        "1-row mean with/without counting": result["mean_counted_us"] / result["mean_us"],
+    }
+    return result
 
 
 def probe(kind: str, path: Path, rows: Path, threads: int) -> dict[str, float]:
@@ -172,18 +193,25 @@ def print_models(sections: list[dict[str, Any]]) -> None:
 
 def print_serving(served: dict[str, Any]) -> None:
     print(f"\n== HTTP, single-row requests, keep-alive, wrk on 127.0.0.1 ({served['model']})")
-    print(f"{'server':<22}{'c':>3}{'req/s':>10}{'p50 µs':>10}{'p99 µs':>10}{'failed':>8}"
+    print(f"{'server':<28}{'c':>3}{'req/s':>10}{'p50 µs':>10}{'p99 µs':>10}{'failed':>8}"
           f"{'cold start ms':>15}{'peak RSS MB':>13}")
     for name, r in served["http"].items():
         if name == "ratios":
             continue
         for c in ("c1", "c8"):
             w = r[c]
-            print(f"{name:<22}{c[1:]:>3}{w['requests_per_s']:>10.0f}{w['p50_us']:>10.0f}"
+            print(f"{name:<28}{c[1:]:>3}{w['requests_per_s']:>10.0f}{w['p50_us']:>10.0f}"
                   f"{w['p99_us']:>10.0f}{w['failed'] + w['socket_errors']:>8.0f}"
                   f"{r['cold_start_ms']:>15.0f}{r['server_peak_rss_mb']:>13.1f}")
     for label, ratio in served["http"]["ratios"].items():
         print(f"  {label:<32}{ratio:>8.2f}×")
+    m = served["monitor"]
+    print(f"\n== drift counting, single-row scoring in process ({served['model']}, int8)")
+    print(f"  median µs without / with counting {m['one_row_us']:>8.1f} / "
+          f"{m['one_row_counted_us']:.1f}")
+    print(f"  mean µs without / with counting   {m['mean_us']:>8.1f} / {m['mean_counted_us']:.1f}")
+    for label, ratio in m["ratios"].items():
+        print(f"  {label:<36}{ratio:>8.3f}×")
     s = served["stdin"]
     print(f"\n== stdin scoring, {s['rows']:,} rows (float model)")
     print(f"  bundle-runtime score        {s['bundle_runtime_rows_per_s']:>12,.0f} rows/s")
@@ -208,7 +236,7 @@ def main() -> None:
         builds.append(Built(model=model, source=source, bundles=bundles(model, source, key)))
     sections = model_section(builds)
     print_models(sections)
-    served = serving_section(builds[0], key.parent / "signing.pub")
+    served = serving_section(builds[0], key)
     print_serving(served)
     results = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),

@@ -2,7 +2,8 @@
 
 ``python -m bench.probe KIND PATH ROWS.npy THREADS`` prints one JSON object. KIND is
 ``bundle`` (the device path: read + verify + onnxruntime session through the runtime's
-Scorer) or ``xgboost`` (Booster.load_model + inplace_predict, the native baseline).
+Scorer), ``xgboost`` (Booster.load_model + inplace_predict, the native baseline) or
+``monitor`` (a bundle's single-row latency with and without drift counting).
 """
 
 from __future__ import annotations
@@ -89,9 +90,44 @@ def measure(kind: str, path: Path, rows: np.ndarray, threads: int) -> dict[str, 
     }
 
 
+def monitor_overhead(path: Path, rows: np.ndarray) -> dict[str, float]:
+    """Single-row scoring with and without drift counting, interleaved call by call so the
+    machine's noise falls on both alike; the bundle must carry a baseline."""
+    from runtime.bundle import open_bundle, read_bundle_file
+    from runtime.monitor import Monitor
+    from runtime.scoring import Scorer
+    from runtime.signing import TrustedKeys, load_public_key
+    from runtime.stats import baseline_of
+
+    trusted = TrustedKeys([load_public_key(path.parent / "signing.pub")])
+    bundle = open_bundle(read_bundle_file(path), trusted)
+    scorer = Scorer.from_bundle(bundle)
+    output = bundle.manifest.outputs[0].name
+    monitor = Monitor("bench", "1.0.0", baseline_of(bundle))
+    plain, counted = [], []
+    for i in range(6000):
+        row = rows[i % len(rows)][None, :]
+        t = time.perf_counter()
+        outputs = scorer.predict(row)
+        if i % 2:
+            monitor.observe(row, outputs[output])
+            counted.append(time.perf_counter() - t)
+        else:
+            plain.append(time.perf_counter() - t)
+    return {
+        "one_row_us": statistics.median(plain) * 1e6,
+        "one_row_counted_us": statistics.median(counted) * 1e6,
+        "mean_us": statistics.fmean(plain) * 1e6,
+        "mean_counted_us": statistics.fmean(counted) * 1e6,
+    }
+
+
 def main() -> None:
     kind, path, rows_path, threads = sys.argv[1:5]
     rows = np.load(rows_path).astype(np.float32)
+    if kind == "monitor":
+        print(json.dumps(monitor_overhead(Path(path), rows)))
+        return
     print(json.dumps(measure(kind, Path(path), rows, int(threads))))
 
 

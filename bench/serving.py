@@ -110,12 +110,17 @@ def http_section(bundle: Path, source: Path, pub: Path, row: list[float | None])
                         "--trust", str(pub)], check=True, capture_output=True)
         subprocess.run([str(BIN / "bundle-runtime"), "install", str(bundle), "--store",
                         str(store)], check=True, capture_output=True)
-        ours_port, flask_port = free_port(), free_port()
+        ours_port, nomon_port, flask_port = free_port(), free_port(), free_port()
         servers = {
             "bundle-runtime serve": (
                 [str(BIN / "bundle-runtime"), "serve", "--store", str(store), "--port",
                  str(ours_port)],
                 f"http://127.0.0.1:{ours_port}/invocations",
+            ),
+            "bundle-runtime --no-monitor": (
+                [str(BIN / "bundle-runtime"), "serve", "--store", str(store), "--port",
+                 str(nomon_port), "--no-monitor"],
+                f"http://127.0.0.1:{nomon_port}/invocations",
             ),
             "flask + xgboost": (
                 [sys.executable, "-m", "bench.flask_app", str(source), str(flask_port)],
@@ -137,12 +142,17 @@ def http_section(bundle: Path, source: Path, pub: Path, row: list[float | None])
                 proc.terminate()
                 proc.wait(timeout=20)
     ours, base = results["bundle-runtime serve"], results["flask + xgboost"]
+    unmonitored = results["bundle-runtime --no-monitor"]
     results["ratios"] = {
         "requests/s at c8 vs flask": ours["c8"]["requests_per_s"] / base["c8"]["requests_per_s"],
         "requests/s at c1 vs flask": ours["c1"]["requests_per_s"] / base["c1"]["requests_per_s"],
         "p99 at c8 vs flask": ours["c8"]["p99_us"] / base["c8"]["p99_us"],
         "server RSS vs flask": ours["server_peak_rss_mb"] / base["server_peak_rss_mb"],
         "cold start vs flask": ours["cold_start_ms"] / base["cold_start_ms"],
+        # drift counting's cost as a client sees it
+        "p50 at c1 monitor on/off": ours["c1"]["p50_us"] / unmonitored["c1"]["p50_us"],
+        "requests/s at c8 monitor on/off": ours["c8"]["requests_per_s"]
+        / unmonitored["c8"]["requests_per_s"],
     }
     return results
 
