@@ -63,6 +63,9 @@ PSI_FLOOR = 1e-4
 # population that has shifted.
 PSI_WATCH = 0.1
 PSI_SHIFTED = 0.2
+# PSI bins present values only: a feature missing 10 points more often than in the baseline
+# (a failing sensor, a changed pipeline) is flagged on its own.
+MISSING_SHIFT_WATCH = 0.1
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _TOLERANCE = 1e-9  # derived values written by another machine's float arithmetic
 
@@ -313,24 +316,34 @@ def parse_report(data: bytes, what: str = "drift report") -> DriftReport:
 
 
 def verdict(window: Window, baseline: Baseline | None) -> str:
-    """One line on a window: which features shifted or need watching, and the predictions."""
+    """One line on a window: which features shifted, need watching, went missing, and the
+    predictions' PSI."""
     if baseline is None:
         return f"{window.rows} rows; no baseline (built without --data), so drift is unknown"
     if window.rows == 0:
         return "no rows yet"
-    scored = [
-        (value, live.name)
-        for live, base in zip(window.features, baseline.features, strict=True)
-        if (value := live.psi(base)) is not None
-    ]
+    scored, all_missing, missing_more = [], [], []
+    for live, base in zip(window.features, baseline.features, strict=True):
+        value = live.psi(base)
+        if value is None:
+            all_missing.append(live.name)  # the most drastic change there is, yet no PSI
+        else:
+            scored.append((value, live.name))
+        shift = live.missing_rate_shift(base)
+        if value is not None and shift is not None and shift > MISSING_SHIFT_WATCH:
+            missing_more.append(f"{live.name} +{100 * shift:.0f} pp")
     scored.sort(key=lambda item: -item[0])
     shifted = [f"{name} {value:.2f}" for value, name in scored if value > PSI_SHIFTED]
     watch = [f"{name} {value:.2f}" for value, name in scored if PSI_WATCH < value <= PSI_SHIFTED]
-    parts = [f"{len(shifted)} of {len(window.features)} features shifted (PSI > {PSI_SHIFTED})"]
-    if shifted:
-        parts[0] += ": " + ", ".join(shifted)
-    if watch:
-        parts.append("watch: " + ", ".join(watch))
+    head = f"{len(shifted)} of {len(window.features)} features shifted (PSI > {PSI_SHIFTED})"
+    parts = [head + (": " + ", ".join(shifted) if shifted else "")]
+    for label, names in (
+        (f"{len(watch)} to watch (PSI > {PSI_WATCH})", watch),
+        ("all missing", all_missing),
+        ("missing more often", missing_more),
+    ):
+        if names:
+            parts.append(f"{label}: " + ", ".join(names))
     prediction = window.prediction_psi(baseline)
     if prediction is not None:
         parts.append(f"prediction PSI {prediction:.2f} ({psi_level(prediction)})")
