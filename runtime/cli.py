@@ -16,6 +16,7 @@ from pathlib import Path
 
 from runtime import __version__
 from runtime.bundle import Limits, open_bundle, read_bundle_file
+from runtime.capture import DEFAULT_MAX_BYTES, Capture
 from runtime.errors import BundleError, FormatError, InputError, RollbackError, StoreError
 from runtime.fsio import write_durably
 from runtime.manifest import OutputSpec
@@ -520,6 +521,27 @@ def _add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="seconds between the drift reports left in the store for `status` "
         f"(default {REPORT_INTERVAL:g}; also written at shutdown)",
     )
+    serve_parser.add_argument(
+        "--capture",
+        type=Path,
+        metavar="DIR",
+        help="write a sample of scored rows (inputs and outputs) to rotating JSONL files in "
+        "DIR, for debugging; off by default",
+    )
+    serve_parser.add_argument(
+        "--capture-rate",
+        type=_fraction,
+        default=0.01,
+        metavar="P",
+        help="with --capture: the share of rows written, 0 < P <= 1 (default 0.01)",
+    )
+    serve_parser.add_argument(
+        "--capture-max-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_BYTES,
+        metavar="N",
+        help=f"with --capture: the oldest files go beyond N bytes (default {DEFAULT_MAX_BYTES})",
+    )
     serve_parser.set_defaults(run=_serve)
 
 
@@ -543,6 +565,13 @@ def _at_least(minimum: int) -> Callable[[str], int]:
 _positive_int = _at_least(1)
 
 
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be <= 1, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -551,6 +580,12 @@ def _positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
+
+
+def _capture(args: argparse.Namespace) -> Capture | None:
+    if args.capture is None:
+        return None
+    return Capture(args.capture, args.capture_rate, args.capture_max_bytes)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -566,6 +601,7 @@ def _serve(args: argparse.Namespace) -> int:
             limits=limits,
             monitor_window=None if args.no_monitor else args.monitor_window,
             report_interval=args.report_interval,
+            capture=_capture(args),
         )
         poller = None
         if args.channel is not None:

@@ -14,16 +14,21 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
+import numpy as np
+import numpy.typing as npt
+
 from runtime._json import quote
+from runtime.capture import Capture
 from runtime.errors import BundleError, InputError
 from runtime.httpio import JSON_TYPE, HttpError, encode_json, media_type
 from runtime.invocations import CSV_TYPE, encode_predictions, parse_csv_rows, parse_json_rows
 from runtime.metrics import CONTENT_TYPE as METRICS_TYPE
 from runtime.metrics import Metrics
 from runtime.oip import HEADER_LENGTH, encode_infer, model_metadata, parse_infer, server_metadata
-from runtime.rows import ERROR_KEY, output_columns, score_rows
+from runtime.rows import ERROR_KEY, Observer, output_columns, score_rows
 from runtime.semver import Version
 from runtime.serving import ServedModels, Snapshot
 from runtime.store import LoadedModel
@@ -55,10 +60,16 @@ class App:
     """What every request needs: the served models, the metrics, and the bounds on scoring."""
 
     def __init__(
-        self, models: ServedModels, metrics: Metrics, max_rows: int, max_inflight: int
+        self,
+        models: ServedModels,
+        metrics: Metrics,
+        max_rows: int,
+        max_inflight: int,
+        capture: Capture | None = None,
     ) -> None:
         self.models = models
         self.metrics = metrics
+        self.capture = capture
         self.max_rows = max_rows
         self._in_flight = _InFlight()
         self._scoring_slot = _ScoringSlot(max_inflight)
@@ -179,9 +190,9 @@ def _infer(app: App, request: Request) -> Response:
         with _scoring_failures():
             scored = model.scorer.predict(parsed.x)
         data, header_length = encode_infer(model.manifest, parsed, scored)
-    watched = snapshot.watched.get(model.name)
-    if watched is not None:
-        watched.observe(parsed.x, scored)
+    observe = _observer(app, snapshot, model)
+    if observe is not None:
+        observe(parsed.x, scored)
     app.metrics.add_rows(model.name, len(parsed.x))
     if header_length is None:
         return Response(200, data, model=model.name)
@@ -202,11 +213,25 @@ def _invocations(app: App, request: Request) -> Response:
             rows = parse_csv_rows(body, features, reserved, limit)
         else:
             rows = parse_json_rows(body, features, limit)
-        watched = snapshot.watched.get(model.name)
         with _scoring_failures():
-            records = score_rows(model.scorer, rows, None if watched is None else watched.observe)
+            records = score_rows(model.scorer, rows, _observer(app, snapshot, model))
     app.metrics.add_rows(model.name, len(rows))
     return Response(200, encode_predictions(records), model=model.name)
+
+
+def _observer(app: App, snapshot: Snapshot, model: LoadedModel) -> Observer | None:
+    """What sees a request's scored rows: the model's drift monitor and the data capture."""
+    watched = snapshot.watched.get(model.name)
+    capture = app.capture
+    if capture is None:
+        return None if watched is None else watched.observe
+
+    def observe(x: npt.NDArray[np.float32], outputs: Mapping[str, npt.NDArray[Any]]) -> None:
+        if watched is not None:
+            watched.observe(x, outputs)
+        capture.record(model.name, str(model.version), model.scorer.features, x, outputs)
+
+    return observe
 
 
 def _model_stats(app: App, request: Request) -> Response:

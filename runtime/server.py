@@ -53,6 +53,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from runtime import __version__
 from runtime._json import quote
+from runtime.capture import Capture
 from runtime.endpoints import (
     PUBLIC_PATHS,
     App,
@@ -127,6 +128,7 @@ class ServerConfig:
     limits: ServerLimits = field(default_factory=ServerLimits)
     monitor_window: int | None = DEFAULT_WINDOW_ROWS  # drift monitor's recent rows; None: off
     report_interval: float = REPORT_INTERVAL  # seconds between drift report files
+    capture: Capture | None = None  # sampled rows to JSONL for debugging; closed at stop
 
 
 # --- connections ------------------------------------------------------------------------------
@@ -413,6 +415,7 @@ class _Handler(socketserver.StreamRequestHandler):
         except OSError:
             pass
 
+
 _CHALLENGE = (("WWW-Authenticate", 'Bearer realm="edgebundle"'),)
 _INVALID_TOKEN = (("WWW-Authenticate", 'Bearer realm="edgebundle", error="invalid_token"'),)
 
@@ -541,7 +544,8 @@ class RunningServer:
         models = ServedModels(store, config.threads, metrics, log, config.monitor_window)
         self._reporter = _Reporter(store.root, models, log)
         limits = config.limits
-        self._app = App(models, metrics, limits.max_rows, limits.max_inflight)
+        self._app = App(models, metrics, limits.max_rows, limits.max_inflight, config.capture)
+        self._capture = config.capture
         # Bind before loading models: a taken port fails at once.
         self._server = _Server((config.host, config.port), self._app, config, log)
         try:
@@ -597,6 +601,8 @@ class RunningServer:
         self._stop.set()
         self._wake.set()
         self._reporter.save()  # the final counts, for status after the server is gone
+        if self._capture is not None:
+            self._capture.close()
         return drained
 
 
