@@ -7,8 +7,8 @@ everything between is pure and testable in memory.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -29,6 +29,7 @@ from builder.graph import MarginGraph
 from builder.link import MIN_ONNXRUNTIME, BuiltModel, assemble
 from builder.load import SourceModel, load_model
 from builder.objectives import Link
+from builder.timing import median_seconds
 from runtime.bundle import write_bundle
 from runtime.errors import BundleError, ParityError
 from runtime.fsio import write_durably
@@ -220,13 +221,9 @@ def _evaluate(
 
 def _us_per_row(scorer: Scorer, rows: F32) -> float:
     """Median latency of single-row calls, the device's common case."""
-    times = []
-    for i in range(_TIMING_CALLS):
-        row = rows[i % len(rows)][None, :]
-        started = time.perf_counter()
-        scorer.predict(row)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e6
+    singles = itertools.cycle(rows[:, None, :])
+    seconds, _ = median_seconds(lambda: scorer.predict(next(singles)), _TIMING_CALLS)
+    return seconds * 1e6
 
 
 def _selftest(chosen: Candidate, rows: F32, data_rows: int) -> Selftest:

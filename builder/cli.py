@@ -14,6 +14,8 @@ from typing import Any
 import click
 
 from builder.build import BudgetMissedError, BuildOptions, build, write_atomic
+from builder.compare import compare_bundles, format_comparison
+from builder.drift import WINDOWS, analyse, format_html, format_text, read_report, summary_dict
 from builder.drill import make_broken
 from builder.inspect import inspect_bundle
 from builder.keys import generate_keypair
@@ -22,6 +24,7 @@ from builder.publish import refresh as refresh_channel
 from builder.report import candidate_dict, format_candidates, format_report, report_dict
 from runtime.bundle import Limits, check_bundle, read_bundle_file
 from runtime.errors import BundleError
+from runtime.fsio import write_durably
 from runtime.semver import Version
 from runtime.signing import TrustedKeys, load_private_key, load_public_key
 
@@ -233,6 +236,73 @@ def verify_command(bundle: Path, trust: tuple[Path, ...]) -> None:
             click.echo(f"✗ {problem}", err=True)
         sys.exit(1)
     click.echo(f"✓ {bundle}: valid, signed by a trusted key")
+
+
+@main.command(name="compare")
+@click.argument("old", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("new", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="CSV (header of feature names, extra columns ignored) or .npy rows to score with both.",
+)
+@click.option(
+    "--labels",
+    "label_column",
+    metavar="COL",
+    help="CSV column of true values: adds AUC, log-loss, accuracy (classifiers) or RMSE, MAE.",
+)
+@click.option(
+    "--trust",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    required=True,
+    help="Trusted public key (repeatable); both bundles must verify.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def compare_command(
+    old: Path,
+    new: Path,
+    data: Path,
+    label_column: str | None,
+    trust: tuple[Path, ...],
+    as_json: bool,
+) -> None:
+    """Score OLD and NEW on the same rows through the device's scorer; report what changed."""
+    with _domain_errors():
+        result = compare_bundles(old, new, data, TrustedKeys.from_paths(trust), label_column)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_comparison(result))
+
+
+@main.command(name="drift")
+@click.argument("stats", type=click.Path(path_type=Path))
+@click.option(
+    "--window",
+    type=click.Choice(WINDOWS),
+    default=None,
+    help="Window to show. Default: recent if it has rows, else since_start.",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write a self-contained HTML page with a chart per feature.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
+def drift_command(stats: Path, window: str | None, html_path: Path | None, as_json: bool) -> None:
+    """Show the drift in STATS, a device's answer to GET /v2/models/NAME/stats."""
+    try:
+        data = stats.read_bytes()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {stats}: {exc.strerror}") from None
+    with _domain_errors():
+        drift = analyse(read_report(data, str(stats)), window)
+        if html_path is not None:
+            write_durably(html_path, format_html(drift).encode())
+    click.echo(json.dumps(summary_dict(drift), indent=2) if as_json else format_text(drift))
+    if html_path is not None:
+        click.echo(f"wrote {html_path}", err=True)
 
 
 @main.command(name="publish")
