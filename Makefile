@@ -27,6 +27,10 @@ demo: $(STAMP)
 	@echo "--- scoring CSV rows"
 	head -4 $(DEMO)/data.csv | $(BIN)/bundle-runtime score --bundle $(DEMO_BUNDLE) \
 		--trust $(DEMO)/keys/signing.pub --format csv
+	@echo "--- drift: later applicants scored with a drift report, read on the workstation"
+	$(BIN)/bundle-runtime score --bundle $(DEMO_BUNDLE) --trust $(DEMO)/keys/signing.pub \
+		--format csv --drift-report $(DEMO)/drift.json < $(DEMO)/live.csv > /dev/null
+	$(BIN)/bundle drift $(DEMO)/drift.json --html $(DEMO)/drift.html
 	@echo "--- installing into a device store and scoring over HTTP"
 	$(BIN)/bundle-runtime init --store $(DEMO)/store --trust $(DEMO)/keys/signing.pub
 	$(BIN)/bundle-runtime install $(DEMO_BUNDLE) --store $(DEMO)/store

@@ -1,9 +1,11 @@
 """Train the demo model: a credit-scoring-like classifier on data generated with numpy.
 
 ``python -m builder.example --out demo`` writes ``model.json`` (XGBoost), ``data.csv`` (held-out
-rows with an ``id`` column, for ``bundle build --data`` and CSV scoring) and ``rows.jsonl``
-(a few rows as JSON objects, some with missing values, for ``bundle-runtime score``);
-``--serve-demo demo`` scores those rows over HTTP from the store ``make demo`` installs.
+rows with an ``id`` column, for ``bundle build --data`` and CSV scoring), ``rows.jsonl``
+(a few rows as JSON objects, some with missing values, for ``bundle-runtime score``) and
+``live.csv`` (later applicants whose incomes rose and whose employment is often unreported:
+the drift ``bundle drift`` should find); ``--serve-demo demo`` scores rows over HTTP from the
+store ``make demo`` installs.
 """
 
 from __future__ import annotations
@@ -90,12 +92,9 @@ def write_example(out: Path, rounds: int = 150) -> None:
     out.mkdir(parents=True, exist_ok=True)
     x, y = make_data(6000, seed=1)
     train(x[:5000], y[:5000], rounds).save_model(out / "model.json")
-    held_out = x[5000:5200]
-    with (out / "data.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", *FEATURES])
-        for i, row in enumerate(held_out):
-            writer.writerow([f"applicant-{i}", *(_cell(v) for v in row)])
+    held_out = x[5000:]
+    _write_csv(out / "data.csv", held_out, "applicant")
+    _write_csv(out / "live.csv", later_applicants(1000), "later")
     with (out / "rows.jsonl").open("w") as handle:
         for i, row in enumerate(held_out[:5]):
             record: dict[str, str | float | None] = {"id": f"applicant-{i}"}
@@ -103,6 +102,24 @@ def write_example(out: Path, rounds: int = 150) -> None:
                 {n: None if math.isnan(v) else float(v) for n, v in zip(FEATURES, row, strict=True)}
             )
             handle.write(json.dumps(record) + "\n")
+
+
+def later_applicants(rows: int) -> npt.NDArray[np.float64]:
+    """The same population a year on: incomes up 50%, employment unreported three times as
+    often (a form field made optional)."""
+    x, _ = make_data(rows, seed=2)
+    income, employed = FEATURES.index("annual_income"), FEATURES.index("months_employed")
+    x[:, income] = np.round(x[:, income] * 1.5, -2)
+    x[np.random.default_rng(3).random(rows) < 0.2, employed] = np.nan
+    return x
+
+
+def _write_csv(path: Path, x: npt.NDArray[np.float64], prefix: str) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", *FEATURES])
+        for i, row in enumerate(x):
+            writer.writerow([f"{prefix}-{i}", *(_cell(v) for v in row)])
 
 
 def serve_demo(demo: Path) -> None:
