@@ -3,7 +3,8 @@
 ``python -m bench.probe KIND PATH ROWS.npy THREADS`` prints one JSON object. KIND is
 ``bundle`` (the device path: read + verify + onnxruntime session through the runtime's
 Scorer), ``xgboost`` (Booster.load_model + inplace_predict, the native baseline) or
-``monitor`` (a bundle's single-row latency with and without drift counting).
+``monitor`` (a bundle's single-row latency with and without drift counting) or ``empty``
+(a one-op model of PATH features through the same scorer: the fixed cost of any session).
 """
 
 from __future__ import annotations
@@ -38,6 +39,27 @@ def _bundle(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
     return scorer.predict
 
 
+def _empty(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
+    """A one-op model through the same scorer: what any session costs, whatever its model."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from runtime.manifest import OutputSpec
+    from runtime.scoring import Scorer
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["input", "axes"], ["prediction"], keepdims=0)],
+        "empty",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", int(path.name)])],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, ["N"])],
+        [helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    spec = OutputSpec(name="prediction", dtype="float32", shape=(-1,))
+    features = [f"f{i}" for i in range(int(path.name))]
+    return Scorer(onnx.ModelProto.SerializeToString(model), features, [spec], threads).predict
+
+
 def _xgboost(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
     import xgboost as xgb
 
@@ -49,10 +71,15 @@ def _xgboost(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
 
 def _import(kind: str) -> None:
     # Imports are timed apart from the model load: they are paid once per process either way.
-    if kind == "bundle":
+    if kind in ("bundle", "empty"):
         import onnxruntime  # noqa: F401
 
-        import runtime.scoring  # noqa: F401
+        import runtime.bundle
+        import runtime.scoring
+        import runtime.signing  # noqa: F401
+
+        if kind == "empty":
+            import onnx  # noqa: F401
     else:
         import xgboost  # noqa: F401
 
@@ -63,7 +90,7 @@ def measure(kind: str, path: Path, rows: np.ndarray, threads: int) -> dict[str, 
     import_ms = (time.perf_counter() - started) * 1e3
     rss_before, _ = rss_mb()
     started = time.perf_counter()
-    predict = (_bundle if kind == "bundle" else _xgboost)(path, threads)
+    predict = {"bundle": _bundle, "empty": _empty, "xgboost": _xgboost}[kind](path, threads)
     predict(rows[:1])
     load_ms = (time.perf_counter() - started) * 1e3
     rss_loaded, _ = rss_mb()

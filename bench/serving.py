@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from runtime.scoring import to_python
+
 BIN = Path(sys.executable).parent
 _WRK_SECONDS = 5
 _UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6}
@@ -161,9 +163,9 @@ def stdin_section(bundle: Path, source: Path, pub: Path, rows: np.ndarray) -> di
     """Rows/s through `bundle-runtime score` versus XGBoost per row and on the whole batch."""
     import xgboost as xgb
 
-    lines = "".join(
-        json.dumps([None if np.isnan(v) else float(v) for v in row]) + "\n" for row in rows
-    ).encode()
+    # Each float32 written in its shortest form, as a float32 source would write it (the
+    # float64 widening's 17 digits take twice as long to parse).
+    lines = "".join(json.dumps(row) + "\n" for row in to_python(rows)).encode()
     started = time.perf_counter()
     proc = subprocess.run(
         [str(BIN / "bundle-runtime"), "score", "--bundle", str(bundle), "--trust", str(pub)],
