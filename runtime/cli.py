@@ -311,13 +311,14 @@ def _status(args: argparse.Namespace) -> int:
         state = store.state()
     except BundleError as e:
         return _fail(str(e), ExitCode.USAGE)
-    try:
-        reports = {name: _drift_report(store, name, model) for name, model in state.models.items()}
-    except StoreError as e:
-        return _fail(str(e), ExitCode.USAGE)
+    reports = {name: _drift_report(store, name, model) for name, model in state.models.items()}
     keys = list(store.trusted_keys())
     if args.json:
-        drift = {name: r.to_dict() for name, r in reports.items() if r is not None}
+        drift = {
+            name: r.to_dict() if isinstance(r, DriftReport) else {"error": r}
+            for name, r in reports.items()
+            if r is not None
+        }
         doc = {"store": str(store.root), "trusted_keys": keys, **state.to_dict(), "drift": drift}
         print(json.dumps(doc, indent=2, sort_keys=True))
         return ExitCode.OK
@@ -331,18 +332,24 @@ def _status(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _drift_report(store: Store, name: str, model: ModelState) -> DriftReport | None:
+def _drift_report(store: Store, name: str, model: ModelState) -> DriftReport | str | None:
     """The drift a server last reported for the active version (a report of an older version
-    says nothing about the one running now)."""
-    report = load_report(store.root, name)
+    says nothing about the one running now), or why it cannot be read: an unreadable report
+    must not hide the rest of the status."""
+    try:
+        report = load_report(store.root, name)
+    except StoreError as e:
+        return str(e)
     if report is None or model.active is None or report.version != str(model.active):
         return None
     return report
 
 
-def _drift_lines(report: DriftReport | None) -> list[str]:
+def _drift_lines(report: DriftReport | str | None) -> list[str]:
     if report is None:
         return [f"  {'drift:':<10}no report yet (a server writes one while it serves)"]
+    if isinstance(report, str):
+        return [f"  {'drift:':<10}{report}"]
     recent = f"last {report.recent.rows} rows"
     since = f"{report.since_start.rows} rows since {report.started}"
     return [

@@ -56,8 +56,8 @@ PENDING_ROWS = 256
 # Comparisons per counting step (rows × features × edges, one byte each), so counting a large
 # batch never needs more than a few MB.
 _STEP_ELEMENTS = 1 << 21
-# An empty bin would make the index infinite; the usual floor of 0.01% keeps one empty bin's
-# contribution near 0.05 for a 5% baseline bin instead.
+# An empty bin would make the index infinite; the usual floor of 0.01% makes an emptied 5%
+# baseline bin add 0.31 instead: a shift, and finite.
 PSI_FLOOR = 1e-4
 # The customary reading of the index: below 0.1 stable, 0.1 to 0.2 worth watching, above 0.2 a
 # population that has shifted.

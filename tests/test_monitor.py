@@ -322,3 +322,17 @@ def test_score_writes_a_drift_report_of_its_input(
     proc = run("bundle-runtime", [*args, "--drift-report", str(unwritable)], stdin=lines)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: cannot write") and "Traceback" not in proc.stderr
+
+
+def test_status_survives_an_unreadable_drift_report(
+    drift: Drift, keys: KeyFiles, tmp_path: Path
+) -> None:
+    store = init_store(keys, tmp_path / "store")
+    install(store, drift.bundle)
+    (store / "monitor").mkdir()
+    (store / "monitor" / "m.json").write_text('{"format": "edgebundle.drift/1"')
+    proc = run("bundle-runtime", ["status", "--store", str(store)])
+    assert proc.returncode == 0, proc.stderr
+    assert "  drift:    " in proc.stdout and "m.json is corrupt" in proc.stdout
+    doc = json.loads(run("bundle-runtime", ["status", "--store", str(store), "--json"]).stdout)
+    assert "is corrupt" in doc["drift"]["m"]["error"]
