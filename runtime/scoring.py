@@ -8,8 +8,6 @@ the first row rather than failing on every row.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -20,6 +18,7 @@ import onnxruntime as ort
 
 from runtime.errors import CompatibilityError, InputError
 from runtime.manifest import OutputSpec
+from runtime.memory import return_freed_memory
 
 if TYPE_CHECKING:
     from runtime.bundle import VerifiedBundle
@@ -118,29 +117,8 @@ def _open_session(model_bytes: bytes, threads: int) -> ort.InferenceSession:
         )
     except Exception as e:  # onnxruntime's errors share no base class below Exception
         raise CompatibilityError(f"onnxruntime cannot load the model: {_first_line(e)}") from None
-    _return_freed_memory()
+    return_freed_memory()
     return session
-
-
-def _return_freed_memory() -> None:
-    """Hand the heap that loading freed back to the OS.
-
-    Creating a session (parsing, graph optimization, constant folding) frees most of what it
-    allocates, but glibc keeps freed pages mapped: the 1000-tree bench model stays at 91 MB
-    resident after loading, 28 MB once trimmed (the int8 one: 19.5 → 13 MB). Without glibc
-    (musl) there is no ``malloc_trim`` and nothing to do.
-    """
-    trim = getattr(_libc(), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL(None)  # the process's own symbols, libc's among them
-    except OSError:
-        return None
 
 
 def _check_input(session: ort.InferenceSession, num_features: int) -> None:

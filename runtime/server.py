@@ -73,6 +73,7 @@ from runtime.httpio import (
     encode_json,
     read_header_fields,
 )
+from runtime.memory import limit_malloc_arenas
 from runtime.metrics import Metrics
 from runtime.monitor import DEFAULT_WINDOW_ROWS, REPORT_INTERVAL, Monitor, save_report
 from runtime.scoring import DEFAULT_THREADS
@@ -85,6 +86,7 @@ if TYPE_CHECKING:
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 _LINGER_SECONDS = 1.0
+_MALLOC_ARENAS = 1  # see runtime.memory.limit_malloc_arenas
 _MAX_TOKEN_BYTES = 4096
 
 
@@ -540,6 +542,7 @@ class RunningServer:
     """A started server: its address, a way to force a reload, and a draining ``stop``."""
 
     def __init__(self, store: Store, config: ServerConfig, log: Callable[[str], None]) -> None:
+        limit_malloc_arenas(_MALLOC_ARENAS)
         metrics = Metrics()
         models = ServedModels(store, config.threads, metrics, log, config.monitor_window)
         self._reporter = _Reporter(store.root, models, log)

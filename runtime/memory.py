@@ -1,0 +1,43 @@
+"""Resident memory on glibc devices: what Python and onnxruntime leave mapped but unused.
+
+Both calls go to glibc through ctypes and do nothing where it is absent (musl, other libcs):
+they change how much memory the process keeps, never what it computes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+_M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
+
+
+def return_freed_memory() -> None:
+    """Hand freed heap back to the OS (``malloc_trim``).
+
+    Creating an onnxruntime session (parsing, graph optimization, constant folding) frees most
+    of what it allocates, but glibc keeps freed pages mapped: the 1000-tree bench model stays at
+    91 MB resident after loading, 28 MB once trimmed (the int8 one: 19.5 → 13 MB).
+    """
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+def limit_malloc_arenas(arenas: int) -> None:
+    """Cap glibc's per-thread malloc arenas (``mallopt(M_ARENA_MAX)``); call before threads
+    start. glibc gives each new thread an arena of its own, up to 8 per core, and each keeps
+    what it freed: with 8 keep-alive connections the server held ~6 MB more. Its request
+    threads take turns on the GIL anyway, and onnxruntime allocates tensors from its own arena.
+    """
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_ARENA_MAX, arenas)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None)  # the process's own symbols, libc's among them
+    except OSError:
+        return None
