@@ -21,14 +21,17 @@ import hashlib
 import itertools
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from runtime.errors import BundleError, FormatError, IntegrityError, ManifestError, SignatureError
 from runtime.manifest import MEMBER_NAME, RESERVED_FILES, Manifest, parse_manifest
-from runtime.signing import MANIFEST_CONTEXT, TrustedKeys, parse_signature_file, verify
+
+if TYPE_CHECKING:
+    from runtime.signing import TrustedKeys
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
@@ -97,7 +100,8 @@ _SEAL = object()
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class VerifiedBundle:
-    """A bundle whose signature, manifest and payload all checked out. Made only by open_bundle."""
+    """A bundle whose signature, manifest and payload all checked out. Made only by
+    ``open_bundle`` (and ``open_installed``, for bytes pinned after ``open_bundle``)."""
 
     manifest: Manifest
     manifest_bytes: bytes  # exactly the signed bytes
@@ -370,6 +374,10 @@ def _check_signature(
     signature_bytes: bytes, manifest_bytes: bytes, trusted: TrustedKeys, problems: _Problems
 ) -> str | None:
     """The keyid of the trusted key that signed the exact manifest bytes, or None."""
+    # Imported here: a caller holding TrustedKeys has loaded cryptography already, and one
+    # loading installed bundles (open_installed) never needs it (~10 MB resident).
+    from runtime.signing import MANIFEST_CONTEXT, parse_signature_file, verify
+
     try:
         signatures = parse_signature_file(signature_bytes, SIGNATURE_NAME)
         return verify(signatures.signatures, trusted, MANIFEST_CONTEXT, manifest_bytes)
@@ -416,8 +424,12 @@ def _check_payload(
     return files
 
 
+# How the signature is settled: by trusted keys, or by the store's pin (open_installed).
+_SignatureCheck = Callable[[bytes, bytes, _Problems], str | None]
+
+
 def _verify(
-    data: bytes, trusted: TrustedKeys, limits: Limits, problems: _Problems
+    data: bytes, signed_by: _SignatureCheck, limits: Limits, problems: _Problems
 ) -> VerifiedBundle | None:
     """Run every check in the design's order; the bundle, or None if any problem was reported."""
     _check_bundle_size(data, limits, problems)
@@ -432,7 +444,7 @@ def _verify(
         return None
     keyid = None
     if signature_bytes is not None:
-        keyid = _check_signature(signature_bytes, manifest_bytes, trusted, problems)
+        keyid = signed_by(signature_bytes, manifest_bytes, problems)
     # Reached with an unverified manifest only when collecting (the device raised already):
     # the offline report still wants to know what else is wrong.
     manifest = _parse_manifest(manifest_bytes, problems)
@@ -454,16 +466,40 @@ def open_bundle(
     data: bytes, trusted: TrustedKeys, limits: Limits = DEFAULT_LIMITS
 ) -> VerifiedBundle:
     """Verify ``data`` completely, raising the first problem (a ``BundleError`` subclass)."""
-    bundle = _verify(data, trusted, limits, _Problems(raise_first=True))
+    return _raising(data, _by_keys(trusted), limits)
+
+
+def open_installed(
+    data: bytes, sha256: str, keyid: str, limits: Limits = DEFAULT_LIMITS
+) -> VerifiedBundle:
+    """A bundle the store verified completely at install (``open_bundle``, signed by
+    ``keyid``), loaded again from the store: ``data`` must hash to the ``sha256`` recorded then,
+    and every check but the signature runs again. The signature is not: the trusted keys live
+    in the same store directory as the pin, so checking it again would guard against nobody
+    the pin does not, and it would cost a server cryptography's ~10 MB of resident memory."""
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise IntegrityError(f"bundle sha256 is {digest}, the store recorded {sha256}")
+    return _raising(data, lambda signature, manifest, problems: keyid, limits)
+
+
+def _raising(data: bytes, signed_by: _SignatureCheck, limits: Limits) -> VerifiedBundle:
+    bundle = _verify(data, signed_by, limits, _Problems(raise_first=True))
     # A raising sink turns every reported problem into an exception, so None cannot come back.
     assert bundle is not None
     return bundle
 
 
+def _by_keys(trusted: TrustedKeys) -> _SignatureCheck:
+    return lambda signature, manifest, problems: _check_signature(
+        signature, manifest, trusted, problems
+    )
+
+
 def check_bundle(data: bytes, trusted: TrustedKeys, limits: Limits = DEFAULT_LIMITS) -> list[str]:
     """Every problem found, one line each, in verification order; empty means valid."""
     problems = _Problems(raise_first=False)
-    _verify(data, trusted, limits, problems)
+    _verify(data, _by_keys(trusted), limits, problems)
     return problems.found
 
 

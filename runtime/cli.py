@@ -33,7 +33,6 @@ from runtime.scoring import DEFAULT_THREADS, Scorer
 from runtime.semver import Version
 from runtime.server import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, ServerLimits, read_token, serve
 from runtime.serving import Watched
-from runtime.signing import TrustedKeys
 from runtime.stats import Baseline, baseline_of
 from runtime.store import InstalledVersion, ModelState, Store
 from runtime.stream import LineSource, StreamStats, score_csv, score_jsonl
@@ -169,6 +168,9 @@ def _score(args: argparse.Namespace) -> int:
         # Worded as argparse words it, as when --trust was required outright.
         message = "the following arguments are required: --trust (with --bundle)"
         return _fail(message, ExitCode.USAGE)
+    # Imported here: a server never loads cryptography (~10 MB); see Store.trusted_keys.
+    from runtime.signing import TrustedKeys
+
     try:
         trusted = TrustedKeys.from_paths(args.trust)
         data = read_bundle_file(args.bundle, LIMITS)

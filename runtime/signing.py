@@ -246,3 +246,21 @@ def verify(
     signers = ", ".join(entry.keyid for entry in signatures) or "nobody"
     detail = f"; invalid signature by trusted key {', '.join(invalid)}" if invalid else ""
     raise SignatureError(f"no valid signature by a trusted key (signed by: {signers}{detail})")
+
+
+def load_key_dir(directory: Path) -> list[Ed25519PublicKey]:
+    """Every ``<keyid>.pub`` in ``directory``; a file holding another key than its name says
+    is refused (a store names its key files by keyid)."""
+    keys = []
+    for path in sorted(directory.glob("*.pub")):
+        key = load_public_key(path)
+        if keyid(key) != path.stem:
+            raise KeyFileError(f"{path} holds key {keyid(key)}, not the key its name says")
+        keys.append(key)
+    return keys
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )

@@ -4,7 +4,6 @@ A store is a directory::
 
     store.json                         {"format": "edgebundle.store/1"}: marks a store
     keys/<keyid>.pub                   trusted Ed25519 public keys (PEM)
-    keys/retired/<keyid>.pub           keys rotated out: they load already-installed files only
     ota.json                           last channel index serial and key set version (OtaState)
     state.json                         the one pointer file, replaced atomically (StoreState)
     bundles/<name>/<version>.bundle    each installed bundle file, kept whole
@@ -15,10 +14,11 @@ Whole bundle files rather than unpacked directories: one file is one atomic rena
 ``load_active`` checks the file's sha256 against the one ``state.json`` recorded at install
 *before* parsing anything (verify bytes, then parse), so disk corruption or a swapped file is
 caught. Integrity at load rests on that recorded sha256, taken after the signature verified at
-install; the signature is checked again at load with the store's keys as a second line. A key
-rotation (``rotate_keys``, from a rotation statement signed by the current keys) moves keys it
-drops to ``keys/retired/``, which still verify the already-installed, sha256-pinned files at
-load but never a new install, so a rotation cannot strand an installed bundle.
+install (``runtime.bundle.open_installed``); the signature is not checked again, since the keys
+live in this same directory, so loading never needs cryptography (~10 MB of a server's
+resident memory). A key rotation (``rotate_keys``, from a rotation statement signed by the
+current keys) therefore cannot strand an installed bundle: the keys it drops sign no new
+install, and what they signed before stays loadable by its pin.
 
 Crash safety: every write is temp file + fsync + rename + fsync(directory) (``runtime.fsio``)
 and happens in an order where a crash at any instant leaves ``state.json`` naming only complete,
@@ -46,10 +46,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NoReturn
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from runtime._json import (
     dumps_canonical,
@@ -65,7 +62,14 @@ from runtime._json import (
     quote,
     reject_unknown,
 )
-from runtime.bundle import DEFAULT_LIMITS, Limits, VerifiedBundle, open_bundle, read_bundle_file
+from runtime.bundle import (
+    DEFAULT_LIMITS,
+    Limits,
+    VerifiedBundle,
+    open_bundle,
+    open_installed,
+    read_bundle_file,
+)
 from runtime.errors import (
     BundleError,
     IntegrityError,
@@ -86,15 +90,18 @@ from runtime.manifest import Manifest, get_count, get_sha256, get_timestamp
 from runtime.scoring import DEFAULT_THREADS, Scorer
 from runtime.selftest import SelftestResult, parse_selftest, run_selftest
 from runtime.semver import Version
-from runtime.signing import TrustedKeys, keyid, load_public_key
 from runtime.stats import Baseline, baseline_of
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from runtime.signing import TrustedKeys
 
 STORE_FORMAT = "edgebundle.store/1"
 STATE_FORMAT = "edgebundle.state/1"
 AUDIT_EVENTS = ("init", "installed", "refused", "rollback", "marked-bad", "keys-rotated")
 OTA_FORMAT = "edgebundle.ota/1"
 OTA_FILE = "ota.json"
-RETIRED_KEYS_DIR = "retired"  # under keys/: rotated-out keys, trusted only to load pinned files
 
 STORE_FILE = "store.json"
 STATE_FILE = "state.json"
@@ -504,7 +511,6 @@ class Store:
     root: Path
     limits: Limits = DEFAULT_LIMITS
     lock_timeout: float = LOCK_TIMEOUT
-    _trusted: TrustedKeys = field(repr=False)
 
     @classmethod
     def init(
@@ -520,12 +526,14 @@ class Store:
         ``store.json`` is written last, so an interrupted init leaves a directory that is not a
         store (and that init then refuses as not empty) rather than a store missing its keys.
         """
+        from runtime.signing import TrustedKeys, load_public_key, public_pem  # see trusted_keys
+
         root = root.absolute()
         keys = TrustedKeys(load_public_key(path) for path in trusted)
         _prepare_empty_dir(root)
         make_dir_durably(root / KEYS_DIR)
         for key_id, key in keys.items():
-            write_durably(root / KEYS_DIR / f"{key_id}.pub", _pem(key))
+            write_durably(root / KEYS_DIR / f"{key_id}.pub", public_pem(key))
         make_dir_durably(root / BUNDLES_DIR)
         write_durably(root / LOCK_FILE, b"")
         reason = "trusted keys: " + ", ".join(keys)
@@ -545,10 +553,20 @@ class Store:
             StoreMarker.from_dict(loads_strict(data, STORE_FILE))
         except ManifestError as e:
             raise StoreError(f"{root / STORE_FILE}: {e}") from None
-        return cls(root=root, limits=limits, lock_timeout=lock_timeout, _trusted=_load_keys(root))
+        return cls(root=root, limits=limits, lock_timeout=lock_timeout)
 
     def trusted_keys(self) -> TrustedKeys:
-        return self._trusted
+        """The keys a new install must be signed by, read from ``keys/``.
+
+        Read on demand, and cryptography imported only here and by the other key operations:
+        serving and loading installed bundles never need it.
+        """
+        from runtime.signing import TrustedKeys, load_key_dir
+
+        keys = load_key_dir(self.root / KEYS_DIR)
+        if not keys:
+            raise StoreError(f"{self.root / KEYS_DIR} holds no trusted public keys (*.pub)")
+        return TrustedKeys(keys)
 
     def state(self) -> StoreState:
         """The parsed ``state.json``; an empty state before the first install."""
@@ -582,7 +600,7 @@ class Store:
         sha256 = hashlib.sha256(data).hexdigest()
         with self._locked(fcntl.LOCK_EX):
             try:
-                bundle = open_bundle(data, self._trusted, self.limits)
+                bundle = open_bundle(data, self.trusted_keys(), self.limits)
             except BundleError as e:
                 self._refuse(e, origin=origin, sha256=sha256)
             manifest = bundle.manifest
@@ -643,7 +661,7 @@ class Store:
                 raise StoreError(f"{name} has no active version")
             record = _record(model, model.active)
             data = self._read_installed(name, model.active, record.sha256)
-        bundle = open_bundle(data, self._loading_keys(), self.limits)
+        bundle = open_installed(data, record.sha256, record.keyid, self.limits)
         return LoadedModel(
             name=name,
             version=model.active,
@@ -677,10 +695,11 @@ class Store:
     def rotate_keys(self, keys: Sequence[Ed25519PublicKey], version: int, *, origin: str) -> Store:
         """Trust exactly ``keys`` from now on (a verified rotation statement of ``version``).
 
-        Keys rotated out move to ``keys/retired/``: they still verify the bundles already
-        installed (whose bytes are sha256-pinned) but never a new install. Returns the store
-        reopened with the new keys.
+        Keys rotated out sign no new install; what they signed before still loads by its
+        sha256 pin. Returns the store reopened.
         """
+        from runtime.signing import TrustedKeys, public_pem  # see trusted_keys
+
         with self._locked(fcntl.LOCK_EX):
             ota = self.ota_state()
             if version <= ota.key_version:
@@ -688,13 +707,9 @@ class Store:
                     f"key set version {version} is not newer than {ota.key_version} (replay)"
                 )
             new = TrustedKeys(keys)
-            retired = self.root / KEYS_DIR / RETIRED_KEYS_DIR
-            make_dir_durably(retired)
+            dropped = [key_id for key_id in self.trusted_keys() if key_id not in new]
             for key_id, key in new.items():
-                write_durably(self.root / KEYS_DIR / f"{key_id}.pub", _pem(key))
-            dropped = [key_id for key_id in self._trusted if key_id not in new]
-            for key_id in dropped:
-                write_durably(retired / f"{key_id}.pub", _pem(self._trusted[key_id]))
+                write_durably(self.root / KEYS_DIR / f"{key_id}.pub", public_pem(key))
             remove_durably(self.root / KEYS_DIR, [f"{key_id}.pub" for key_id in dropped])
             self._write_ota(replace(ota, key_version=version))
             _append_audit(
@@ -707,10 +722,6 @@ class Store:
 
     def _write_ota(self, ota: OtaState) -> None:
         write_durably(self.root / OTA_FILE, dumps_canonical(ota.to_dict()))
-
-    def _loading_keys(self) -> TrustedKeys:
-        retired = _load_key_dir(self.root / KEYS_DIR / RETIRED_KEYS_DIR)
-        return TrustedKeys([*self._trusted.values(), *retired])
 
     def default_model(self) -> str:
         """The one model with an active version, for callers that were not told which."""
@@ -736,7 +747,7 @@ class Store:
         make_dir_durably(self.root / BUNDLES_DIR / name)
         write_durably(self._bundle_path(name, version), data)
         try:
-            summary = self._selftest(name, version, sha256)
+            summary = self._selftest(name, version, sha256, bundle.keyid)
         except SelftestError as e:
             if not kept:
                 self._discard(name, version)
@@ -763,11 +774,11 @@ class Store:
             already_installed=False,
         )
 
-    def _selftest(self, name: str, version: Version, sha256: str) -> SelftestSummary:
+    def _selftest(self, name: str, version: Version, sha256: str, keyid: str) -> SelftestSummary:
         """Run the bundle's selftest on the stored file, loaded exactly as ``load_active`` will."""
         try:
             data = self._read_installed(name, version, sha256)
-            bundle = open_bundle(data, self._loading_keys(), self.limits)
+            bundle = open_installed(data, sha256, keyid, self.limits)
             scorer = Scorer.from_bundle(bundle)
             result = run_selftest(scorer, parse_selftest(bundle.files["selftest.json"]))
             baseline_of(bundle)  # a server would refuse to load it: refuse to install it
@@ -974,29 +985,6 @@ def _prepare_empty_dir(root: Path) -> None:
             f"{root} is not empty and is not an edgebundle store; give a new or empty directory"
         )
     fsync_dir(root.parent)
-
-
-def _load_keys(root: Path) -> TrustedKeys:
-    keys = _load_key_dir(root / KEYS_DIR)
-    if not keys:
-        raise StoreError(f"{root / KEYS_DIR} holds no trusted public keys (*.pub)")
-    return TrustedKeys(keys)
-
-
-def _load_key_dir(directory: Path) -> list[Ed25519PublicKey]:
-    keys = []
-    for path in sorted(directory.glob("*.pub")):
-        key = load_public_key(path)
-        if keyid(key) != path.stem:
-            raise StoreError(f"{path} holds key {keyid(key)}, not the key its name says")
-        keys.append(key)
-    return keys
-
-
-def _pem(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
 
 
 def _read_small(path: Path, cap: int) -> bytes | None:

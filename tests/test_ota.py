@@ -359,9 +359,9 @@ def test_key_rotation_signed_by_current_key_is_adopted(
     assert report.key_rotation == 1 and active(store) == "1.1.0"
     reopened = Store.open(store.root)
     assert sorted(reopened.trusted_keys()) == sorted(TrustedKeys.from_paths([other_keys.public]))
-    reopened.rollback("credit")  # a bundle signed by the retired key still loads
+    reopened.rollback("credit")  # a bundle signed by the rotated-out key still loads (pinned)
     assert str(reopened.load_active("credit").version) == "1.0.0"
-    with pytest.raises(SignatureError):  # but the retired key signs no new install
+    with pytest.raises(SignatureError):  # but that key signs no new install
         reopened.install(bundles[V120].read_bytes(), origin="direct")
 
 

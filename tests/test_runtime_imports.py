@@ -68,13 +68,13 @@ def test_blocker_catches_a_forbidden_import() -> None:
     assert "the device runtime must not import onnx" in result.stderr
 
 
-def test_a_server_without_a_channel_loads_no_http_client_or_tls() -> None:
-    """http.server, urllib.request and ssl cost a device's server ~7 MB of resident memory;
-    only a server that polls an OTA channel needs them."""
+def test_a_server_without_a_channel_loads_no_http_client_tls_or_cryptography() -> None:
+    """http.server, urllib.request and ssl cost a device's server ~7 MB of resident memory and
+    cryptography ~10 MB; only a server that polls an OTA channel or installs needs them."""
     program = (
         "import sys, runtime.cli, runtime.server; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ssl', 'email') "
-        "or m in ('http.server', 'http.client', 'urllib.request')))"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ssl', 'email', "
+        "'cryptography') or m in ('http.server', 'http.client', 'urllib.request')))"
     )
     result = subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=False

@@ -7,6 +7,8 @@ import fcntl
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -126,11 +128,11 @@ def test_open_refuses_another_store_format(store: Store) -> None:
         Store.open(store.root)
 
 
-def test_open_refuses_a_key_file_named_for_another_key(store: Store, other_keys: KeyFiles) -> None:
+def test_a_key_file_named_for_another_key_is_refused(store: Store, other_keys: KeyFiles) -> None:
     [key_file] = (store.root / "keys").iterdir()
     shutil.copy(other_keys.public, key_file)
-    with pytest.raises(StoreError, match="not the key its name says"):
-        Store.open(store.root)
+    with pytest.raises(KeyFileError, match="not the key its name says"):
+        Store.open(store.root).trusted_keys()
 
 
 # --- install ---------------------------------------------------------------------------------
@@ -158,6 +160,34 @@ def test_install_then_load_active(store: Store, bundles: dict[Spec, bytes]) -> N
     assert (event.event, event.model, event.version) == ("installed", "credit", "1.0.0")
     assert event.origin == "/media/usb/credit-1.0.0.bundle" and event.sha256 == result.sha256
     assert (store.root / "bundles" / "credit" / "1.0.0.bundle").read_bytes() == bundles[V100]
+
+
+def test_loading_an_installed_bundle_needs_no_cryptography(
+    store: Store, bundles: dict[Spec, bytes]
+) -> None:
+    """A server loads by the sha256 pinned at install: the signature verified then."""
+    store.install(bundles[V100], origin="direct")
+    program = (
+        "import sys; from pathlib import Path; from runtime.store import Store; "
+        f"m = Store.open(Path({str(store.root)!r})).load_active('credit'); "
+        "print(m.version, sorted(n for n in sys.modules if n.startswith('cryptography')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (proc.returncode, proc.stdout.strip()) == (0, "1.0.0 []"), proc.stderr
+
+
+def test_a_changed_installed_file_is_refused_at_load(
+    store: Store, bundles: dict[Spec, bytes]
+) -> None:
+    store.install(bundles[V100], origin="direct")
+    path = store.root / "bundles" / "credit" / "1.0.0.bundle"
+    data = bytearray(path.read_bytes())
+    data[-2000] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="the store recorded"):
+        store.load_active("credit")
 
 
 def test_upgrades_keep_only_the_active_and_previous_files(
