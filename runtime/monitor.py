@@ -53,9 +53,9 @@ FORMAT = "edgebundle.drift/1"
 DEFAULT_WINDOW_ROWS = 10_000
 BLOCKS = 10
 PENDING_ROWS = 256
-# Comparisons per counting step (rows × features × edges, one byte each), so counting a large
-# batch never needs more than a few MB.
-_STEP_ELEMENTS = 1 << 21
+# Values (rows × features) per counting step: a large batch is counted in steps whose few
+# temporary arrays stay around a megabyte.
+_STEP_VALUES = 1 << 17
 # An empty bin would make the index infinite; the usual floor of 0.01% makes an emptied 5%
 # baseline bin add 0.31 instead: a shift, and finite.
 PSI_FLOOR = 1e-4
@@ -377,14 +377,15 @@ class _Binner:
         self.sizes = [len(f.edges) + 1 for f in features]
         self.width = max(self.sizes, default=1)
         # Edge-major [width - 1, F], so a batch is compared one edge at a time across all
-        # features (numpy reduces over a long contiguous axis far faster than over 19 values).
-        # NaN pads: ``x >= NaN`` is false, so padding never moves a value up a bin, even +inf.
+        # features. NaN pads: ``x >= NaN`` is false, so padding never moves a value up a bin,
+        # even +inf.
         edges = np.full((self.width - 1, len(features)), np.nan)
         for f, feature in enumerate(features):
             edges[: len(feature.edges), f] = feature.edges
         self.edges = _float32_at_least(edges)
-        self.offsets = np.arange(len(features)) * self.width
-        self.step_rows = max(1, _STEP_ELEMENTS // max(self.edges.size, 1))
+        self.offsets = np.arange(len(features)) * (self.width + 1)
+        self.bin_dtype = np.uint8 if self.width < 255 else np.intp
+        self.step_rows = max(1, _STEP_VALUES // max(len(features), 1))
         self.kind = "value" if baseline is None else baseline.prediction.kind
         self.prediction_edges = np.asarray(
             () if baseline is None else baseline.prediction.edges, dtype=np.float64
@@ -403,11 +404,23 @@ class _Binner:
         counts.rows = len(x)
         if not self.sizes:
             return counts
-        missing = np.isnan(x)
-        bins = (x[:, None, :] >= self.edges[None]).sum(axis=1, dtype=np.intp)
-        flat = (bins + self.offsets)[~missing]
-        counts.bins += np.bincount(flat, minlength=counts.bins.size).reshape(counts.bins.shape)
-        counts.missing += missing.sum(axis=0)
+        # A value's bin is the number of its feature's edges at or below it: one comparison
+        # per edge row across all features, added up in place (twice as fast as comparing a
+        # [rows, edges, features] block at once and summing it).
+        bins = np.zeros(x.shape, dtype=self.bin_dtype)
+        above = np.empty(x.shape, dtype=bool)
+        # bool viewed as uint8 adds without a cast per element
+        increment = above.view(np.uint8) if bins.dtype == np.uint8 else above
+        for edge_row in self.edges:
+            np.greater_equal(x, edge_row, out=above)
+            bins += increment
+        # Missing values go to an extra last bin, so one bincount counts both.
+        np.putmask(bins, np.isnan(x), self.width)
+        per_feature = np.bincount(
+            (bins + self.offsets).ravel(), minlength=len(self.sizes) * (self.width + 1)
+        ).reshape(len(self.sizes), self.width + 1)
+        counts.bins += per_feature[:, : self.width]
+        counts.missing += per_feature[:, self.width]
         values = prediction_values(self.kind, output)
         counts.prediction += np.bincount(
             bin_index(self.prediction_edges, values), minlength=len(counts.prediction)
