@@ -9,8 +9,9 @@ as fit beside it, so the window covers between 90% and 100% of ``window_rows`` o
 rows were seen, in memory independent of its size.
 
 Counting a single row costs a dozen numpy calls, more than scoring's share of a request can
-spare; rows therefore wait in a buffer of at most ``PENDING_ROWS`` rows (in memory only, never
-written) and are counted a buffer at a time, and before every report.
+spare; ``observe`` therefore only queues the rows (in memory, never written), and they are
+counted together by ``flush``: a server flushes every half second off the request path, and a
+caller that never does flushes when ``PENDING_ROWS`` rows wait, and before every report.
 
 ``DriftReport`` is the JSON a device answers on ``GET /v2/models/{name}/stats`` and writes for
 ``bundle-runtime status``; ``bundle drift`` reads it on the workstation. The population
@@ -52,7 +53,7 @@ from runtime.stats import Baseline, FeatureBaseline, bin_index, prediction_value
 FORMAT = "edgebundle.drift/1"
 DEFAULT_WINDOW_ROWS = 10_000
 BLOCKS = 10
-PENDING_ROWS = 256
+PENDING_ROWS = 4096  # ~1.6 MB of 100-feature rows at most; a busy server flushes sooner
 # Values (rows × features) per counting step: a large batch is counted in steps whose few
 # temporary arrays stay around a megabyte.
 _STEP_VALUES = 1 << 17
@@ -473,7 +474,8 @@ class Monitor:
         self._clock = clock
         self._started = clock()
         self._block_rows = window_rows // BLOCKS
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the queue
+        self._count_lock = threading.Lock()  # the counts; taken before the queue's
         self._pending: list[tuple[npt.NDArray[np.float32], npt.NDArray[Any]]] = []
         self._pending_rows = 0
         self._binner = _Binner(baseline)
@@ -486,12 +488,18 @@ class Monitor:
         with self._lock:
             self._pending.append((x, output))
             self._pending_rows += len(x)
-            if self._pending_rows >= PENDING_ROWS:
-                self._flush()
+            full = self._pending_rows >= PENDING_ROWS
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Count the queued rows, in the order they were observed."""
+        with self._count_lock:
+            self._drain()
 
     def report(self) -> DriftReport:
-        with self._lock:
-            self._flush()
+        with self._count_lock:
+            self._drain()
             recent = self._binner.empty()
             # As many of the newest full blocks as fit beside the current one.
             blocks = list(self._blocks)[1:] if self._current.rows else self._blocks
@@ -509,13 +517,16 @@ class Monitor:
             recent=self._binner.window(recent),
         )
 
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        x = np.concatenate([x for x, _ in self._pending])
-        output = np.concatenate([output for _, output in self._pending])
-        self._pending.clear()
-        self._pending_rows = 0
+    def _drain(self) -> None:
+        """Count what is queued; the caller holds the count lock, so queues drain in order."""
+        with self._lock:
+            pending, self._pending, self._pending_rows = self._pending, [], 0
+        if pending:
+            self._count(pending)
+
+    def _count(self, pending: list[tuple[npt.NDArray[np.float32], npt.NDArray[Any]]]) -> None:
+        x = np.concatenate([x for x, _ in pending])
+        output = np.concatenate([output for _, output in pending])
         start = 0
         while start < len(x):
             # Split where the current block fills, so each block holds exactly its rows, and

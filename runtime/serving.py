@@ -165,7 +165,8 @@ class ServedModels:
         self._log(f"marked {name} {version} bad and rolled back")
 
     def watch(self, stop: threading.Event, wake: threading.Event, interval: float) -> None:
-        """Poll until ``stop``; setting ``wake`` forces a reload now (SIGHUP)."""
+        """Poll until ``stop``, counting the rows the monitors queued at every poll; setting
+        ``wake`` forces a reload now (SIGHUP)."""
         while not stop.is_set():
             forced = wake.is_set()
             wake.clear()
@@ -173,6 +174,8 @@ class ServedModels:
                 self.refresh(force=forced)
             except Exception as e:  # keep watching: the next poll may find the store readable
                 self._log(f"error: cannot read the store: {_one_line(e)}")
+            for watched in self.current.watched.values():
+                watched.monitor.flush()  # drift counting, off the request path
             wake.wait(interval)
 
 
