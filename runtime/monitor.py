@@ -546,7 +546,9 @@ class Monitor:
 # --- the reports a server leaves for ``bundle-runtime status`` ------------------------------
 
 REPORTS_DIR = "monitor"  # in the store directory
-REPORT_INTERVAL = 60.0  # seconds between a server's report files: one small write a minute
+# Seconds between a server's report files. A report of 100 features is ~90 KB and devices
+# write to flash: every 5 minutes is ~26 MB a day, and status is read by people.
+REPORT_INTERVAL = 300.0
 _MAX_REPORT_BYTES = 16 << 20
 
 
