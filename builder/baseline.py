@@ -7,8 +7,10 @@ import numpy.typing as npt
 
 from builder.ir import Ensemble
 from builder.objectives import Link
+from runtime.scoring import to_python
 from runtime.stats import (
     MAX_GROUPS,
+    SHARE_DIGITS,
     Baseline,
     FeatureBaseline,
     PredictionBaseline,
@@ -42,7 +44,7 @@ def _feature(name: str, column: F32, thresholds: F32) -> FeatureBaseline:
     edges = _group_edges(present, thresholds)
     return FeatureBaseline(
         name=name,
-        edges=tuple(float(e) for e in edges),
+        edges=_float32_text(edges),
         shares=_shares(present, edges),
         missing_rate=float(np.mean(np.isnan(column))),
     )
@@ -63,7 +65,14 @@ def _group_edges(values: F32, thresholds: F32) -> F32:
 def _shares(values: npt.NDArray[np.floating], edges: npt.NDArray[np.floating]) -> tuple[float, ...]:
     counts = np.bincount(bin_index(edges, values), minlength=len(edges) + 1)
     total = max(int(counts.sum()), 1)
-    return tuple(float(c) / total for c in counts)
+    # Shares estimated from at most a few thousand rows: digits past the sixth are noise.
+    return tuple(round(float(c) / total, SHARE_DIGITS) for c in counts)
+
+
+def _float32_text(edges: F32) -> tuple[float, ...]:
+    """float32 edges as the floats whose repr is their shortest float32 text (``0.18905339``,
+    not ``0.18905338644981384``): half the bytes, and read back as float32 they are exact."""
+    return tuple(to_python(edges.astype(np.float32)))
 
 
 def _prediction(
@@ -77,9 +86,12 @@ def _prediction(
         )
     values = prediction_values("value", predictions)
     if link is Link.PROBABILITY:
-        edges = np.asarray(_DECILES)
-        return PredictionBaseline(kind="probability", edges=_DECILES, shares=_shares(values, edges))
-    edges = np.unique(np.quantile(values, np.asarray(_DECILES)))
+        edges = np.asarray(_DECILES, dtype=np.float32)
+        return PredictionBaseline(
+            kind="probability", edges=_float32_text(edges), shares=_shares(values, edges)
+        )
+    # Predictions are float32: so are their deciles, compared as the device will compare them.
+    deciles = np.unique(np.quantile(values, np.asarray(_DECILES)).astype(np.float32))
     return PredictionBaseline(
-        kind="value", edges=tuple(edges.tolist()), shares=_shares(values, edges)
+        kind="value", edges=_float32_text(deciles), shares=_shares(values, deciles)
     )

@@ -48,7 +48,7 @@ from runtime.errors import ManifestError, StoreError
 from runtime.fsio import write_durably
 from runtime.manifest import get_count, get_timestamp
 from runtime.semver import Version
-from runtime.stats import Baseline, FeatureBaseline, bin_index, prediction_values
+from runtime.stats import Baseline, FeatureBaseline, bin_edges, bin_index, prediction_values
 
 FORMAT = "edgebundle.drift/1"
 DEFAULT_WINDOW_ROWS = 10_000
@@ -380,17 +380,14 @@ class _Binner:
         # Edge-major [width - 1, F], so a batch is compared one edge at a time across all
         # features. NaN pads: ``x >= NaN`` is false, so padding never moves a value up a bin,
         # even +inf.
-        edges = np.full((self.width - 1, len(features)), np.nan)
+        self.edges = np.full((self.width - 1, len(features)), np.nan, dtype=np.float32)
         for f, feature in enumerate(features):
-            edges[: len(feature.edges), f] = feature.edges
-        self.edges = _float32_at_least(edges)
+            self.edges[: len(feature.edges), f] = bin_edges(feature.edges)
         self.offsets = np.arange(len(features)) * (self.width + 1)
         self.bin_dtype = np.uint8 if self.width < 255 else np.intp
         self.step_rows = max(1, _STEP_VALUES // max(len(features), 1))
         self.kind = "value" if baseline is None else baseline.prediction.kind
-        self.prediction_edges = np.asarray(
-            () if baseline is None else baseline.prediction.edges, dtype=np.float64
-        )
+        self.prediction_edges = bin_edges(() if baseline is None else baseline.prediction.edges)
 
     def empty(self) -> _Counts:
         return _Counts(
@@ -443,15 +440,6 @@ class _Binner:
             ),
             prediction=tuple(int(c) for c in counts.prediction),
         )
-
-
-def _float32_at_least(edges: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
-    """The smallest float32 >= each edge: for a float32 ``x``, ``x >= edge`` then holds
-    exactly when it does in float64, and the comparison runs at float32 speed."""
-    rounded = edges.astype(np.float32)
-    below = rounded < edges
-    rounded[below] = np.nextafter(rounded[below], np.float32(np.inf))
-    return rounded
 
 
 class Monitor:

@@ -4,13 +4,15 @@ Per feature, the share of ``--data`` rows in each bin of the model's own split t
 (merged to at most ``MAX_GROUPS`` quantile groups so shares are stable), and the missing rate;
 and the histogram of the model's predictions. Binning is ``searchsorted(edges, x, "right")``:
 bin k holds ``edges[k-1] <= x < edges[k]``, the same side XGBoost's ``x < threshold`` splits on.
+Edges are float32 values, like the thresholds and predictions they come from, written in their
+shortest text: read them as float32 (``bin_edges``). Shares have ``SHARE_DIGITS`` decimals.
 The file is listed in the signed manifest like every payload file.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,12 +39,18 @@ if TYPE_CHECKING:
 FORMAT = "edgebundle.stats/1"
 STATS_FILE = "stats.json"
 MAX_GROUPS = 20
+SHARE_DIGITS = 6  # decimals a share is written with
 PREDICTION_KINDS = ("probability", "class", "value")
 
 
 def bin_index(edges: npt.ArrayLike, values: npt.ArrayLike) -> npt.NDArray[np.intp]:
     """Bin k holds ``edges[k-1] <= v < edges[k]``: the side XGBoost's ``x < threshold`` takes."""
     return np.searchsorted(np.asarray(edges), np.asarray(values), "right")
+
+
+def bin_edges(edges: Sequence[float]) -> npt.NDArray[np.float32]:
+    """A baseline's edges as the float32 values they were written from."""
+    return np.asarray(edges, dtype=np.float64).astype(np.float32)
 
 
 def prediction_values(kind: str, output: npt.NDArray[Any]) -> npt.NDArray[np.float64]:

@@ -12,7 +12,7 @@ from builder.load import load_model
 from runtime.bundle import open_bundle, read_bundle_file
 from runtime.errors import ManifestError
 from runtime.signing import TrustedKeys
-from runtime.stats import MAX_GROUPS, Baseline, parse_stats
+from runtime.stats import MAX_GROUPS, Baseline, bin_edges, parse_stats
 from tests.conftest import KeyFiles
 from tests.xgbmodels import NAMES, run, train
 
@@ -58,12 +58,14 @@ def test_data_rows_give_a_signed_baseline(
     for f, feature in enumerate(stats.features):
         assert feature.name == NAMES[f]
         assert len(feature.shares) <= MAX_GROUPS
-        assert set(feature.edges) <= {float(t) for t in thresholds[f]}  # the model's own cuts
+        # the model's own cuts, written as shortest float32 text
+        assert set(bin_edges(feature.edges).tolist()) <= set(thresholds[f].tolist())
+        assert all(len(repr(e)) <= 16 for e in feature.edges)
         column = trained.x_test[:, f]
         assert feature.missing_rate == pytest.approx(np.mean(np.isnan(column)))
-        assert sum(feature.shares) == pytest.approx(1.0)
+        assert sum(feature.shares) == pytest.approx(1.0, abs=1e-5)  # 6-decimal shares
     assert stats.prediction.kind == kind
-    assert sum(stats.prediction.shares) == pytest.approx(1.0)
+    assert sum(stats.prediction.shares) == pytest.approx(1.0, abs=1e-5)
     if kind == "class":
         assert len(stats.prediction.shares) == 3
 

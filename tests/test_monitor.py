@@ -113,10 +113,11 @@ def test_the_baseline_rows_counted_live_give_the_baseline_exactly(
     assert baseline is not None
     for live, base in zip(report.since_start.features, baseline.features, strict=True):
         present = live.rows - live.missing
-        assert [c / present for c in live.counts] == pytest.approx(base.shares, abs=1e-12)
+        # the same rows, bins and edges: equal to the 6 decimals the baseline is written with
+        assert [c / present for c in live.counts] == pytest.approx(base.shares, abs=5e-7)
         assert live.missing_rate() == pytest.approx(base.missing_rate, abs=1e-12)
-        assert live.psi(base) == pytest.approx(0.0, abs=1e-12)
-    assert report.since_start.prediction_psi(baseline) == pytest.approx(0.0, abs=1e-12)
+        assert live.psi(base) == pytest.approx(0.0, abs=1e-9)
+    assert report.since_start.prediction_psi(baseline) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_a_stream_shifted_in_one_feature_moves_exactly_that_features_psi(
