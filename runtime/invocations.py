@@ -28,7 +28,7 @@ from typing import Any
 from runtime._json import json_type, quote
 from runtime.errors import InputError
 from runtime.httpio import HttpError, bad_request, decode_json, encode_json
-from runtime.rows import CsvRowParser, JsonRowParser, Row, RowError
+from runtime.rows import CsvRowParser, JsonRowParser, Row, RowError, json_row_parser
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 CSV_TYPE = "text/csv"
@@ -43,7 +43,7 @@ def parse_json_rows(body: bytes, features: Sequence[str], max_rows: int) -> list
         raise bad_request(f"body must be a JSON object, not {json_type(document)}")
     key = _format_key(document)
     value = document[key]
-    parser = JsonRowParser(features)
+    parser = json_row_parser(tuple(features))
     if key == "dataframe_split":
         return _all_good(_split_rows(value, parser, max_rows))
     if key == "inputs" and isinstance(value, dict):

@@ -17,6 +17,7 @@ values, as XGBoost accepts them; numbers beyond float32 range become ±inf the s
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -55,6 +56,13 @@ class RowError:
 
     message: str
     passthrough: dict[str, object]
+
+
+@functools.lru_cache(maxsize=16)
+def json_row_parser(features: tuple[str, ...]) -> JsonRowParser:
+    """The parser for ``features``, built once: an HTTP request must not rebuild the feature
+    index (a dict of every feature name) each time."""
+    return JsonRowParser(features)
 
 
 class JsonRowParser:
