@@ -27,6 +27,7 @@ from runtime.monitor import Monitor, parse_report, verdict
 from runtime.scoring import Scorer
 from runtime.signing import MANIFEST_CONTEXT, SignatureFile, TrustedKeys, load_private_key, sign
 from runtime.stats import Baseline, baseline_of
+from tests import serverkit
 from tests.conftest import KeyFiles
 from tests.serverkit import (
     init_store,
@@ -337,3 +338,22 @@ def test_status_survives_an_unreadable_drift_report(
     assert "  drift:    " in proc.stdout and "m.json is corrupt" in proc.stdout
     doc = json.loads(run("bundle-runtime", ["status", "--store", str(store), "--json"]).stdout)
     assert "is corrupt" in doc["drift"]["m"]["error"]
+
+
+def test_a_bundle_without_a_baseline_is_served_and_says_so(keys: KeyFiles, tmp_path: Path) -> None:
+    built = serverkit.build(keys, tmp_path, "plain", "1.0.0")  # no --data
+    store = init_store(keys, tmp_path / "store")
+    install(store, built.bundle)
+    with serve_in_process(store) as (running, _):
+        port = running.address[1]
+        body = {"instances": rows_json(built.trained.x_test[:5])}
+        assert post_json(port, "/invocations", body).status == 200
+        report = parse_report(request(port, "GET", "/v2/models/plain/stats").body)
+        assert report.baseline is None and report.since_start.rows == 5
+        assert "no baseline" in verdict(report.since_start, None)
+        metrics = request(port, "GET", "/metrics").body.decode()
+        assert 'edgebundle_drift_baseline{model="plain",version="1.0.0"} 0' in metrics
+        assert (
+            'edgebundle_drift_rows{model="plain",version="1.0.0",window="since_start"} 5' in metrics
+        )
+        assert "edgebundle_feature_psi{" not in metrics
