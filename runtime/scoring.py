@@ -210,13 +210,31 @@ def to_records(outputs: Mapping[str, npt.NDArray[Any]]) -> list[dict[str, object
     return [{name: column[i] for name, column in columns.items()} for i in range(rows)]
 
 
+# Up to this many values, rendering one at a time beats numpy's per-call overhead (a
+# single-row answer: ~3 µs instead of ~30 µs).
+_FEW_VALUES = 16
+
+
 def to_python(value: npt.NDArray[Any]) -> list[Any]:
     """``value.tolist()``, with float32 rendered as in ``to_records`` (non-finite as ``None``)."""
-    if value.dtype == np.float32:
-        rendered = _shortest_floats(value.reshape(-1)).reshape(value.shape).astype(object)
-        rendered[~np.isfinite(value)] = None
-        return rendered.tolist()  # type: ignore[no-any-return]
-    return value.tolist()  # type: ignore[no-any-return]
+    if value.dtype != np.float32:
+        return value.tolist()  # type: ignore[no-any-return]
+    if value.size <= _FEW_VALUES:
+        flat = [_shortest_float(v) for v in value.reshape(-1)]
+        if value.ndim == 1:
+            return flat
+        return np.array(flat, dtype=object).reshape(value.shape).tolist()  # type: ignore[no-any-return]
+    rendered = _shortest_floats(value.reshape(-1)).reshape(value.shape).astype(object)
+    rendered[~np.isfinite(value)] = None
+    return rendered.tolist()  # type: ignore[no-any-return]
+
+
+def _shortest_float(value: np.float32) -> float | None:
+    """``_shortest_floats`` for one value."""
+    if not np.isfinite(value):
+        return None
+    shortest = float(str(value))
+    return shortest if np.float32(shortest) == value else float(value)
 
 
 def _shortest_floats(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:

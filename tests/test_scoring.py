@@ -243,3 +243,21 @@ def _digits(text: str) -> int:
 def test_non_finite_outputs_render_as_null() -> None:
     values = np.array([np.nan, np.inf, -np.inf, 1.5], dtype=np.float32)
     assert to_python(values) == [None, None, None, 1.5]
+
+
+def test_few_and_many_float32_values_render_alike() -> None:
+    """Small answers take a per-value path; it must write exactly what the batch path does."""
+    rng = np.random.default_rng(0)
+    specials = [np.nan, np.inf, -np.inf, 0.0, -0.0, 3.4028235e38, 1e-45, 0.1, 16777217.0]
+    values = np.concatenate(
+        [
+            rng.normal(size=3000).astype(np.float32),
+            rng.uniform(0, 1, 3000).astype(np.float32),
+            np.array(specials, dtype=np.float32),
+        ]
+    )
+    many = to_python(values)
+    few = [to_python(values[i : i + 1])[0] for i in range(len(values))]
+    assert [repr(v) for v in few] == [repr(v) for v in many]
+    grid = values[:12].reshape(6, 2)
+    assert to_python(grid) == [many[i : i + 2] for i in range(0, 12, 2)]
