@@ -126,7 +126,7 @@ class JsonRowParser:
             wide = np.array(arrays, dtype=np.float64).reshape(len(arrays), len(self._features))
         except OverflowError:  # an integer literal beyond float64: let each row say which
             wide = np.full((len(arrays), len(self._features)), np.inf)
-        out_of_range: list[bool] = np.isinf(wide).any(axis=1).tolist()
+        out_of_range: list[bool] = np.any(np.isinf(wide), axis=1).tolist()
         with np.errstate(over="ignore"):  # beyond float32 range is ±inf, as in _to_float32
             narrow = wide.astype(np.float32)
         return [
