@@ -315,7 +315,9 @@ def score_rows(
     """One output record per parsed row, in order, scoring all good rows in one call;
     ``observe`` (drift monitoring) sees the scored rows and their outputs."""
     good = [row for row in parsed if isinstance(row, Row)]
-    if good:
+    if len(good) == 1:  # a single-row request: a view, not a stack (~10 µs of numpy calls)
+        x = good[0].values[None, :]
+    elif good:
         x = np.stack([row.values for row in good])
     else:
         x = np.zeros((0, scorer.num_features), dtype=np.float32)
