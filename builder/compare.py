@@ -7,24 +7,26 @@ what it costs in bytes and latency. It is a report, not a gate: a worse model is
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from builder.data import load_rows
+from builder.data import load_rows, parse_cell, read_csv
 from builder.timing import median_seconds
 from runtime.bundle import Limits, VerifiedBundle, open_bundle, read_bundle_file
 from runtime.errors import BundleError, InputError
 from runtime.manifest import Manifest
 from runtime.scoring import Scorer
 from runtime.signing import TrustedKeys
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -365,33 +367,21 @@ def read_labels(path: Path, column: str, feature_names: Sequence[str]) -> F64:
     """
     if column in feature_names:
         raise InputError(f"--labels {column!r} is a model feature, not a label column")
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, [])
-            if column not in header:
-                others = [name for name in header if name not in feature_names]
-                found = ", ".join(repr(n) for n in others) or "only features"
-                raise InputError(f"{path}: no column {column!r} for --labels (found {found})")
-            index = header.index(column)
-            values = [_label(path, reader.line_num, column, record[index]) for record in reader]
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{path}: not a readable UTF-8 CSV file ({exc})") from None
-    return np.asarray(values, dtype=np.float64)
 
+    def read(header: list[str] | None, reader: CsvReader) -> list[float]:
+        header = header or []
+        if column not in header:
+            others = [name for name in header if name not in feature_names]
+            found = ", ".join(repr(n) for n in others) or "only features"
+            raise InputError(f"{path}: no column {column!r} for --labels (found {found})")
+        index = header.index(column)
+        # labels may be any finite number, not only float32 ones
+        return [
+            parse_cell(path, reader.line_num, column, record[index], limit=math.inf)
+            for record in reader
+        ]
 
-def _label(path: Path, line: int, column: str, text: str) -> float:
-    if text.strip() == "":
-        return math.nan
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"{path} line {line}: column {column!r}: not a number: {text!r}") from None
-    if math.isinf(value):
-        raise InputError(f"{path} line {line}: column {column!r}: infinite: {text!r}")
-    return value
+    return np.asarray(read_csv(path, read), dtype=np.float64)
 
 
 def _check_classes(y: F64, manifest: Manifest, column: str) -> None:

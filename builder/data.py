@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from runtime.errors import InputError
 
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader
+
 F32 = npt.NDArray[np.float32]
+_T = TypeVar("_T")
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -39,19 +44,27 @@ def _load_npy(path: Path, num_features: int) -> F32:
 
 
 def _load_csv(path: Path, feature_names: Sequence[str]) -> F32:
+    def read(header: list[str] | None, reader: CsvReader) -> list[list[float]]:
+        if header is None:
+            raise InputError(f"{path}: empty file, expected a header row")
+        columns = _columns(path, header, feature_names)
+        return [_parse_row(path, reader.line_num, record, header, columns) for record in reader]
+
+    rows = read_csv(path, read)
+    return np.asarray(rows, dtype=np.float32).reshape(len(rows), len(feature_names))
+
+
+def read_csv(path: Path, read: Callable[[list[str] | None, CsvReader], _T]) -> _T:
+    """``read(header, reader)`` on the UTF-8 CSV file at ``path`` (header None: empty file);
+    an unreadable file, bad UTF-8 or bad CSV raises InputError."""
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                raise InputError(f"{path}: empty file, expected a header row")
-            columns = _columns(path, header, feature_names)
-            rows = [_parse_row(path, reader.line_num, record, header, columns) for record in reader]
+            return read(next(reader, None), reader)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: not a readable UTF-8 CSV file ({exc})") from None
-    return np.asarray(rows, dtype=np.float32).reshape(len(rows), len(feature_names))
 
 
 def _columns(path: Path, header: list[str], feature_names: Sequence[str]) -> list[int]:
@@ -68,16 +81,17 @@ def _parse_row(
 ) -> list[float]:
     if len(record) != len(header):
         raise InputError(f"{path} line {line}: {len(record)} cells, header has {len(header)}")
-    return [_cell(path, line, header[c], record[c]) for c in columns]
+    return [parse_cell(path, line, header[c], record[c]) for c in columns]
 
 
-def _cell(path: Path, line: int, column: str, text: str) -> float:
+def parse_cell(path: Path, line: int, column: str, text: str, limit: float = _F32_MAX) -> float:
+    """A cell's number, NaN when empty; refused beyond ``limit`` (float32's range: features)."""
     if text.strip() == "":
         return math.nan
     try:
         value = float(text)
     except ValueError:
         raise InputError(f"{path} line {line}: column {column!r}: not a number: {text!r}") from None
-    if math.isinf(value) or abs(value) > _F32_MAX:
+    if math.isinf(value) or abs(value) > limit:
         raise InputError(f"{path} line {line}: column {column!r}: infinite or too large: {text!r}")
     return value
