@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from runtime._json import (
     dumps_canonical,
+    get_float,
     get_list,
     get_obj,
     get_optional,
@@ -116,18 +117,11 @@ def _counts(d: Mapping[str, Any], key: str, context: str, size: int) -> tuple[in
 def _check_derived(d: Mapping[str, Any], key: str, context: str, value: float | None) -> None:
     """A derived number must be what the counts give: a report that disagrees with itself is
     refused rather than shown."""
-    written = get_optional(d, key, context, lambda d, k, c: _number(d, k, c))
+    written = get_optional(d, key, context, get_float)
     if (written is None) != (value is None) or (
         written is not None and value is not None and abs(written - value) > _TOLERANCE
     ):
         raise ManifestError(f"does not match the counts (expected {value})", join(context, key))
-
-
-def _number(d: Mapping[str, Any], key: str, context: str) -> float:
-    value = d[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ManifestError(f"expected a finite number, got {json_type(value)}", join(context, key))
-    return float(value)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
