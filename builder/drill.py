@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -25,14 +26,23 @@ def make_broken(bundle: bytes, version: Version, key: Ed25519PrivateKey) -> byte
     members = read_members_unverified(bundle)
     manifest = parse_manifest(members["manifest.json"])
     selftest = parse_selftest(members["selftest.json"])
-    payload = {name: members[name] for name in manifest.files}
-    payload["selftest.json"] = _sabotaged(selftest, manifest.outputs[0].name).to_bytes()
+    sabotaged = _sabotaged(selftest, manifest.outputs[0].name).to_bytes()
+    return repacked(bundle, key, version, {"selftest.json": sabotaged})
+
+
+def repacked(
+    bundle: bytes, key: Ed25519PrivateKey, version: Version, replaced: Mapping[str, bytes]
+) -> bytes:
+    """``bundle`` as ``version`` with the payload files in ``replaced`` swapped in, and its
+    manifest re-signed over their real sizes and sha256s."""
+    members = read_members_unverified(bundle)
+    manifest = parse_manifest(members["manifest.json"])
+    payload = {**{name: members[name] for name in manifest.files}, **replaced}
     files = {
         name: FileEntry(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
         for name, data in payload.items()
     }
-    broken = dataclasses.replace(manifest, version=version, files=files)
-    manifest_bytes = broken.to_bytes()
+    manifest_bytes = dataclasses.replace(manifest, version=version, files=files).to_bytes()
     signatures = SignatureFile(signatures=(sign(key, MANIFEST_CONTEXT, manifest_bytes),))
     return write_bundle(manifest_bytes, signatures.to_bytes(), payload, mtime=0)
 

@@ -548,7 +548,6 @@ class RunningServer:
         self._reporter = _Reporter(store.root, models, log)
         limits = config.limits
         self._app = App(models, metrics, limits.max_rows, limits.max_inflight, config.capture)
-        self._capture = config.capture
         # Bind before loading models: a taken port fails at once.
         self._server = _Server((config.host, config.port), self._app, config, log)
         try:
@@ -604,8 +603,8 @@ class RunningServer:
         self._stop.set()
         self._wake.set()
         self._reporter.save()  # the final counts, for status after the server is gone
-        if self._capture is not None:
-            self._capture.close()
+        if self._app.capture is not None:
+            self._app.capture.close()
         return drained
 
 

@@ -7,8 +7,6 @@ as subprocesses.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -20,12 +18,13 @@ import numpy.typing as npt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from runtime.bundle import open_bundle, read_bundle_file, read_members_unverified, write_bundle
+from builder.drill import repacked
+from runtime.bundle import open_bundle, read_bundle_file, read_members_unverified
 from runtime.errors import ManifestError
-from runtime.manifest import FileEntry, parse_manifest
 from runtime.monitor import Monitor, parse_report, verdict
 from runtime.scoring import Scorer
-from runtime.signing import MANIFEST_CONTEXT, SignatureFile, TrustedKeys, load_private_key, sign
+from runtime.semver import Version
+from runtime.signing import TrustedKeys, load_private_key
 from runtime.stats import Baseline, baseline_of
 from tests import serverkit
 from tests.conftest import KeyFiles
@@ -181,21 +180,6 @@ def test_without_a_baseline_only_rows_are_counted() -> None:
     assert "no baseline" in verdict(report.recent, None)
 
 
-def _repacked_with_stats(bundle: bytes, stats: bytes, keys: KeyFiles) -> bytes:
-    members = read_members_unverified(bundle)
-    manifest = parse_manifest(members["manifest.json"])
-    payload = {name: members[name] for name in manifest.files}
-    payload["stats.json"] = stats
-    files = {
-        name: FileEntry(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-        for name, data in payload.items()
-    }
-    manifest_bytes = dataclasses.replace(manifest, files=files).to_bytes()
-    key = load_private_key(keys.private, None)
-    signatures = SignatureFile(signatures=(sign(key, MANIFEST_CONTEXT, manifest_bytes),))
-    return write_bundle(manifest_bytes, signatures.to_bytes(), payload, mtime=0)
-
-
 def test_a_signed_baseline_for_other_features_is_refused_at_install(
     drift: Drift, keys: KeyFiles, tmp_path: Path
 ) -> None:
@@ -204,7 +188,12 @@ def test_a_signed_baseline_for_other_features_is_refused_at_install(
     stats["features"][0]["name"] = "not a feature"
     bad = tmp_path / "m-1.0.0.bundle"
     bad.write_bytes(
-        _repacked_with_stats(drift.bundle.read_bytes(), json.dumps(stats).encode(), keys)
+        repacked(
+            drift.bundle.read_bytes(),
+            load_private_key(keys.private, None),
+            Version.parse("1.0.0"),
+            {"stats.json": json.dumps(stats).encode()},
+        )
     )
     store = init_store(keys, tmp_path / "store")
     proc = run("bundle-runtime", ["install", str(bad), "--store", str(store)])
