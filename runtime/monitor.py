@@ -351,14 +351,13 @@ def verdict(window: Window, baseline: Baseline | None) -> str:
 @dataclass(slots=True)
 class _Counts:
     rows: int
-    bins: npt.NDArray[np.int64]  # [F, G]; feature f uses its first len(edges_f) + 1 columns
-    missing: npt.NDArray[np.int64]  # [F]
+    # [F, G + 1]: feature f's bins in its first len(edges_f) + 1 columns, missing in the last
+    bins: npt.NDArray[np.int64]
     prediction: npt.NDArray[np.int64]  # [P]
 
     def add(self, other: _Counts) -> None:
         self.rows += other.rows
         self.bins += other.bins
-        self.missing += other.missing
         self.prediction += other.prediction
 
 
@@ -386,8 +385,7 @@ class _Binner:
     def empty(self) -> _Counts:
         return _Counts(
             rows=0,
-            bins=np.zeros((len(self.sizes), self.width), dtype=np.int64),
-            missing=np.zeros(len(self.sizes), dtype=np.int64),
+            bins=np.zeros((len(self.sizes), self.width + 1), dtype=np.int64),
             prediction=np.zeros(len(self.prediction_edges) + 1, dtype=np.int64),
         )
 
@@ -408,11 +406,9 @@ class _Binner:
             bins += increment
         # Missing values go to an extra last bin, so one bincount counts both.
         np.putmask(bins, np.isnan(x), self.width)
-        per_feature = np.bincount(
-            (bins + self.offsets).ravel(), minlength=len(self.sizes) * (self.width + 1)
-        ).reshape(len(self.sizes), self.width + 1)
-        counts.bins += per_feature[:, : self.width]
-        counts.missing += per_feature[:, self.width]
+        counts.bins += np.bincount(
+            (bins + self.offsets).ravel(), minlength=counts.bins.size
+        ).reshape(counts.bins.shape)
         values = prediction_values(self.kind, output)
         counts.prediction += np.bincount(
             bin_index(self.prediction_edges, values), minlength=len(counts.prediction)
@@ -428,7 +424,7 @@ class _Binner:
                 FeatureWindow(
                     name=name,
                     counts=tuple(int(c) for c in counts.bins[f, : self.sizes[f]]),
-                    missing=int(counts.missing[f]),
+                    missing=int(counts.bins[f, self.width]),
                 )
                 for f, name in enumerate(self.names)
             ),
