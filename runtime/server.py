@@ -1,4 +1,4 @@
-"""``bundle-runtime serve``: the store's models over HTTP/1.1 (stdlib ``socketserver``).
+"""``bundle-runtime serve``: the store's models over HTTP/1.1 (stdlib sockets).
 
 Endpoints (DESIGN §5):
 
@@ -15,40 +15,45 @@ Every error is JSON ``{"error": "one line"}`` with its status; an unexpected exc
 500 with a generic message and one line on stderr. With a bearer token every endpoint but the
 two health checks answers 401 without it.
 
-Connections: one thread each, keep-alive, ``TCP_NODELAY``, and each response written in one
+Connections: one loop thread serves them all (``selectors``), answering each request as soon
+as all of it has arrived, scoring inline; a connection whose request must wait for its client
+(a body still arriving, a response read slowly) waits on a thread of its own, as does a body
+over 64 KiB while it is scored. Keep-alive, ``TCP_NODELAY``, and each response written in one
 ``send`` (header and body in separate small writes stall 40 ms per request on Nagle and
 delayed ACK). A request must arrive whole (line, headers, body) within ``read_timeout`` of its
-first byte, so a client trickling bytes cannot hold a thread; a new connection must start its
-first request within ``read_timeout`` too, and an idle keep-alive connection is closed after
-``idle_timeout``. ``max_connections`` bounds the threads, ``max_inflight`` the requests being
-scored (more get a 503 at once rather than a queue).
+first byte, so a client trickling bytes cannot hold a connection; a new connection must start
+its first request within ``read_timeout`` too, and an idle keep-alive connection is closed
+after ``idle_timeout``. ``max_connections`` bounds the connections, ``max_inflight`` the
+requests being scored (more get a 503 at once rather than a queue).
 
 Bodies need a ``Content-Length``: chunked uploads are answered 411 (a device API gains nothing
 from them, and a fixed length lets an oversized body be refused with 413 before it is read).
 When the server closes a connection with a body still unread, it reads and drops what the
 client keeps sending for a moment, so the client sees the answer rather than a reset.
 
-The request loop follows ``http.server.BaseHTTPRequestHandler`` but is written on
-``socketserver`` directly: ``http.server`` imports ``http.client``, ``email`` and ``ssl``,
-about 7 MB of resident memory a device's server has no use for.
+Request parsing follows ``http.server.BaseHTTPRequestHandler`` but is written on sockets
+directly: ``http.server`` imports ``http.client``, ``email`` and ``ssl``, about 7 MB of resident
+memory a device's server has no use for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
-import io
+import math
+import re
+import selectors
 import signal
 import socket
-import socketserver
 import stat
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from runtime import __version__
@@ -79,9 +84,6 @@ from runtime.monitor import DEFAULT_WINDOW_ROWS, REPORT_INTERVAL, Monitor, save_
 from runtime.scoring import DEFAULT_THREADS
 from runtime.serving import RELOAD_INTERVAL, ServedModels
 from runtime.store import Store
-
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -136,26 +138,52 @@ class ServerConfig:
 # --- connections ------------------------------------------------------------------------------
 
 
-class _DeadlineReader(io.RawIOBase):
-    """A socket's bytes, refused once ``deadline`` (``time.monotonic``) has passed.
+class _Input:
+    """A connection's received bytes not yet consumed by the request parser.
 
-    A per-``recv`` timeout alone lets a client that sends one byte every few seconds hold a
-    thread forever; the deadline bounds the whole request however its bytes trickle in.
+    On the loop thread the parser only runs once the bytes it will read are all here; on a
+    worker thread a read past them waits on the socket until ``deadline`` (``time.monotonic``):
+    a per-``recv`` timeout alone lets a client that sends one byte every few seconds hold the
+    connection forever, the deadline bounds the whole request however its bytes trickle in.
     """
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
+        self.buffer = bytearray()
         self.deadline = 0.0
 
-    def readable(self) -> bool:
-        return True
+    def readline(self, limit: int) -> bytes:
+        """Up to and including the next ``\\n``, at most ``limit`` bytes; less at the end."""
+        searched = 0
+        while True:
+            end = self.buffer.find(b"\n", searched, limit)
+            if end >= 0:
+                return self._take(end + 1)
+            if len(self.buffer) >= limit:
+                return self._take(limit)
+            searched = len(self.buffer)
+            if not self._receive():
+                return self._take(len(self.buffer))
 
-    def readinto(self, buffer: WriteableBuffer) -> int:
+    def read(self, size: int) -> bytes:
+        """``size`` bytes; less when the client closed the connection first."""
+        while len(self.buffer) < size and self._receive():
+            pass
+        return self._take(min(size, len(self.buffer)))
+
+    def _receive(self) -> bool:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("deadline passed")
         self._sock.settimeout(remaining)
-        return self._sock.recv_into(buffer)
+        data = self._sock.recv(_RECV_BYTES)
+        self.buffer += data
+        return bool(data)
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
 
 
 # Fixed texts for errors found while parsing the request line and headers: the stdlib's own
@@ -170,69 +198,89 @@ _PROTOCOL_ERRORS = {
 
 _MAX_REQUEST_LINE = 65536  # as http.server
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
+_HEAD_END = re.compile(rb"\n\r?\n")  # the blank line that ends a header section
+_RECV_BYTES = 1 << 16
+# A body over this is scored on a thread of its own: one big batch must not hold up the
+# single-row requests queued behind it on the loop thread.
+_INLINE_BODY_BYTES = 64 << 10
 
 
-class _Handler(socketserver.StreamRequestHandler):
+class _Connection:
+    """One client connection: its bytes, the request being answered, and how it answers.
+
+    The server's loop thread runs a request here when all of it has arrived; what would make
+    the loop wait for the client (a body still arriving, a response the client reads slowly,
+    a linger) moves the connection to a worker thread of its own (``waits``).
+    """
+
     server_version = f"edgebundle/{__version__}"
-    disable_nagle_algorithm = True  # TCP_NODELAY on every accepted socket
-    server: _Server
-    fields: HeaderFields  # the request's headers, set by parse_request
-    command: str  # the request's method; "" before one is parsed
-    path: str
-    request_version: str
-    close_connection: bool
 
-    def setup(self) -> None:
-        super().setup()
-        self.rfile.close()
-        self._reader = _DeadlineReader(self.connection)
-        self._buffered = io.BufferedReader(self._reader)
-        self.rfile = self._buffered
-        self._app = self.server.app
-        self._body_unread = False
-        self._served = False
-        self._started = time.perf_counter()
-
-    def handle(self) -> None:
-        self.close_connection = True
-        self.handle_one_request()
-        while not self.close_connection:
-            self.handle_one_request()
-
-    def handle_one_request(self) -> None:
-        limits = self.server.limits
-        if self.server.draining:
-            self.close_connection = True
-            return
+    def __init__(self, server: _Server, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.input = _Input(sock)
+        self.waits = False  # on a worker thread: reads and writes may wait for the client
+        self.close_connection = False
         # A new connection gets read_timeout for its first request: one that sends nothing
         # would otherwise hold a connection slot for the whole idle_timeout.
-        wait = limits.idle_timeout if self._served else limits.read_timeout
-        self._reader.deadline = time.monotonic() + wait
-        try:
-            waiting = self._buffered.peek(1)
-        except OSError:  # idle too long, or the client reset the connection
-            waiting = b""
-        if not waiting:
-            self.close_connection = True
-            return
-        self._started = time.perf_counter()
-        self._reader.deadline = time.monotonic() + limits.read_timeout
+        self.deadline = time.monotonic() + server.limits.read_timeout
+        self.fields = HeaderFields()  # the request's headers, set by parse_request
+        self.command = ""  # the request's method; "" before one is parsed
+        self.path = ""
+        self.request_version = "HTTP/0.9"
+        self._started = 0.0
         self._body_unread = False
-        self._served = True
-        self.command, self.request_version = "", "HTTP/0.9"
+        self._unsent = b""  # response bytes the socket did not take without waiting
+        self._linger_due = False
+
+    def begin_request(self) -> None:
+        """The first bytes of a request are here: from now it must arrive whole in time."""
+        self._started = time.perf_counter()
+        self.deadline = self.input.deadline = time.monotonic() + self.server.limits.read_timeout
+
+    def wait_for_next(self) -> None:
+        self.deadline = time.monotonic() + self.server.limits.idle_timeout
+
+    def head_ready(self) -> bool:
+        """Whether ``read_head`` can run on what has arrived, without waiting: the blank line
+        ending the header section is here, the request line is blank, or a limit is passed."""
+        buffer = self.input.buffer
+        if _HEAD_END.search(buffer) or buffer.startswith((b"\n", b"\r\n")):
+            return True
+        first = buffer.find(b"\n")
+        if first < 0:
+            return len(buffer) > _MAX_REQUEST_LINE
+        return len(buffer) - first - 1 > self.server.limits.max_header_bytes
+
+    def needs_thread(self) -> bool:
+        """Whether the parsed request's body is still on its way, or too big to score on the
+        loop thread. A body the request will be refused for is never read."""
         try:
-            line = self.rfile.readline(_MAX_REQUEST_LINE + 1)
-            if len(line) > _MAX_REQUEST_LINE:
-                self.send_error(414)
-            elif not line:
-                self.close_connection = True
-            elif self.parse_request(line):
-                if self.command in _METHODS:
-                    self._dispatch()
-                else:
-                    self.send_error(501)
-        except TimeoutError:
+            size = _content_length(self.fields, self.server.limits.max_body_bytes)
+        except HttpError:
+            return False
+        return size > _INLINE_BODY_BYTES or len(self.input.buffer) < size
+
+    @property
+    def unfinished(self) -> bool:
+        """Whether an answered request left something to do that waits for the client."""
+        return bool(self._unsent) or self._linger_due
+
+    def read_head(self) -> bool:
+        """The request line and headers; False when there is no request to dispatch (each
+        error is answered, and the connection is then closed)."""
+        self._body_unread = False
+        self.command, self.request_version = "", "HTTP/0.9"
+        line = self.input.readline(_MAX_REQUEST_LINE + 1)
+        if len(line) > _MAX_REQUEST_LINE:
+            self.send_error(414)
+        elif not line:
             self.close_connection = True
+        elif self.parse_request(line):
+            if self.command in _METHODS:
+                return True
+            self.send_error(501)
+        return False
 
     def parse_request(self, line: bytes) -> bool:
         """http.server's request-line rules, with our own header reader
@@ -258,7 +306,7 @@ class _Handler(socketserver.StreamRequestHandler):
             self.close_connection = False
         expect = (self.fields.get("Expect") or "").lower()
         if expect == "100-continue" and self.request_version >= "HTTP/1.1":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return True
 
     def _parse_request_line(self, words: list[str]) -> int | None:
@@ -285,7 +333,7 @@ class _Handler(socketserver.StreamRequestHandler):
     def _parse_header_section(self) -> int | None:
         try:
             self.fields = read_header_fields(
-                self.rfile.readline, self.server.limits.max_header_bytes
+                self.input.readline, self.server.limits.max_header_bytes
             )
         except HeaderSectionTooLarge:
             return 431
@@ -293,8 +341,8 @@ class _Handler(socketserver.StreamRequestHandler):
             return 400
         return None
 
-    def _dispatch(self) -> None:
-        app = self._app
+    def dispatch(self) -> None:
+        app = self.server.app
         with app.in_flight():
             endpoint, response = self._answer()
             self._send(response)
@@ -302,11 +350,12 @@ class _Handler(socketserver.StreamRequestHandler):
         app.metrics.observe_request(response.model, endpoint, response.status, elapsed)
 
     def _answer(self) -> tuple[str, Response]:
+        app = self.server.app
         target = urlsplit(self.path)
         path, query = target.path, parse_qs(target.query)
         route, params = match(path)
         endpoint = route.name if route is not None else "other"
-        model = model_label(self._app.models.current, params, query)
+        model = model_label(app.models.current, params, query)
         self._body_unread = "Transfer-Encoding" in self.fields or (
             (self.fields.get("Content-Length") or "").strip() not in ("", "0")
         )
@@ -315,7 +364,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 self._authorize()
             if route is None:
                 raise HttpError(404, f"no endpoint {quote(path)}")
-            return endpoint, call(route, self._app, self._request(params, query))
+            return endpoint, call(route, app, self._request(params, query))
         except HttpError as e:
             return endpoint, error_response(e, model)
         except Exception as e:  # a bug: answer, log one line, keep serving
@@ -343,22 +392,12 @@ class _Handler(socketserver.StreamRequestHandler):
             raise HttpError(401, "invalid bearer token", _INVALID_TOKEN)
 
     def _read_body(self) -> bytes:
-        if "Transfer-Encoding" in self.fields:
-            raise HttpError(411, "Transfer-Encoding is not supported; send a Content-Length")
-        lengths = self.fields.get_all("Content-Length")
-        if not lengths:
-            raise HttpError(411, "a Content-Length header is required")
-        text = lengths[0].strip()
-        if len(set(lengths)) != 1 or not (text.isascii() and text.isdigit()):
-            raise HttpError(400, "invalid Content-Length")
-        limit = self.server.limits.max_body_bytes
-        if len(text) > 15 or int(text) > limit:
-            raise HttpError(413, f"body of {text} bytes is over the limit of {limit} bytes")
+        size = _content_length(self.fields, self.server.limits.max_body_bytes)
         try:
-            body = self.rfile.read(int(text))
+            body = self.input.read(size)
         except TimeoutError:
             raise HttpError(408, "the request body did not arrive in time") from None
-        if len(body) < int(text):
+        if len(body) < size:
             raise HttpError(400, "the body ended before its Content-Length")
         self._body_unread = False
         return body
@@ -373,7 +412,7 @@ class _Handler(socketserver.StreamRequestHandler):
             text = _PROTOCOL_ERRORS.get(code, HTTPStatus(code).phrase.lower())
         self._send(error_response(HttpError(code, text)))
         elapsed = time.perf_counter() - self._started
-        self._app.metrics.observe_request("", "other", code, elapsed)
+        self.server.app.metrics.observe_request("", "other", code, elapsed)
 
     def _send(self, response: Response) -> None:
         """The whole response in one write (see the module docstring)."""
@@ -393,12 +432,41 @@ class _Handler(socketserver.StreamRequestHandler):
             lines.append("Connection: keep-alive")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         try:
-            self.connection.settimeout(self.server.limits.read_timeout)
-            self.wfile.write(head if self.command == "HEAD" else head + response.body)
+            self._write(head if self.command == "HEAD" else head + response.body)
         except OSError:  # the client went away or stopped reading
             self.close_connection = True
             return
         if self._body_unread:
+            self._linger_due = True
+            if self.waits:
+                self.finish()
+
+    def _write(self, data: bytes) -> None:
+        if self.waits:
+            self.sock.settimeout(self.server.limits.read_timeout)
+            self.sock.sendall(data)
+        elif self._unsent:  # after bytes still waiting to go: keep the order
+            self._unsent += data
+        else:
+            try:
+                sent = self.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            self._unsent = data[sent:]
+
+    def finish(self) -> None:
+        """What an answered request left that waits for the client (worker thread only): the
+        rest of the response, then the linger."""
+        if self._unsent:
+            data, self._unsent = self._unsent, b""
+            try:
+                self._write(data)
+            except OSError:
+                self.close_connection = True
+                self._linger_due = False
+                return
+        if self._linger_due:
+            self._linger_due = False
             self._linger()
 
     def _linger(self) -> None:
@@ -407,15 +475,30 @@ class _Handler(socketserver.StreamRequestHandler):
         left = self.server.limits.max_body_bytes
         deadline = time.monotonic() + _LINGER_SECONDS
         try:
-            self.connection.shutdown(socket.SHUT_WR)
+            self.sock.shutdown(socket.SHUT_WR)
             while left > 0 and (remaining := deadline - time.monotonic()) > 0:
-                self.connection.settimeout(remaining)
-                chunk = self.connection.recv(min(left, 1 << 16))
+                self.sock.settimeout(remaining)
+                chunk = self.sock.recv(min(left, 1 << 16))
                 if not chunk:
                     break
                 left -= len(chunk)
         except OSError:
             pass
+
+
+def _content_length(fields: HeaderFields, limit: int) -> int:
+    """The body's declared size; HttpError when it is undeclared, malformed or over ``limit``."""
+    if "Transfer-Encoding" in fields:
+        raise HttpError(411, "Transfer-Encoding is not supported; send a Content-Length")
+    lengths = fields.get_all("Content-Length")
+    if not lengths:
+        raise HttpError(411, "a Content-Length header is required")
+    text = lengths[0].strip()
+    if len(set(lengths)) != 1 or not (text.isascii() and text.isdigit()):
+        raise HttpError(400, "invalid Content-Length")
+    if len(text) > 15 or int(text) > limit:
+        raise HttpError(413, f"body of {text} bytes is over the limit of {limit} bytes")
+    return int(text)
 
 
 _CHALLENGE = (("WWW-Authenticate", 'Bearer realm="edgebundle"'),)
@@ -469,10 +552,15 @@ def _one_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True  # idle keep-alive connections must not hold the process at exit
-    allow_reuse_address = True  # restart at once on the same port, as http.server does
-    request_queue_size = 128
+class _Server:
+    """The listening socket and the loop thread that serves every connection.
+
+    One thread waits on all sockets (``selectors``) and answers each request that has arrived
+    whole, scoring it inline. With a thread per connection, requests spent their time waiting
+    to take the interpreter lock back after each ``recv`` and ``send``; one thread never waits
+    for it. A connection moves to a worker thread only while it must wait for its client (see
+    ``_Connection``) and comes back when that request is answered.
+    """
 
     def __init__(
         self,
@@ -486,34 +574,213 @@ class _Server(socketserver.ThreadingTCPServer):
         self.token = config.token
         self.log = log
         self.draining = False  # set by RunningServer.stop: answer, then close every connection
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._connections = 0
-        self._count_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._count_lock:
-            full = self._connections >= self.limits.max_connections
-            if not full:
-                self._connections += 1
-        if full:
-            _refuse_connection(request)
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
         try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._count_lock:
-                self._connections -= 1
+            # Restart at once on the same port, as http.server does.
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._socket.bind(address)
+            self._socket.listen(_BACKLOG)
+        except BaseException:
+            self._socket.close()
+            raise
+        self._socket.setblocking(False)
+        self.address: tuple[str, int] = self._socket.getsockname()[:2]
+        self._selector = selectors.DefaultSelector()
+        self._wake_in, self._wake_out = socket.socketpair()
+        self._wake_in.setblocking(False)
+        self._wake_out.setblocking(False)
+        self._owned: set[_Connection] = set()  # registered with the selector: loop thread only
+        self._next_expiry = math.inf
+        self._returned: deque[_Connection] = deque()  # from worker threads, to register again
+        self._open = 0  # connections, wherever they are served
+        self._open_lock = threading.Lock()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="edgebundle-http", daemon=True)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        error = sys.exc_info()[1]
-        if error is None or isinstance(error, (ConnectionError, TimeoutError)):
-            return  # a client that went away or stalled: nothing to report
-        self.log(f"error: connection failed: {type(error).__name__}: {_one_line(error)}")
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Stop accepting and close idle connections; requests on worker threads go on."""
+        self._stopping = True
+        self._wake()
+        self._thread.join(timeout)
+
+    def close(self) -> None:
+        """Release the sockets of a server that was never started."""
+        self._socket.close()
+        self._wake_in.close()
+        self._wake_out.close()
+        self._selector.close()
+
+    # --- the loop thread ---
+
+    def _run(self) -> None:
+        selector = self._selector
+        selector.register(self._socket, selectors.EVENT_READ, None)
+        selector.register(self._wake_in, selectors.EVENT_READ, _WAKE)
+        try:
+            while not self._stopping:
+                timeout = min(max(self._next_expiry - time.monotonic(), 0.0), _POLL_SECONDS)
+                for key, _ in selector.select(timeout):
+                    if key.data is None:
+                        self._accept()
+                    elif key.data is _WAKE:
+                        self._take_back()
+                    else:
+                        self._receive(key.data)
+                if time.monotonic() >= self._next_expiry:
+                    self._expire()
+        finally:
+            for conn in list(self._owned):
+                self._close(conn)
+            self.close()
+            while self._returned:  # given back after the last wake-up was read
+                self._release(self._returned.popleft())
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._socket.accept()
+            except OSError:  # none waiting (or out of descriptors: try again next time)
+                return
+            with self._open_lock:
+                full = self._open >= self.limits.max_connections
+                if not full:
+                    self._open += 1
+            if full:
+                _refuse_connection(sock)
+                sock.close()
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._own(_Connection(self, sock))
+
+    def _own(self, conn: _Connection) -> None:
+        conn.sock.setblocking(False)
+        conn.waits = False
+        self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+        self._owned.add(conn)
+        self._next_expiry = min(self._next_expiry, conn.deadline)
+
+    def _receive(self, conn: _Connection) -> None:
+        try:
+            data = conn.sock.recv(_RECV_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:  # reset by the client
+            data = b""
+        if not data:
+            self._close(conn)
+            return
+        if not conn.input.buffer:
+            conn.begin_request()
+            self._next_expiry = min(self._next_expiry, conn.deadline)
+        conn.input.buffer += data
+        self._serve(conn)
+
+    def _serve(self, conn: _Connection) -> None:
+        """Answer the connection's requests that have arrived whole, in order."""
+        while conn.input.buffer and conn.head_ready():
+            try:
+                dispatch = conn.read_head()
+                if dispatch and conn.needs_thread():
+                    self._hand_over(conn, dispatch=True)
+                    return
+                if dispatch:
+                    conn.dispatch()
+            except Exception as e:
+                self.connection_failed(e)
+                conn.close_connection = True
+            if conn.unfinished:
+                self._hand_over(conn, dispatch=False)
+                return
+            if conn.close_connection or self.draining:
+                self._close(conn)
+                return
+            if conn.input.buffer:  # the next request came with this one
+                conn.begin_request()
+            else:
+                conn.wait_for_next()
+        self._next_expiry = min(self._next_expiry, conn.deadline)
+
+    def _expire(self) -> None:
+        """Close connections past their deadline: a request that did not arrive whole in time,
+        an idle keep-alive connection, a new one that never sent a request."""
+        now = time.monotonic()
+        self._next_expiry = math.inf
+        for conn in list(self._owned):
+            if conn.deadline <= now:
+                self._close(conn)
+            else:
+                self._next_expiry = min(self._next_expiry, conn.deadline)
+
+    def _hand_over(self, conn: _Connection, *, dispatch: bool) -> None:
+        self._selector.unregister(conn.sock)
+        self._owned.discard(conn)
+        threading.Thread(
+            target=self._work, args=(conn, dispatch), name="edgebundle-wait", daemon=True
+        ).start()
+
+    def _take_back(self) -> None:
+        try:
+            while self._wake_in.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._returned:
+            conn = self._returned.popleft()
+            self._own(conn)
+            if conn.input.buffer:
+                conn.begin_request()
+                self._serve(conn)
+
+    def _close(self, conn: _Connection) -> None:
+        self._selector.unregister(conn.sock)
+        self._owned.discard(conn)
+        self._release(conn)
+
+    # --- worker threads ---
+
+    def _work(self, conn: _Connection, dispatch: bool) -> None:
+        """Finish one request that waits for its client, then give the connection back."""
+        conn.waits = True
+        try:
+            if dispatch:
+                conn.dispatch()
+            conn.finish()
+        except Exception as e:
+            self.connection_failed(e)
+            conn.close_connection = True
+        if conn.close_connection or self.draining or self._stopping:
+            self._release(conn)
+            return
+        conn.wait_for_next()
+        self._returned.append(conn)
+        self._wake()
+
+    # --- any thread ---
+
+    def _wake(self) -> None:
+        # Full: a wake-up is pending anyway; closed: the loop has ended.
+        with contextlib.suppress(OSError):
+            self._wake_out.send(b"\0")
+
+    def _release(self, conn: _Connection) -> None:
+        with contextlib.suppress(OSError):  # already reset by the client
+            conn.sock.shutdown(socket.SHUT_WR)
+        conn.sock.close()
+        with self._open_lock:
+            self._open -= 1
+
+    def connection_failed(self, error: Exception) -> None:
+        if not isinstance(error, (ConnectionError, TimeoutError)):  # else: the client went away
+            self.log(f"error: connection failed: {type(error).__name__}: {_one_line(error)}")
+
+
+_BACKLOG = 128
+_POLL_SECONDS = 0.25  # how soon the loop sees a stop without being woken
+_WAKE = object()  # the selector key data of the wake-up socket
 
 
 def _refuse_connection(sock: socket.socket) -> None:
@@ -553,17 +820,11 @@ class RunningServer:
         try:
             models.refresh(force=True)  # serve the installed models from the first request
         except BaseException:
-            self._server.server_close()
+            self._server.close()
             raise
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads = (
-            threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.25},
-                name="edgebundle-accept",
-                daemon=True,
-            ),
             threading.Thread(
                 target=models.watch,
                 args=(self._stop, self._wake, config.reload_interval),
@@ -579,11 +840,11 @@ class RunningServer:
         )
         for thread in self._threads:
             thread.start()
+        self._server.start()
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
+        return self._server.address
 
     @property
     def url(self) -> str:
@@ -597,9 +858,9 @@ class RunningServer:
     def stop(self) -> bool:
         """Stop accepting, let requests in flight finish; False if some outlived the drain."""
         self._server.draining = True
-        self._server.shutdown()
-        self._server.server_close()
-        drained = self._app.wait_idle(self._server.limits.drain_timeout)
+        timeout = self._server.limits.drain_timeout
+        self._server.stop(timeout)
+        drained = self._app.wait_idle(timeout)
         self._stop.set()
         self._wake.set()
         self._reporter.save()  # the final counts, for status after the server is gone

@@ -194,6 +194,17 @@ def read_reply(sock: socket.socket) -> Reply:
         response.close()
 
 
+def read_replies(sock: socket.socket, count: int) -> list[Reply]:
+    """``count`` responses in a row from one connection, as a pipelining client reads them."""
+    replies = []
+    with sock.makefile("rb") as stream:
+        for _ in range(count):
+            status = int(stream.readline().split()[1])
+            headers = http.client.parse_headers(stream)
+            replies.append(Reply(status, headers, stream.read(int(headers["Content-Length"]))))
+    return replies
+
+
 def infer_body(x: npt.NDArray[np.float32], **extra: Any) -> dict[str, Any]:
     """A v2 JSON infer request with ``x`` as flat data, NaN sent as null."""
     data = [None if np.isnan(v) else float(v) for v in x.reshape(-1)]

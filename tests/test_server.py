@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import tritonclient.http as triton
 from prometheus_client.parser import text_string_to_metric_families
@@ -34,6 +35,7 @@ from tests.serverkit import (
     install,
     post_json,
     raw,
+    read_replies,
     read_reply,
     request,
     rows_json,
@@ -800,6 +802,93 @@ def test_eight_keep_alive_clients_200_requests_each(server: ServerProcess, credi
         thread.join(timeout=60)
     assert not any(thread.is_alive() for thread in threads)
     assert failures == []
+
+
+# --- how requests arrive: split anywhere, pipelined, big, answers read slowly --------------------
+
+
+def infer_request(x: npt.NDArray[np.float32]) -> bytes:
+    body = json.dumps(infer_body(x)).encode()
+    headers = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return raw_post(INFER, headers, body)
+
+
+def probability(reply: Reply) -> float:
+    assert reply.status == 200, reply.body
+    value: float = reply.json()["outputs"][0]["data"][0]
+    return value
+
+
+def test_a_request_split_anywhere_is_answered_the_same(
+    server: ServerProcess, credit: Built
+) -> None:
+    """The server answers a request once all of it is there, wherever the client's writes cut it."""
+    x = features(1, seed=21)
+    expected = credit.trained.predict(x)[0]
+    data = infer_request(x)
+    line, head = data.index(b"\r\n"), data.index(b"\r\n\r\n")
+    cuts = {1, line - 1, line, line + 1, line + 2, *range(head - 1, head + 6), len(data) - 1}
+    with socket.create_connection((HOST, server.port), timeout=10) as sock:
+        for cut in sorted(cuts):
+            sock.sendall(data[:cut])
+            time.sleep(0.05)  # the first part arrives, and is looked at, on its own
+            sock.sendall(data[cut:])
+            reply = read_reply(sock)
+            assert abs(probability(reply) - expected) <= 1e-6, cut
+            assert reply.headers["Connection"] is None  # kept alive for the next one
+
+
+def test_pipelined_requests_are_answered_in_order(server: ServerProcess, credit: Built) -> None:
+    x = features(3, seed=22)
+    live = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection((HOST, server.port), timeout=10) as sock:
+        sock.sendall(b"".join(infer_request(x[i : i + 1]) for i in range(3)) + live)
+        replies = read_replies(sock, 4)
+    expected = credit.trained.predict(x)
+    for reply, want in zip(replies[:3], expected, strict=True):
+        assert abs(probability(reply) - want) <= 1e-6
+    assert replies[3].json() == {"live": True}
+
+
+def test_a_big_body_is_scored_and_its_connection_kept(server: ServerProcess, credit: Built) -> None:
+    x = features(2000, seed=23)
+    big = infer_request(x)
+    assert len(big) > 64 << 10  # scored on a thread of its own, off the loop
+    with socket.create_connection((HOST, server.port), timeout=10) as sock:
+        sock.sendall(big)
+        reply = read_reply(sock)
+        assert reply.status == 200 and reply.headers["Connection"] is None
+        scored = np.array(reply.json()["outputs"][0]["data"])
+        np.testing.assert_allclose(scored, credit.trained.predict(x), atol=1e-6)
+        sock.sendall(infer_request(x[:1]))  # and the loop serves the connection again
+        assert abs(probability(read_reply(sock)) - scored[0]) <= 1e-6
+
+
+def test_a_client_that_stops_reading_holds_up_no_one(server: ServerProcess) -> None:
+    """A pipelining client that does not read its answers fills its socket; the server waits
+    for it on the side, answers everyone else meanwhile, then the rest in order."""
+    count = 20_000
+    pair = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\nGET /v2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    live = {"model": "", "endpoint": "live", "code": "200"}
+    before = metric(scrape(server.port), "edgebundle_requests_total", **live)
+    with socket.socket() as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.settimeout(30)
+        slow.connect((HOST, server.port))
+        sender = threading.Thread(target=slow.sendall, args=(pair * (count // 2),))
+        sender.start()
+        previous, answered = -1.0, before
+        deadline = time.monotonic() + 30
+        while answered != previous or answered == before:  # until it answers no more of them
+            assert time.monotonic() < deadline
+            time.sleep(0.3)  # and each scrape is answered while the slow client is waited for
+            previous = answered
+            answered = metric(scrape(server.port), "edgebundle_requests_total", **live)
+        assert answered - before < count // 2  # stuck on the unread answers, not done
+        replies = read_replies(slow, count)
+        sender.join(timeout=30)
+    assert [r.json() == {"live": True} for r in replies[::2]] == [True] * (count // 2)
+    assert all(r.status == 200 and "extensions" in r.json() for r in replies[1::2])
 
 
 def test_server_process_is_still_healthy(server: ServerProcess) -> None:
