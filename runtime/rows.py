@@ -31,7 +31,7 @@ import numpy.typing as npt
 from runtime._json import json_type, strict_decoder
 from runtime.errors import CompatibilityError, InputError
 from runtime.manifest import OutputSpec
-from runtime.scoring import to_records
+from runtime.scoring import to_python, to_records
 
 if TYPE_CHECKING:
     from runtime.scoring import Scorer
@@ -82,8 +82,10 @@ class JsonRowParser:
         """``parse_line`` of each line, numbered from ``first_lineno``, converted in one go."""
         decoded = [_decode_line(line, f"line {first_lineno + i}") for i, line in enumerate(lines)]
         good = [i for i, value in enumerate(decoded) if not isinstance(value, RowError)]
-        parsed = self.parse_values(
-            [decoded[i] for i in good], lambda k: f"line {first_lineno + good[k]}"
+        parsed = self._parse_decoded(
+            [decoded[i] for i in good],
+            lambda k: f"line {first_lineno + good[k]}",
+            numbers_only=_numbers_only(lines),
         )
         by_line = dict(zip(good, parsed, strict=True))
         return [
@@ -93,17 +95,29 @@ class JsonRowParser:
     def parse_values(
         self, values: Sequence[object], where: Callable[[int], str]
     ) -> list[Row | RowError]:
-        """``parse_value`` of each decoded value (``where(i)`` names the i-th in errors).
+        """``parse_value`` of each decoded value (``where(i)`` names the i-th in errors)."""
+        return self._parse_decoded(values, where, numbers_only=False)
+
+    def _parse_decoded(
+        self, values: Sequence[object], where: Callable[[int], str], numbers_only: bool
+    ) -> list[Row | RowError]:
+        """``parse_values``; ``numbers_only`` says that the JSON text of ``values`` holds no
+        string, boolean or object, so that any element of an array is a number, null or array.
 
         Per value, ``_json_number`` costs more than decoding the JSON or scoring the row. An
         array of exactly one plain number or null per feature cannot fail it except by
         overflowing float64, so such arrays are converted together by numpy, which turns int,
         float and None into float64 just as ``_json_number`` does. Any other value takes
-        ``parse_value``.
+        ``parse_value``. Checking each element's type costs as much as numpy's conversion;
+        with ``numbers_only`` it is left out, and an array nesting another shows up as a
+        conversion of the wrong shape, after which every array is checked.
         """
-        plain_at = [i for i, value in enumerate(values) if self._is_plain_array(value)]
-        parsed: list[Row | RowError | None] = [None] * len(values)
+        is_plain = self._has_one_per_feature if numbers_only else self._is_plain_array
+        plain_at = [i for i, value in enumerate(values) if is_plain(value)]
         converted = self._from_plain_arrays([values[i] for i in plain_at], plain_at, where)
+        if converted is None:
+            return self._parse_decoded(values, where, numbers_only=False)
+        parsed: list[Row | RowError | None] = [None] * len(values)
         for i, row in zip(plain_at, converted, strict=True):
             parsed[i] = row
         return [
@@ -111,21 +125,28 @@ class JsonRowParser:
             for i, (value, row) in enumerate(zip(values, parsed, strict=True))
         ]
 
+    def _has_one_per_feature(self, value: object) -> TypeGuard[list[Any]]:
+        return type(value) is list and len(value) == len(self._features)
+
     def _is_plain_array(self, value: object) -> TypeGuard[list[Any]]:
         # Exact types: bool is an int subclass, and JSON true is not a number.
-        return (
-            type(value) is list
-            and len(value) == len(self._features)
-            and set(map(type, value)) <= _PLAIN_TYPES
-        )
+        return self._has_one_per_feature(value) and set(map(type, value)) <= _PLAIN_TYPES
 
     def _from_plain_arrays(
         self, arrays: list[Any], positions: list[int], where: Callable[[int], str]
-    ) -> list[Row | RowError]:
+    ) -> list[Row | RowError] | None:
+        """The rows of ``arrays``, or ``None`` if one of them nests arrays."""
+        if not arrays:
+            return []
+        shape = (len(arrays), len(self._features))
         try:
-            wide = np.array(arrays, dtype=np.float64).reshape(len(arrays), len(self._features))
+            wide = np.array(arrays, dtype=np.float64)
         except OverflowError:  # an integer literal beyond float64: let each row say which
-            wide = np.full((len(arrays), len(self._features)), np.inf)
+            wide = np.full(shape, np.inf)
+        except ValueError:  # arrays nested unevenly
+            return None
+        if wide.shape != shape:  # arrays nested evenly
+            return None
         out_of_range: list[bool] = np.any(np.isinf(wide), axis=1).tolist()
         with np.errstate(over="ignore"):  # beyond float32 range is ±inf, as in _to_float32
             narrow = wide.astype(np.float32)
@@ -154,6 +175,8 @@ class JsonRowParser:
         value = obj[ID_KEY]
         if isinstance(value, (dict, list)):
             raise InputError(f"{ID_KEY!r} must be a JSON scalar, got {json_type(value)}")
+        if isinstance(value, float) and not math.isfinite(value):  # 1e400: no JSON to echo
+            raise InputError(f"{ID_KEY!r} is a number out of range")
         return {ID_KEY: value}
 
     def _from_object(self, obj: dict[str, Any]) -> npt.NDArray[np.float32]:
@@ -186,13 +209,19 @@ def _decode_line(line: bytes, where: str) -> object:
         return RowError(f"{where}: {e}", {})
 
 
+def _numbers_only(lines: Sequence[bytes]) -> bool:
+    """Whether no line holds a JSON string, object or boolean: no ``"``, ``{``, ``t`` or ``f``."""
+    text = b"".join(lines)
+    return not any(mark in text for mark in _NOT_NUMBERS)
+
+
 def _loads_row(line: bytes) -> object:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InputError(f"not valid UTF-8 (byte {e.start})") from None
     try:
-        return _DECODER.decode(text)
+        return _decode_json(text)
     except json.JSONDecodeError as e:
         raise InputError(f"invalid JSON: {e.msg} at column {e.colno}") from None
     except ValueError as e:  # ints beyond the interpreter's digit limit
@@ -202,11 +231,27 @@ def _loads_row(line: bytes) -> object:
 
 
 _PLAIN_TYPES = frozenset({float, int, type(None)})
+_NOT_NUMBERS = (b'"', b"{", b"t", b"f")
+_JSON_SPACE = " \t\n\r"
 
 _DECODER = strict_decoder(
     lambda key: InputError(f"duplicate key {key!r}"),
     lambda token: InputError(f"{token} is not a JSON number; leave the value out or use null"),
 )
+
+
+def _decode_json(text: str) -> object:
+    """``_DECODER.decode(text)``: the same value, or the same error.
+
+    ``decode`` is ``raw_decode`` with two regular-expression matches for the JSON whitespace
+    around the value, ~3% of the cost of decoding a row; a line rarely has any.
+    """
+    if text[:1] in _JSON_SPACE:  # also "": decode says why it is no JSON
+        return _DECODER.decode(text)
+    value, end = _DECODER.raw_decode(text)
+    if text[end:].strip(_JSON_SPACE):
+        return _DECODER.decode(text)  # says "Extra data" where it starts
+    return value
 
 
 def _json_number(value: object, feature: str) -> float:
@@ -223,7 +268,7 @@ def _json_number(value: object, feature: str) -> float:
     return number
 
 
-def _to_float32(values: Sequence[float]) -> npt.NDArray[np.float32]:
+def _to_float32(values: Sequence[float] | Sequence[Sequence[float]]) -> npt.NDArray[np.float32]:
     # Each Python float (a float64) is rounded once to float32, as XGBoost converts its input;
     # beyond float32 range a value becomes ±inf, as there.
     with np.errstate(over="ignore"):
@@ -246,9 +291,33 @@ class CsvRowParser:
         self._passthrough_positions = [position[name] for name in self.passthrough_columns]
 
     def parse_cells(self, cells: Sequence[str], where: str) -> Row | RowError:
+        read = self._read_cells(cells, where)
+        if isinstance(read, RowError):
+            return read
+        values, passthrough = read
+        return Row(values=_to_float32(values), passthrough=passthrough)
+
+    def parse_rows(
+        self, rows: Sequence[tuple[Sequence[str], str] | RowError]
+    ) -> list[Row | RowError]:
+        """``parse_cells`` of each ``(cells, where)``, converted to float32 in one go; a
+        ``RowError`` (a record the CSV reader could not read) stays as it is."""
+        read = [row if isinstance(row, RowError) else self._read_cells(*row) for row in rows]
+        good = [item for item in read if not isinstance(item, RowError)]
+        narrow = iter(_to_float32([values for values, _ in good]))
+        return [
+            item if isinstance(item, RowError) else Row(values=next(narrow), passthrough=item[1])
+            for item in read
+        ]
+
+    def _read_cells(
+        self, cells: Sequence[str], where: str
+    ) -> tuple[list[float], dict[str, object]] | RowError:
+        """The row's feature values as floats (NaN = missing) and its passthrough cells."""
         if not cells:
             return RowError(f"{where}: blank line", {})
-        if _has_surrogates(cells):
+        ascii_only = "".join(cells).isascii()  # ASCII text has no surrogates: skip encoding it
+        if not ascii_only and _has_surrogates(cells):
             return RowError(f"{where}: not valid UTF-8", {})
         if len(cells) != self._width:
             return RowError(f"{where}: expected {self._width} cells, got {len(cells)}", {})
@@ -256,11 +325,33 @@ class CsvRowParser:
             name: cells[j]
             for name, j in zip(self.passthrough_columns, self._passthrough_positions, strict=True)
         }
-        try:
-            values = [_csv_number(cells[j], name) for name, j in self._feature_columns]
-        except InputError as e:
-            return RowError(f"{where}: {e}", passthrough)
-        return Row(values=_to_float32(values), passthrough=passthrough)
+        feature_cells = [cells[j] for _, j in self._feature_columns]
+        values = _plain_csv_numbers(feature_cells) if ascii_only else None
+        if values is None:
+            try:
+                values = [
+                    _csv_number(cell, name)
+                    for cell, (name, _) in zip(feature_cells, self._feature_columns, strict=True)
+                ]
+            except InputError as e:
+                return RowError(f"{where}: {e}", passthrough)
+        return values, passthrough
+
+
+def _plain_csv_numbers(cells: Sequence[str]) -> list[float] | None:
+    """``_csv_number`` of each ASCII cell, or ``None`` if a cell needs its closer look.
+
+    Per cell, ``_csv_number`` costs more than reading the CSV or scoring the row. For ASCII
+    text without ``_``, ``float(cell)`` strips the same whitespace as ``str.strip`` and reads
+    the same number; it fails on a cell of only whitespace (missing to ``_csv_number``) and on
+    anything that is no number, and then ``_csv_number`` decides.
+    """
+    if "_" in "".join(cells):
+        return None
+    try:
+        return [float(cell) if cell else math.nan for cell in cells]
+    except ValueError:
+        return None
 
 
 def _check_header(
@@ -314,16 +405,28 @@ def score_rows(
 ) -> list[dict[str, object]]:
     """One output record per parsed row, in order, scoring all good rows in one call;
     ``observe`` (drift monitoring) sees the scored rows and their outputs."""
-    good = [row for row in parsed if isinstance(row, Row)]
-    if len(good) == 1:  # a single-row request: a view, not a stack (~10 µs of numpy calls)
-        x = good[0].values[None, :]
-    elif good:
-        x = np.stack([row.values for row in good])
-    else:
-        x = np.zeros((0, scorer.num_features), dtype=np.float32)
+    x = stack_rows(parsed, scorer.num_features)
     outputs = scorer.predict(x)
     if observe is not None and len(x):
         observe(x, outputs)
+    return answer_records(parsed, outputs)
+
+
+def stack_rows(parsed: Sequence[Row | RowError], num_features: int) -> npt.NDArray[np.float32]:
+    """The float32 ``[N, F]`` input of the good rows among ``parsed``, in order."""
+    good = [row for row in parsed if isinstance(row, Row)]
+    if len(good) == 1:  # a single-row request: a view, not a stack (~10 µs of numpy calls)
+        return good[0].values[None, :]
+    if good:
+        return np.stack([row.values for row in good])
+    return np.zeros((0, num_features), dtype=np.float32)
+
+
+def answer_records(
+    parsed: Sequence[Row | RowError], outputs: Mapping[str, npt.NDArray[Any]]
+) -> list[dict[str, object]]:
+    """One record per parsed row: ``outputs`` (of ``stack_rows(parsed)``) for a good row, with
+    its passthrough first; the error record for a bad one."""
     scored = iter(to_records(outputs))
     return [
         {**row.passthrough, **next(scored)} if isinstance(row, Row) else error_record(row)
@@ -341,6 +444,62 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 def encode_jsonl(records: Iterable[dict[str, object]]) -> bytes:
     """One compact JSON object per line; non-ASCII is escaped, so any echoed id is writable."""
     return b"".join(_ENCODER.encode(record).encode("ascii") + b"\n" for record in records)
+
+
+def encode_answers_jsonl(
+    parsed: Sequence[Row | RowError], outputs: Mapping[str, npt.NDArray[Any]]
+) -> bytes:
+    """``encode_jsonl(answer_records(parsed, outputs))``, without a dict per row.
+
+    Encoding a record at a time costs more than scoring it. Here each output is rendered a
+    column at a time, and a good row's line is its echoed members (if any), then its outputs.
+    """
+    if any(
+        isinstance(row, Row) and not outputs.keys().isdisjoint(row.passthrough) for row in parsed
+    ):
+        # An output named like an echoed key takes that key's place: leave it to the encoder.
+        return encode_jsonl(answer_records(parsed, outputs))
+    scored = iter(_json_members(outputs))
+    lines = [
+        _ENCODER.encode(error_record(row))
+        if isinstance(row, RowError)
+        else "{" + _echoed_members(row.passthrough) + next(scored) + "}"
+        for row in parsed
+    ]
+    return "".join(line + "\n" for line in lines).encode("ascii")
+
+
+def _echoed_members(passthrough: dict[str, object]) -> str:
+    """The passthrough's JSON object members, with the comma that separates them from the
+    outputs' (a model has at least one output)."""
+    return _ENCODER.encode(passthrough)[1:-1] + "," if passthrough else ""
+
+
+def _json_members(outputs: Mapping[str, npt.NDArray[Any]]) -> list[str]:
+    """Per row, the JSON object members ``"name":value`` of its outputs, as ``_ENCODER``
+    writes ``to_records(outputs)``."""
+    keys = [_ENCODER.encode(name) + ":" for name in outputs]
+    columns = [
+        [key + text for text in _json_values(value)]
+        for key, value in zip(keys, outputs.values(), strict=True)
+    ]
+    return list(map(",".join, zip(*columns, strict=True)))
+
+
+def _json_values(value: npt.NDArray[Any]) -> list[str]:
+    """The JSON text of each row's value in an ``[N]`` or ``[N, C]`` output."""
+    items = to_python(value)
+    if value.ndim == 1:
+        return _json_scalars(items)
+    return ["[" + ",".join(_json_scalars(row)) + "]" for row in items]
+
+
+def _json_scalars(items: list[Any]) -> list[str]:
+    # The encoder writes an int or a finite float as its repr; to_python gives no other
+    # numbers, and None (a non-finite float) for null.
+    if None in items:
+        return ["null" if item is None else repr(item) for item in items]
+    return list(map(repr, items))
 
 
 class CsvWriter:

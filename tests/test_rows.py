@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from helpers_runtime import FEATURES, multiclass, regression
 
 from runtime.errors import InputError
 from runtime.rows import (
+    _DECODER,
     CsvRowParser,
     CsvWriter,
     JsonRowParser,
     Row,
     RowError,
+    _decode_json,
+    answer_records,
+    encode_answers_jsonl,
     encode_jsonl,
     output_columns,
     score_rows,
@@ -150,6 +157,12 @@ def test_id_is_kept_on_a_bad_row() -> None:
 
 def test_structured_id_rejected() -> None:
     assert error('{"id": {"a": 1}}') == "line 3: 'id' must be a JSON scalar, got an object"
+
+
+@pytest.mark.parametrize("raw", ["1e400", "-1e400"])
+def test_an_id_out_of_range_is_an_error_for_its_row(raw: str) -> None:
+    # JSON reads it as infinity, which has no JSON spelling to echo back.
+    assert error(f'{{"id": {raw}, "f0": 1}}') == "line 3: 'id' is a number out of range"
 
 
 def test_a_feature_called_id_is_a_feature() -> None:
@@ -349,3 +362,270 @@ def test_parse_lines_of_only_good_arrays_matches_parse_line() -> None:
 
 def test_parse_lines_of_nothing() -> None:
     assert JSON.parse_lines([], 1) == []
+
+
+# Lines without a string, object or boolean: parse_lines takes them as arrays of numbers and
+# null without checking each element's type, so every way an array can still be wrong is here.
+NUMBERS_ONLY_LINES = [
+    b"[1, 2, 3, 4]",
+    b"[-0, -0.0, 0, 0.0]",
+    b"[1e39, -1e39, 1.7976931348623157e308, 123456789012345678901234567890]",
+    b"[1e999, 0, 0, 0]",
+    b"[%d, 0, 0, 0]" % 10**400,
+    b"[%s, 0, 0, 0]" % (b"9" * 5000),
+    b"[%d, %d, 1e-46, 5e-324]" % (2**53 + 1, 2**64 + 1),
+    b"[null, null, null, null]",
+    b"[0.1, 0.2, 0.30000000000000004, 16777217]",
+    b"[[1], [2], [3], [4]]",
+    b"[[1], 0, 0, 0]",
+    b"[[], [], [], []]",
+    b"[[1, 2], [3, 4], [5, 6], [7, 8]]",
+    b"[[[1]], 0, 0, 0]",
+    b"[1, 2, 3]",
+    b"[1, 2, 3, 4, 5]",
+    b"[]",
+    b"[[]]",
+    b"[[1, 2, 3, 4]]",
+    b"null",
+    b"5",
+    b"",
+    b"   ",
+    b"[1, 2,",
+    b"[1, 2, 3, 4] x",
+    b"[1, 2, 3, 4] [1, 2, 3, 4]",
+    b"[1, 2, 3, 4] \t\r",
+    b" \t[1, 2, 3, 4]",
+    b"\r[1, 2, 3, 4]\r",
+    b"[1, 2, 3, 4]\x0c",
+    b"\x0b[1, 2, 3, 4]",
+    b"[01, 2, 3, 4]",
+    b"[1., 2, 3, 4]",
+    b"[+1, 2, 3, 4]",
+    b"[1, 2, 3, \xff]",
+    b"[NaN, 0, 0, 0]",
+]
+
+
+@pytest.mark.parametrize("line", NUMBERS_ONLY_LINES)
+def test_parse_lines_without_strings_matches_parse_line(line: bytes) -> None:
+    plain = [b"[1.5, null, -2, 3e-3]", b"[0, 0, 0, 0]"]
+    for lines in ([line], [line] * 3, [*plain, line, *plain]):
+        batch = JSON.parse_lines(lines, 10)
+        one_by_one = [JSON.parse_line(line, f"line {10 + i}") for i, line in enumerate(lines)]
+        assert all(same_parse(a, b) for a, b in zip(batch, one_by_one, strict=True)), lines
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_parse_lines_of_all_numbers_only_lines_matches_parse_line(order: int) -> None:
+    lines = NUMBERS_ONLY_LINES[::order]
+    batch = JSON.parse_lines(lines, 1)
+    one_by_one = [JSON.parse_line(line, f"line {i + 1}") for i, line in enumerate(lines)]
+    assert all(same_parse(a, b) for a, b in zip(batch, one_by_one, strict=True))
+
+
+def test_parse_lines_keeps_the_sign_of_zero_as_json_does() -> None:
+    row = JSON.parse_lines([b"[-0, -0.0, 0, -0e0]"], 1)[0]
+    assert isinstance(row, Row)
+    assert np.signbit(row.values).tolist() == [False, True, False, True]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[1, 2]",
+        ' {"a": 1}',
+        "[1] ",
+        "[1]\r",
+        "[1]\t \n",
+        "\n[1]",
+        "[1] x",
+        "[1]\x0c",
+        "\x0c[1]",
+        "[1][2]",
+        "",
+        " ",
+        "nul",
+        "[1,",
+        "[NaN]",
+        '{"a": 1, "a": 2}',
+        "1" * 5000,
+        "[" * 100_000,
+        "-0",
+        "\u00a0[1]",
+        "[1]\u00a0",
+    ],
+)
+def test_decode_json_gives_what_decode_gives(text: str) -> None:
+    def outcome(decode: Callable[[str], object]) -> object:
+        try:
+            value = decode(text)
+        except (ValueError, RecursionError, InputError) as e:
+            return type(e), str(e)
+        return json.dumps(value)
+
+    assert outcome(_decode_json) == outcome(_DECODER.decode)
+
+
+# CSV cells on both sides of every condition of the fast path in _plain_csv_numbers.
+CSV_CELLS = [
+    "1",
+    "-0",
+    "0",
+    "+2",
+    ".5",
+    "5.",
+    "1e5",
+    "1E-5",
+    "-3e-2",
+    "1e400",
+    "-1e400",
+    "1e39",
+    "2.5e-46",
+    "16777217",
+    "0.30000000000000004",
+    "123456789012345678901234567890",
+    "",
+    " ",
+    "  ",
+    "\t",
+    " 1.5 ",
+    "\t2\t",
+    "\r3",
+    "4\n",
+    "\x0b5",
+    "6\x0c",
+    "\x1c7",
+    "8\x1f",
+    "nan",
+    "NaN",
+    "-nan",
+    " nan ",
+    "inf",
+    "-inf",
+    "Infinity",
+    "-iNfInItY",
+    "+inf",
+    "1_000",
+    "_1",
+    "abc",
+    "1,5",
+    "0x10",
+    "1e",
+    "e5",
+    "--1",
+    "1 2",
+    "true",
+    "١٢",
+    "\u00a01",
+    "1\u2003",
+    "\u20001",
+]
+
+
+def csv_rows(cells: list[str], passthrough: str) -> list[tuple[list[str], str]]:
+    """Rows of [id, f0..f3] putting each cell in each feature column once."""
+    rows = []
+    for i, cell in enumerate(cells):
+        row = [passthrough, "1", "2", "3", "4"]
+        row[1 + i % 4] = cell
+        rows.append((row, f"line {i + 2}"))
+    return rows
+
+
+@pytest.mark.parametrize("passthrough", ["r1", "user_1", "é", "\udcff", ""])
+def test_csv_parse_rows_matches_parse_cells(passthrough: str) -> None:
+    parser = csv_parser(["id", *FEATURES])
+    rows: list[tuple[list[str], str] | RowError] = [*csv_rows(CSV_CELLS, passthrough)]
+    rows += [(["r", "1"], "line 90"), ([], "line 91"), RowError("line 92: bad quote", {})]
+    rows += [
+        (list(cells), "line 93")
+        for cells in [[passthrough, *CSV_CELLS[i : i + 4]] for i in range(0, 40, 4)]
+    ]
+    batch = parser.parse_rows(rows)
+    one_by_one = [row if isinstance(row, RowError) else parser.parse_cells(*row) for row in rows]
+    assert all(same_parse(a, b) for a, b in zip(batch, one_by_one, strict=True))
+    good = sum(isinstance(row, Row) for row in batch)
+    assert good == 0 if passthrough == "\udcff" else good > 40  # a bad id spoils its row
+
+
+def test_csv_parse_rows_of_nothing_and_of_errors_only() -> None:
+    parser = csv_parser(list(FEATURES))
+    assert parser.parse_rows([]) == []
+    error = RowError("line 2: bad", {})
+    assert parser.parse_rows([error, ([], "line 3")]) == [error, RowError("line 3: blank line", {})]
+
+
+# --- JSONL output of whole batches ---------------------------------------------------------------
+
+ECHOED_IDS: list[object] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**70,
+    1.5,
+    -0.0,
+    1e-300,
+    1e300,
+    "x",
+    "",
+    'é\u2028"\\\n\x00',
+    "\udcff",
+]
+
+
+def random_float32(rng: np.random.Generator, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+    """Any bit pattern, values of every magnitude, and the special values."""
+    bits = rng.integers(0, 2**32, size=shape, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    scaled = rng.standard_normal(shape) * 10.0 ** rng.integers(-45, 39, size=shape)
+    with np.errstate(over="ignore"):
+        values = np.where(rng.random(shape) < 0.5, bits, scaled.astype(np.float32))
+    specials = np.array(
+        [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -3.4028235e38, 1e-7, 1e16, 1e-5, 0.1],
+        dtype=np.float32,
+    )
+    mask = rng.random(shape) < 0.1
+    values[mask] = rng.choice(specials, size=int(mask.sum()))
+    values[np.isnan(values)] = np.nan  # a model yields quiet NaNs; signalling ones trap in casts
+    return values.astype(np.float32)
+
+
+def random_outputs(rng: np.random.Generator, n: int, kind: int) -> dict[str, npt.NDArray[Any]]:
+    labels = rng.integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64)
+    return [
+        {"probability": random_float32(rng, (n,)), "label": labels},
+        {"probabilities": random_float32(rng, (n, int(rng.integers(1, 5)))), "label": labels},
+        {"prediction": random_float32(rng, (n,))},
+        {"score": random_float32(rng, (n,)), "label": labels % 2},
+        {"label": labels, "probabilities": random_float32(rng, (n, 20))},
+        {"id": random_float32(rng, (n,)), "label": labels},  # named like the echoed key
+    ][kind]
+
+
+@pytest.mark.parametrize("kind", range(6))
+def test_encode_answers_jsonl_matches_encoding_the_records(kind: int) -> None:
+    rng = np.random.default_rng(kind)
+    for _ in range(50):
+        n = int(rng.integers(1, 40))
+        parsed: list[Row | RowError] = [
+            Row(np.zeros(4, np.float32), {} if rng.random() < 0.5 else {"id": pick(rng)})
+            for _ in range(n)
+        ]
+        for _ in range(int(rng.integers(0, 4))):
+            error = RowError("line 3: bad é", {} if rng.random() < 0.5 else {"id": pick(rng)})
+            parsed.insert(int(rng.integers(0, len(parsed) + 1)), error)
+        outputs = random_outputs(rng, n, kind)
+        assert encode_answers_jsonl(parsed, outputs) == encode_jsonl(
+            answer_records(parsed, outputs)
+        )
+
+
+def pick(rng: np.random.Generator) -> object:
+    return ECHOED_IDS[int(rng.integers(0, len(ECHOED_IDS)))]
+
+
+def test_encode_answers_jsonl_of_errors_only() -> None:
+    parsed: list[Row | RowError] = [RowError("line 1: blank line", {"id": 3})]
+    outputs = {"prediction": np.zeros(0, np.float32)}
+    assert encode_answers_jsonl(parsed, outputs) == b'{"id":3,"error":"line 1: blank line"}\n'

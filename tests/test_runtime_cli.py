@@ -7,6 +7,7 @@ import os
 import select
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,9 +24,10 @@ from helpers_runtime import (
 )
 
 from runtime.cli import ExitCode, main
+from runtime.errors import InputError
 from runtime.rows import JsonRowParser, encode_jsonl, score_rows
 from runtime.scoring import Scorer
-from runtime.stream import LineSource, StreamStats, score_csv, score_jsonl
+from runtime.stream import BATCH_ROWS, LineSource, StreamStats, score_csv, score_jsonl
 
 CONSOLE_SCRIPT = str(Path(sys.executable).parent / "bundle-runtime")
 TIMEOUT = 60
@@ -429,3 +431,141 @@ def test_batched_jsonl_is_byte_identical_to_scoring_line_by_line(tmp_path: Path)
     )
     assert (calls, stats.rows, stats.errors) == (2, 300, 36)
     assert batched == expected
+
+
+# --- scoring overlapped with reading --------------------------------------------------------------
+
+
+def scoring_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("score")]
+
+
+def mixed_lines(n: int) -> bytes:
+    """Arrays, objects with ids of every JSON type, and bad lines, in a fixed pattern."""
+    ids = ['"a"', "7", "-0.0", "true", "null", '"\\u00e9"']
+    out = []
+    for i, row in enumerate(rows(n, seed=3).tolist()):
+        values = [None if v != v else v for v in row]
+        if i % 101 == 7:
+            out.append(b"[1, 2")
+        elif i % 3 == 0:
+            features = dict(zip(FEATURES, values, strict=True))
+            out.append(
+                b'{"id": %s, %s' % (ids[i % len(ids)].encode(), json.dumps(features)[1:].encode())
+            )
+        else:
+            out.append(json.dumps(values).encode())
+    return b"\n".join(out) + b"\n"
+
+
+def test_overlapped_batches_answer_in_input_order(mc: BundleFiles, tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(mixed_lines(9000))
+    batched, batched_calls, stats = stream_file(path, batch_rows=BATCH_ROWS)
+    single, _, _ = stream_file(path, batch_rows=1)
+    assert batched_calls == -(-9000 // BATCH_ROWS)
+    assert (stats.rows, stats.errors) == (9000, 90)
+    assert batched == single
+    assert scoring_threads() == []
+    result = run(score_args(mc), path.read_bytes())
+    assert result.returncode == ExitCode.ROW_ERRORS
+    assert result.stdout == batched
+
+
+def test_csv_overlapped_batches_answer_in_input_order(tmp_path: Path) -> None:
+    x = rows(9000, seed=6)
+    body = "\n".join(
+        f"r_{i},{','.join('' if v != v else repr(v) for v in row)}"
+        for i, row in enumerate(x.tolist())
+    )
+    path = tmp_path / "rows.csv"
+    path.write_text("id,f0,f1,f2,f3\n" + body + "\nr,1,x,3,4\n")
+    batched, calls, stats = stream_file(path, batch_rows=BATCH_ROWS, fmt="csv")
+    single, _, _ = stream_file(path, batch_rows=1, fmt="csv")
+    assert (calls, stats.rows, stats.errors) == (-(-9001 // BATCH_ROWS), 9001, 1)
+    assert batched == single
+
+
+def read_lines(fd: int, n: int) -> list[bytes]:
+    """``n`` lines read straight from ``fd``, failing (instead of hanging) if they do not come."""
+    data = b""
+    while data.count(b"\n") < n:
+        ready, _, _ = select.select([fd], [], [], TIMEOUT)
+        assert ready, f"{n} answers due: the runtime waited for more input before answering"
+        data += os.read(fd, 1 << 16)
+    lines = data.split(b"\n")
+    assert lines[n:] == [b""]
+    return lines[:n]
+
+
+def test_piped_lines_are_all_answered_while_input_stays_open(mc: BundleFiles) -> None:
+    """A burst of lines is batched, and every answer is out before the runtime waits again."""
+    burst = b"[1, 2, 3, 4]\n" * 3000  # fits a pipe's buffer, so the write does not block
+    with subprocess.Popen(
+        RUNTIME + score_args(mc), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        for _ in range(2):
+            proc.stdin.write(burst)
+            proc.stdin.flush()
+            assert len(set(read_lines(proc.stdout.fileno(), 3000))) == 1
+        proc.stdin.write(b"[1, 2]\n")
+        proc.stdin.flush()
+        (answer,) = read_lines(proc.stdout.fileno(), 1)
+        assert json.loads(answer) == {"error": "line 6001: expected 4 values, got 2"}
+        proc.stdin.close()
+        assert proc.wait(TIMEOUT) == ExitCode.ROW_ERRORS
+
+
+def test_unwritable_output_stops_the_stream_with_one_line(mc: BundleFiles, tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(mixed_lines(9000))
+    with path.open("rb") as stdin, open("/dev/full", "wb") as stdout:
+        result = subprocess.run(
+            RUNTIME + score_args(mc),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    assert result.returncode == ExitCode.USAGE
+    assert result.stderr == b"error: cannot write output: No space left on device\n"
+
+
+def test_closed_output_mid_stream_stops_after_the_answers_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(mixed_lines(9000))
+    expected, _, _ = stream_file(path, batch_rows=BATCH_ROWS)
+    model = multiclass()
+    scorer = Scorer(model.onnx, model.features, model.outputs)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: writing fails as when `| head` has exited
+    received: list[bytes] = []
+    stats = StreamStats()
+
+    def write(data: bytes) -> None:
+        if not received:
+            received.append(data)
+        else:
+            os.write(write_end, data)
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(BrokenPipeError):
+            score_jsonl(scorer, LineSource(fd), write, stats)
+    finally:
+        os.close(fd)
+        os.close(write_end)
+    assert received == [expected[: len(received[0])]]
+    assert expected[len(received[0]) - 1 : len(received[0])] == b"\n"
+    assert stats.rows == 2 * BATCH_ROWS  # the second batch was encoded, then not written
+    assert scoring_threads() == []
+
+
+def test_no_scoring_thread_outlives_a_refused_csv_header(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_bytes(b"f0,f1\n1,2\n")
+    with pytest.raises(InputError, match="lacks feature columns"):
+        stream_file(path, batch_rows=BATCH_ROWS, fmt="csv")
+    assert scoring_threads() == []

@@ -258,6 +258,13 @@ def test_invocations_bad_row_is_422_naming_it(
     assert_json_error(post_json(server.port, "/invocations", body), 422, fragment)
 
 
+def test_invocations_id_out_of_range_is_422(server: ServerProcess) -> None:
+    body = b'{"instances": [{"id": 1e400, "age": 30}]}'
+    headers = {"Content-Type": "application/json"}
+    reply = request(server.port, "POST", "/invocations", body, headers)
+    assert_json_error(reply, 422, "instances[0]: 'id' is a number out of range")
+
+
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
