@@ -636,12 +636,12 @@ class _Server:
                 # and waited up to 3x the median.
                 ready.sort(key=_waiting_since)
                 for key, _ in ready:
-                    if key.data is None:
-                        self._accept()
-                    elif key.data is _WAKE:
-                        self._take_back()
-                    else:
-                        self._receive(key.data)
+                    try:
+                        self._ready(key.data)
+                    except Exception as e:  # a bug: lose that connection, never the loop
+                        self.connection_failed(e)
+                        if isinstance(key.data, _Connection):
+                            self._close(key.data)
                 if time.monotonic() >= self._next_expiry:
                     self._expire()
         finally:
@@ -650,6 +650,14 @@ class _Server:
             self.close()
             while self._returned:  # given back after the last wake-up was read
                 self._release(self._returned.popleft())
+
+    def _ready(self, data: object) -> None:
+        if data is None:
+            self._accept()
+        elif data is _WAKE:
+            self._take_back()
+        elif isinstance(data, _Connection):
+            self._receive(data)
 
     def _accept(self) -> None:
         while True:
@@ -665,7 +673,8 @@ class _Server:
                 _refuse_connection(sock)
                 sock.close()
                 continue
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with contextlib.suppress(OSError):  # reset already: its first recv says so
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._own(_Connection(self, sock))
 
     def _own(self, conn: _Connection) -> None:
@@ -731,9 +740,14 @@ class _Server:
     def _hand_over(self, conn: _Connection, *, dispatch: bool) -> None:
         self._selector.unregister(conn.sock)
         self._owned.discard(conn)
-        threading.Thread(
+        worker = threading.Thread(
             target=self._work, args=(conn, dispatch), name="edgebundle-wait", daemon=True
-        ).start()
+        )
+        try:
+            worker.start()
+        except RuntimeError as e:  # out of threads: this connection cannot wait, the rest go on
+            self.connection_failed(e)
+            self._release(conn)
 
     def _take_back(self) -> None:
         try:
@@ -749,9 +763,10 @@ class _Server:
                 self._serve(conn)
 
     def _close(self, conn: _Connection) -> None:
-        self._selector.unregister(conn.sock)
-        self._owned.discard(conn)
-        self._release(conn)
+        if conn in self._owned:  # else a worker thread has it, or it is closed already
+            self._selector.unregister(conn.sock)
+            self._owned.discard(conn)
+            self._release(conn)
 
     # --- worker threads ---
 

@@ -646,6 +646,45 @@ def test_unexpected_exception_is_a_generic_500_and_one_log_line(
         assert request(running.address[1], "GET", "/v2/health/live").status == 200
 
 
+def test_a_connection_no_thread_can_wait_for_is_closed_and_the_rest_served(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serve_in_process(store) as (running, log):
+        port = running.address[1]
+        body = json.dumps(good_infer()).encode()
+
+        def no_threads(self: threading.Thread) -> None:
+            raise RuntimeError("can't start new thread")
+
+        monkeypatch.setattr(threading.Thread, "start", no_threads)
+        with socket.create_connection((HOST, port), timeout=10) as waiting:
+            # Half a body: this request must wait for the rest on a thread of its own.
+            waiting.sendall(raw_post(INFER, f"Content-Length: {len(body)}\r\n", body[:10]))
+            assert waiting.recv(1) == b""  # closed
+        assert log[-1] == "error: connection failed: RuntimeError: can't start new thread"
+        assert post_json(port, INFER, good_infer()).status == 200  # whole: served on the loop
+
+
+def test_a_bug_in_the_loop_costs_one_connection_not_the_server(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime.server import _Connection
+
+    with serve_in_process(store) as (running, log):
+        port = running.address[1]
+
+        def broken(self: _Connection) -> None:
+            raise ValueError("bug")
+
+        monkeypatch.setattr(_Connection, "begin_request", broken)
+        with socket.create_connection((HOST, port), timeout=10) as sock:
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(1) == b""  # closed
+        assert log[-1] == "error: connection failed: ValueError: bug"
+        monkeypatch.undo()
+        assert request(port, "GET", "/v2/health/live").status == 200
+
+
 # --- bearer token -------------------------------------------------------------------------------
 
 
