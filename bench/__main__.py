@@ -137,31 +137,38 @@ def monitor_section(served: Path, rows_path: Path) -> dict[str, Any]:
     return result
 
 
-def probe(kind: str, path: Path, rows: Path, threads: int) -> dict[str, float]:
+def probe(kind: str, path: str | Path, rows: Path, threads: int) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "bench.probe", kind, str(path), str(rows), str(threads)],
         capture_output=True, text=True, check=True, cwd=ROOT.parent,
     )
-    result: dict[str, float] = json.loads(proc.stdout)
+    result: dict[str, Any] = json.loads(proc.stdout)
     return result
 
 
 def model_section(builds: list[Built]) -> list[dict[str, Any]]:
+    """Bytes, load time and memory of each variant in a process of its own; latency of all
+    variants with the same thread count in one process, called in turn (see bench.probe)."""
     cores = os.cpu_count() or 1
     sections = []
     for built in builds:
         model, source, paths = built.model, built.source, built.bundles
         rows_path = WORK / f"{model.name}-rows.npy"
         np.save(rows_path, data(model, EVAL_ROWS, seed=2)[0])
+        empty = str(model.features)  # the empty session's "path" is its feature count
         variants: dict[str, dict[str, Any]] = {}
-        for precision, path in paths.items():
-            for threads in sorted({1, cores}):
-                stats = probe("bundle", path, rows_path, threads)
-                variants[f"{precision}@{threads}t"] = {"bytes": path.stat().st_size, **stats}
-        variants["xgboost@1t"] = {"bytes": source.stat().st_size,
-                                  **probe("xgboost", source, rows_path, 1)}
-        variants["empty session"] = {"bytes": 0, **probe("empty", Path(str(model.features)),
-                                                         rows_path, 1)}
+        for threads in sorted({1, cores}):
+            timed = {f"{p}@{threads}t": ("bundle", str(path)) for p, path in paths.items()}
+            if threads == 1:
+                timed |= {"xgboost@1t": ("xgboost", str(source)), "empty session": ("empty", empty)}
+            latencies = probe("latency", json.dumps(timed), rows_path, threads)
+            for name, (kind, path) in timed.items():
+                size = 0 if kind == "empty" else Path(path).stat().st_size
+                variants[name] = {
+                    "bytes": size,
+                    **probe(kind, path, rows_path, threads),
+                    **latencies[name],
+                }
         sections.append({"model": model.__dict__, "variants": variants,
                          "ratios": model_ratios(variants)})
     return sections

@@ -1,10 +1,12 @@
-"""One measurement in a fresh process, so load time and RSS belong to one model alone.
+"""Measurements in fresh processes.
 
 ``python -m bench.probe KIND PATH ROWS.npy THREADS`` prints one JSON object. KIND is
 ``bundle`` (the device path: read + verify + onnxruntime session through the runtime's
-Scorer), ``xgboost`` (Booster.load_model + inplace_predict, the native baseline) or
-``monitor`` (a bundle's single-row latency with and without drift counting) or ``empty``
-(a one-op model of PATH features through the same scorer: the fixed cost of any session).
+Scorer), ``xgboost`` (Booster.load_model + inplace_predict, the native baseline) or ``empty``
+(a one-op model of PATH features through the same scorer: the fixed cost of any session):
+import and load time and resident memory of that one model alone. KIND ``latency`` takes a
+JSON object of such models by name as PATH and times them in one process, one call of each in
+turn; ``monitor`` times a bundle's single rows with and without drift counting.
 """
 
 from __future__ import annotations
@@ -85,27 +87,21 @@ def _import(kind: str) -> None:
         import xgboost  # noqa: F401
 
 
-def measure(kind: str, path: Path, rows: np.ndarray, threads: int) -> dict[str, float]:
+_LOADERS = {"bundle": _bundle, "empty": _empty, "xgboost": _xgboost}
+
+
+def footprint(kind: str, path: Path, rows: np.ndarray, threads: int) -> dict[str, float]:
+    """Import and load time, and resident memory after loading and at the peak of a batch."""
     started = time.perf_counter()
     _import(kind)
     import_ms = (time.perf_counter() - started) * 1e3
     rss_before, _ = rss_mb()
     started = time.perf_counter()
-    predict = {"bundle": _bundle, "empty": _empty, "xgboost": _xgboost}[kind](path, threads)
+    predict = _LOADERS[kind](path, threads)
     predict(rows[:1])
     load_ms = (time.perf_counter() - started) * 1e3
     rss_loaded, _ = rss_mb()
-    one_row = []
-    for i in range(3000):
-        row = rows[i % len(rows)][None, :]
-        t = time.perf_counter()
-        predict(row)
-        one_row.append(time.perf_counter() - t)
-    batch = []
-    for _ in range(5):
-        t = time.perf_counter()
-        predict(rows)
-        batch.append(time.perf_counter() - t)
+    predict(rows)
     _, peak = rss_mb()
     return {
         "import_ms": import_ms,
@@ -113,8 +109,35 @@ def measure(kind: str, path: Path, rows: np.ndarray, threads: int) -> dict[str, 
         "rss_after_load_mb": rss_loaded,
         "model_rss_mb": rss_loaded - rss_before,
         "peak_rss_mb": peak,
-        "one_row_us": statistics.median(one_row) * 1e6,
-        "batch_ms": statistics.median(batch) * 1e3,
+    }
+
+
+def latency(models: dict[str, tuple[str, Path]], rows: np.ndarray, threads: int) -> dict[str, Any]:
+    """Median single-row and whole-batch latency of each model, all loaded in this process and
+    called one after another in turn, so the machine's noise falls on each alike: measured in
+    separate processes minutes apart, the int8/float ratio swung by ±0.2 between runs."""
+    predicts = {name: _LOADERS[kind](path, threads) for name, (kind, path) in models.items()}
+    one_row: dict[str, list[float]] = {name: [] for name in predicts}
+    batch: dict[str, list[float]] = {name: [] for name in predicts}
+    for predict in predicts.values():
+        predict(rows[:1])
+    for i in range(3000):
+        row = rows[i % len(rows)][None, :]
+        for name, predict in predicts.items():
+            t = time.perf_counter()
+            predict(row)
+            one_row[name].append(time.perf_counter() - t)
+    for _ in range(5):
+        for name, predict in predicts.items():
+            t = time.perf_counter()
+            predict(rows)
+            batch[name].append(time.perf_counter() - t)
+    return {
+        name: {
+            "one_row_us": statistics.median(one_row[name]) * 1e6,
+            "batch_ms": statistics.median(batch[name]) * 1e3,
+        }
+        for name in predicts
     }
 
 
@@ -168,8 +191,11 @@ def main() -> None:
     rows = np.load(rows_path).astype(np.float32)
     if kind == "monitor":
         print(json.dumps(monitor_overhead(Path(path), rows)))
-        return
-    print(json.dumps(measure(kind, Path(path), rows, int(threads))))
+    elif kind == "latency":
+        models = {name: (k, Path(p)) for name, (k, p) in json.loads(path).items()}
+        print(json.dumps(latency(models, rows, int(threads))))
+    else:
+        print(json.dumps(footprint(kind, Path(path), rows, int(threads))))
 
 
 if __name__ == "__main__":
