@@ -114,19 +114,20 @@ def footprint(kind: str, path: Path, rows: np.ndarray, threads: int) -> dict[str
 
 def latency(models: dict[str, tuple[str, Path]], rows: np.ndarray, threads: int) -> dict[str, Any]:
     """Median single-row and whole-batch latency of each model, all loaded in this process and
-    called one after another in turn, so the machine's noise falls on each alike: measured in
-    separate processes minutes apart, the int8/float ratio swung by ±0.2 between runs."""
+    timed in turn, block after block, so the machine's noise falls on each alike (measured in
+    separate processes minutes apart, the int8/float ratio swung by ±0.2 between runs). Blocks
+    of calls, not single calls in turn: a model called right after another runs with the other
+    one's data in the caches, which a device serving one model never does."""
     predicts = {name: _LOADERS[kind](path, threads) for name, (kind, path) in models.items()}
     one_row: dict[str, list[float]] = {name: [] for name in predicts}
     batch: dict[str, list[float]] = {name: [] for name in predicts}
-    for predict in predicts.values():
-        predict(rows[:1])
-    for i in range(3000):
-        row = rows[i % len(rows)][None, :]
+    for block in range(_BLOCKS):
         for name, predict in predicts.items():
-            t = time.perf_counter()
-            predict(row)
-            one_row[name].append(time.perf_counter() - t)
+            for i in range(block * _BLOCK_ROWS, (block + 1) * _BLOCK_ROWS):
+                row = rows[i % len(rows)][None, :]
+                t = time.perf_counter()
+                predict(row)
+                one_row[name].append(time.perf_counter() - t)
     for _ in range(5):
         for name, predict in predicts.items():
             t = time.perf_counter()
@@ -139,6 +140,10 @@ def latency(models: dict[str, tuple[str, Path]], rows: np.ndarray, threads: int)
         }
         for name in predicts
     }
+
+
+_BLOCKS = 15
+_BLOCK_ROWS = 200  # the first few calls of a block warm the caches; the median is warm
 
 
 def monitor_overhead(path: Path, rows: np.ndarray) -> dict[str, float]:
