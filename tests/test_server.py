@@ -884,6 +884,20 @@ def test_a_request_split_anywhere_is_answered_the_same(
             assert reply.headers["Connection"] is None  # kept alive for the next one
 
 
+def test_expect_100_continue_is_answered_before_the_body_is_sent(
+    server: ServerProcess, credit: Built
+) -> None:
+    x = features(1, seed=24)
+    body = json.dumps(infer_body(x)).encode()
+    headers = f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n"
+    with socket.create_connection((HOST, server.port), timeout=10) as sock:
+        sock.sendall(raw_post(INFER, headers))
+        assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        reply = read_reply(sock)
+    assert abs(probability(reply) - credit.trained.predict(x)[0]) <= 1e-6
+
+
 def test_pipelined_requests_are_answered_in_order(server: ServerProcess, credit: Built) -> None:
     x = features(3, seed=22)
     live = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
