@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 INPUT_NAME = "input"
 DEFAULT_THREADS = 1  # see Scorer
 # The int8 graph's intermediates grow with rows × trees (~23 KB per row for 1000 trees), so
-# large batches are scored in slices to keep a 256 MB device's peak memory bounded.
-MAX_ROWS_PER_RUN = 1024
+# large batches are scored in slices to keep a 256 MB device's peak memory bounded; 512-row
+# slices also stay in the CPU caches better (10k rows: 456 → 405 ms, 1000 trees, vs 1024).
+MAX_ROWS_PER_RUN = 512
 _ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)"}
 _NUMPY_TYPES: dict[str, np.dtype[Any]] = {
     "float32": np.dtype(np.float32),
@@ -108,6 +109,10 @@ def _open_session(model_bytes: bytes, threads: int) -> ort.InferenceSession:
     # Rows are batched by the caller; a second thread pool would only add contention.
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # onnxruntime's memory arena keeps the peak of every run for the process's lifetime: one
+    # 10k-row batch left the 1000-tree int8 model at 54 MB resident instead of 18. Plain malloc
+    # hands it back, and single rows score ~9% faster without the arena's bookkeeping.
+    options.enable_cpu_mem_arena = False
     # Failures surface as exceptions; onnxruntime's own warnings would only clutter stderr,
     # where the CLI promises one line per problem.
     options.log_severity_level = 3
