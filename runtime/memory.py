@@ -16,8 +16,9 @@ def return_freed_memory() -> None:
     """Hand freed heap back to the OS (``malloc_trim``).
 
     Creating an onnxruntime session (parsing, graph optimization, constant folding) frees most
-    of what it allocates, but glibc keeps freed pages mapped: the 1000-tree bench model stays at
-    91 MB resident after loading, 28 MB once trimmed (the int8 one: 19.5 → 13 MB).
+    of what it allocates, and so does scoring a big batch, but glibc keeps freed pages mapped:
+    the 1000-tree bench model stays at 91 MB resident after loading, 28 MB once trimmed (the
+    int8 one: 19.5 → 13 MB). ctypes releases the GIL for the call.
     """
     trim = getattr(_libc(), "malloc_trim", None)
     if trim is not None:
@@ -27,8 +28,8 @@ def return_freed_memory() -> None:
 def limit_malloc_arenas(arenas: int) -> None:
     """Cap glibc's per-thread malloc arenas (``mallopt(M_ARENA_MAX)``); call before threads
     start. glibc gives each new thread an arena of its own, up to 8 per core, and each keeps
-    what it freed: with 8 keep-alive connections the server held ~6 MB more. Its request
-    threads take turns on the GIL anyway, and onnxruntime allocates tensors from its own arena.
+    what it freed: with a thread per connection the server held ~6 MB more at 8 connections.
+    One thread serves its requests, and the others take their turns on the GIL anyway.
     """
     mallopt = getattr(_libc(), "mallopt", None)
     if mallopt is not None:
