@@ -912,6 +912,19 @@ def test_pipelined_requests_are_answered_in_order(server: ServerProcess, credit:
     assert replies[3].json() == {"live": True}
 
 
+def test_a_pipelining_client_takes_turns_with_the_others(server: ServerProcess) -> None:
+    """2,000 pipelined requests arrive in 64 KiB reads of ~1,600; another client's request is
+    answered after a few of them, not after a whole read's worth."""
+    live = {"model": "", "endpoint": "live", "code": "200"}
+    before = metric(scrape(server.port), "edgebundle_requests_total", **live)
+    with socket.create_connection((HOST, server.port), timeout=30) as flood:
+        flood.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n" * 2000)
+        answered = metric(scrape(server.port), "edgebundle_requests_total", **live) - before
+        replies = read_replies(flood, 2000)
+    assert answered < 1000, answered
+    assert all(reply.json() == {"live": True} for reply in replies)
+
+
 def test_a_big_body_is_scored_and_its_connection_kept(server: ServerProcess, credit: Built) -> None:
     x = features(2000, seed=23)
     big = infer_request(x)
