@@ -615,7 +615,8 @@ class _Server:
         self._thread.join(timeout)
 
     def close(self) -> None:
-        """Release the sockets of a server that was never started."""
+        """Release the listening and wake-up sockets (the loop does at its end; so does a
+        server that never started)."""
         self._socket.close()
         self._wake_in.close()
         self._wake_out.close()
