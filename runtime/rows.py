@@ -316,8 +316,7 @@ class CsvRowParser:
         """The row's feature values as floats (NaN = missing) and its passthrough cells."""
         if not cells:
             return RowError(f"{where}: blank line", {})
-        ascii_only = "".join(cells).isascii()  # ASCII text has no surrogates: skip encoding it
-        if not ascii_only and _has_surrogates(cells):
+        if _has_surrogates(cells):
             return RowError(f"{where}: not valid UTF-8", {})
         if len(cells) != self._width:
             return RowError(f"{where}: expected {self._width} cells, got {len(cells)}", {})
@@ -325,33 +324,11 @@ class CsvRowParser:
             name: cells[j]
             for name, j in zip(self.passthrough_columns, self._passthrough_positions, strict=True)
         }
-        feature_cells = [cells[j] for _, j in self._feature_columns]
-        values = _plain_csv_numbers(feature_cells) if ascii_only else None
-        if values is None:
-            try:
-                values = [
-                    _csv_number(cell, name)
-                    for cell, (name, _) in zip(feature_cells, self._feature_columns, strict=True)
-                ]
-            except InputError as e:
-                return RowError(f"{where}: {e}", passthrough)
+        try:
+            values = [_csv_number(cells[j], name) for name, j in self._feature_columns]
+        except InputError as e:
+            return RowError(f"{where}: {e}", passthrough)
         return values, passthrough
-
-
-def _plain_csv_numbers(cells: Sequence[str]) -> list[float] | None:
-    """``_csv_number`` of each ASCII cell, or ``None`` if a cell needs its closer look.
-
-    Per cell, ``_csv_number`` costs more than reading the CSV or scoring the row. For ASCII
-    text without ``_``, ``float(cell)`` strips the same whitespace as ``str.strip`` and reads
-    the same number; it fails on a cell of only whitespace (missing to ``_csv_number``) and on
-    anything that is no number, and then ``_csv_number`` decides.
-    """
-    if "_" in "".join(cells):
-        return None
-    try:
-        return [float(cell) if cell else math.nan for cell in cells]
-    except ValueError:
-        return None
 
 
 def _check_header(
