@@ -53,7 +53,13 @@ class ParityError(BundleError):
 
 
 class ChannelError(BundleError):
-    """An OTA channel is unreachable, malformed or expired, or a download is not what it lists."""
+    """An OTA channel is refused: malformed, expired, replayed, a broken key chain, or a
+    download that is not what the signed index lists."""
+
+
+class ChannelUnreachableError(ChannelError):
+    """The channel could not be read at all (refused, DNS, timeout, 404, 5xx): an outage to
+    retry later, never evidence of an attack."""
 
 
 class StoreError(BundleError):
