@@ -85,7 +85,7 @@ def bundle(
             model=source,
             name=model.name,
             version=Version.parse("1.0.0"),
-            key=load_private_key(key, None),
+            keys=(load_private_key(key, None),),
             out_dir=WORK / (precision if data_rows is None else f"{precision}-baseline"),
             data=data_rows,
             precision=precision,

@@ -48,7 +48,7 @@ from runtime.manifest import (
 from runtime.scoring import Scorer
 from runtime.selftest import Selftest, Tolerance
 from runtime.semver import Version
-from runtime.signing import MANIFEST_CONTEXT, SignatureFile, sign
+from runtime.signing import MANIFEST_CONTEXT, sign_all
 
 F32 = npt.NDArray[np.float32]
 _TIMING_CALLS = 200
@@ -62,7 +62,7 @@ class BuildOptions:
     model: Path
     name: str
     version: Version
-    key: Ed25519PrivateKey
+    keys: tuple[Ed25519PrivateKey, ...]  # every one signs the manifest (k-of-n channels)
     out_dir: Path
     data: Path | None = None
     precision: str = "int8"  # "int8" (escalates to int16 leaves) or "float"
@@ -131,7 +131,7 @@ def build(options: BuildOptions) -> BuildResult:
     epoch = _source_date_epoch()
     manifest = _manifest(options, source, chosen, payload, epoch)
     manifest_bytes = manifest.to_bytes()
-    signatures = SignatureFile(signatures=(sign(options.key, MANIFEST_CONTEXT, manifest_bytes),))
+    signatures = sign_all(options.keys, MANIFEST_CONTEXT, manifest_bytes)
     bundle = write_bundle(manifest_bytes, signatures.to_bytes(), payload, mtime=epoch or 0)
     path = options.out_dir / f"{options.name}-{options.version}.bundle"
     write_atomic(path, bundle, options.force)

@@ -12,24 +12,30 @@ from pathlib import Path
 from typing import Any
 
 import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from builder.build import BudgetMissedError, BuildOptions, build, write_atomic
 from builder.compare import compare_bundles, format_comparison
 from builder.drift import WINDOWS, analyse, format_html, format_text, read_report, summary_dict
 from builder.drill import make_broken
 from builder.inspect import inspect_bundle
-from builder.keys import generate_keypair
+from builder.keys import generate_keypair, load_any_key
 from builder.publish import parse_duration, publish, rotate_keys
 from builder.publish import refresh as refresh_channel
 from builder.report import candidate_dict, format_candidates, format_report, report_dict
 from runtime.bundle import Limits, check_bundle, read_bundle_file
 from runtime.errors import BundleError
 from runtime.fsio import write_durably
+from runtime.keychain import load_trust
 from runtime.semver import Version
-from runtime.signing import TrustedKeys, load_private_key, load_public_key
+from runtime.signing import load_private_key
 
 EXIT_BUDGET_MISSED = 3
 _PASSPHRASE_HELP = "Name of an environment variable holding the key's passphrase."
+_TRUST_HELP = (
+    "Trusted public key (repeatable), or one key statement of a channel (keys/N.json: its "
+    "keys and threshold)."
+)
 
 
 class BudgetMissed(click.ClickException):
@@ -51,6 +57,13 @@ def _passphrase(env_name: str | None) -> bytes | None:
     if not value:
         raise click.ClickException(f"environment variable {env_name} is not set or empty")
     return value.encode()
+
+
+def _private_keys(
+    paths: tuple[Path, ...], passphrase_env: str | None
+) -> tuple[Ed25519PrivateKey, ...]:
+    passphrase = _passphrase(passphrase_env)
+    return tuple(load_private_key(path, passphrase) for path in paths)
 
 
 def _version(_ctx: click.Context, _param: click.Parameter, value: str) -> Version:
@@ -94,9 +107,12 @@ def keygen(out_dir: Path, passphrase_env: str | None) -> None:
 )
 @click.option(
     "--key",
+    "keys",
     type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
     required=True,
-    help="Private signing key (from `bundle keygen`).",
+    help="Private signing key (from `bundle keygen`); repeat to sign with several "
+    "(a channel whose key set needs k of n signatures).",
 )
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
 @click.option(
@@ -143,7 +159,7 @@ def build_command(
     model: Path,
     name: str,
     version: Version,
-    key: Path,
+    keys: tuple[Path, ...],
     passphrase_env: str | None,
     out_dir: Path,
     data: Path | None,
@@ -160,7 +176,7 @@ def build_command(
             model=model,
             name=name,
             version=version,
-            key=load_private_key(key, _passphrase(passphrase_env)),
+            keys=_private_keys(keys, passphrase_env),
             out_dir=out_dir,
             data=data,
             precision=precision,
@@ -224,12 +240,12 @@ def _format_inspect(doc: dict[str, Any]) -> str:
     type=click.Path(path_type=Path, dir_okay=False),
     multiple=True,
     required=True,
-    help="Trusted public key (repeatable).",
+    help=_TRUST_HELP,
 )
 def verify_command(bundle: Path, trust: tuple[Path, ...]) -> None:
     """Check BUNDLE as a device would; exit 1 listing every problem found."""
     with _domain_errors():
-        trusted = TrustedKeys.from_paths(trust)
+        trusted = load_trust(trust).trusted()
         problems = check_bundle(read_bundle_file(bundle, Limits()), trusted, Limits())
     if problems:
         for problem in problems:
@@ -258,7 +274,7 @@ def verify_command(bundle: Path, trust: tuple[Path, ...]) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     multiple=True,
     required=True,
-    help="Trusted public key (repeatable); both bundles must verify.",
+    help=_TRUST_HELP + " Both bundles must verify.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def compare_command(
@@ -271,7 +287,7 @@ def compare_command(
 ) -> None:
     """Score OLD and NEW on the same rows through the device's scorer; report what changed."""
     with _domain_errors():
-        result = compare_bundles(old, new, data, TrustedKeys.from_paths(trust), label_column)
+        result = compare_bundles(old, new, data, load_trust(trust).trusted(), label_column)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_comparison(result))
 
 
@@ -309,34 +325,40 @@ def drift_command(stats: Path, window: str | None, html_path: Path | None, as_js
 @click.argument("bundle", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--channel", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Channel directory to serve with any static HTTP server.")
-@click.option("--key", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="Private key that signs the channel index.")
+@click.option("--key", "keys", type=click.Path(path_type=Path, dir_okay=False), multiple=True,
+              required=True, help="Private key that signs the channel index (repeatable: a "
+              "threshold of the channel's newest key set must sign).")
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
 @click.option("--expires", "expires", default="30d", show_default=True,
               help="How long the signed index stays valid: 30d, 12h, 90m, 3600s.")
 @click.option("--trust", type=click.Path(path_type=Path, dir_okay=False), multiple=True,
-              help="Key the bundle must be signed by (default: the channel key).")
+              help="Key the bundle must be signed by (default: the channel's newest key set, "
+              "or the signing keys on a channel that never rotated).")
 @click.option("--refresh", is_flag=True, help="Re-sign the index with a new expiry, no bundle.")
 def publish_command(
     bundle: Path | None,
     channel: Path,
-    key: Path,
+    keys: tuple[Path, ...],
     passphrase_env: str | None,
     expires: str,
     trust: tuple[Path, ...],
     refresh: bool,
 ) -> None:
-    """Add BUNDLE to a static OTA channel and re-sign its index (serial + 1)."""
+    """Add BUNDLE to a static OTA channel and re-sign its index (serial + 1).
+
+    Refuses to write an index the devices would refuse (not signed by a threshold of the
+    channel's newest key set).
+    """
     if (bundle is None) != refresh:
         raise click.UsageError("give either BUNDLE or --refresh")
     with _domain_errors():
-        private = load_private_key(key, _passphrase(passphrase_env))
+        private = _private_keys(keys, passphrase_env)
         duration = parse_duration(expires)
         now = datetime.now(timezone.utc)
         if bundle is None:
             index = refresh_channel(channel, private, duration, now)
         else:
-            trusted = TrustedKeys.from_paths(trust) if trust else None
+            trusted = load_trust(trust).trusted() if trust else None
             index = publish(bundle, channel, private, duration, now, trusted)
     click.echo(
         f"{channel}/index.json: serial {index.serial}, expires {index.expires}, "
@@ -348,23 +370,57 @@ def publish_command(
 @click.option("--channel", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Channel directory.")
 @click.option("--key", "keys", type=click.Path(path_type=Path, dir_okay=False), multiple=True,
-              required=True, help="A CURRENT private key to sign the rotation (repeatable).")
+              required=True, help="A CURRENT private key (repeatable): a threshold of the key "
+              "set devices trust now must sign the rotation.")
 @click.option("--new-key", "new_keys", type=click.Path(path_type=Path, dir_okay=False),
-              multiple=True, required=True, help="A public key of the NEXT set (repeatable).")
-@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+              multiple=True, required=True, help="A key of the NEXT set (repeatable): a "
+              "private key signs too (a threshold of the new set must), a public key (.pub) is "
+              "only listed.")
+@click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many keys of the new set must sign an index, bundle or the next rotation.")
+@click.option("--expires", "expires", default="365d", show_default=True,
+              help="How long the new key statement stays valid; rotate again (even to the same "
+              "keys) before then.")
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP + " For --key.")
+@click.option("--new-passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP + " For --new-key.")
 def rotate_keys_command(
-    channel: Path, keys: tuple[Path, ...], new_keys: tuple[Path, ...], passphrase_env: str | None
+    channel: Path,
+    keys: tuple[Path, ...],
+    new_keys: tuple[Path, ...],
+    threshold: int,
+    expires: str,
+    passphrase_env: str | None,
+    new_passphrase_env: str | None,
 ) -> None:
-    """Publish keys.json: the next trusted key set, signed by the current keys."""
+    """Publish the channel's next key statement, keys/N.json.
+
+    Devices follow the chain keys/1.json, keys/2.json, ... from the version they trust, so
+    a device offline across several rotations catches up in one pass. The listed bundles are
+    re-signed by the new keys and the index by the old and the new ones; afterwards publish
+    with the new keys. Refuses to write a statement devices would refuse.
+
+    \b
+    Example:
+      bundle keygen --out keys-2026
+      bundle rotate-keys --channel channel/ --key keys/signing.key \\
+          --new-key keys-2026/signing.key
+      bundle publish NEW.bundle --channel channel/ --key keys-2026/signing.key
+    """
     with _domain_errors():
-        passphrase = _passphrase(passphrase_env)
+        duration = parse_duration(expires)
+        new_passphrase = _passphrase(new_passphrase_env)
         key_set = rotate_keys(
             channel,
-            [load_private_key(k, passphrase) for k in keys],
-            [load_public_key(k) for k in new_keys],
+            _private_keys(keys, passphrase_env),
+            [load_any_key(path, new_passphrase) for path in new_keys],
+            threshold,
+            duration,
+            datetime.now(timezone.utc),
         )
-    click.echo(f"{channel}/keys.json: key set version {key_set.version}: "
-               + ", ".join(key_set.keyids()))
+    click.echo(
+        f"{channel}/keys/{key_set.version}.json: {key_set.describe()}: "
+        + ", ".join(key_set.keyids())
+    )
 
 
 @main.command(name="make-broken")

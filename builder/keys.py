@@ -11,9 +11,10 @@ import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from runtime.errors import KeyFileError
+from runtime.signing import load_private_key, load_public_key
 
 PRIVATE_KEY_NAME = "signing.key"
 PUBLIC_KEY_NAME = "signing.pub"
@@ -37,9 +38,9 @@ def generate_keypair(out_dir: Path, passphrase: bytes | None) -> tuple[Path, Pat
     )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _create_new(private_path, private_pem, 0o600)
+        create_new(private_path, private_pem, 0o600)
         try:
-            _create_new(public_path, public_pem, 0o644)
+            create_new(public_path, public_pem, 0o644)
         except BaseException:
             # Only reached if signing.pub appeared after the check above: keep no half pair.
             private_path.unlink()
@@ -57,7 +58,7 @@ def _encryption(passphrase: bytes | None) -> serialization.KeySerializationEncry
     return serialization.BestAvailableEncryption(passphrase)
 
 
-def _create_new(path: Path, data: bytes, mode: int) -> None:
+def create_new(path: Path, data: bytes, mode: int) -> None:
     """Durably create ``path`` holding ``data``, failing if it exists (even if created meanwhile).
 
     The bytes go to a temporary sibling first, so ``path`` never exists half-written; ``os.link``
@@ -87,3 +88,16 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def load_any_key(path: Path, passphrase: bytes | None) -> Ed25519PrivateKey | Ed25519PublicKey:
+    """A private key if ``path`` holds one (the passphrase applies only if it is encrypted),
+    else a public key."""
+    try:
+        head = path.read_bytes()[:64]
+    except OSError:
+        return load_public_key(path)  # which reports the missing or unreadable file
+    if b"PRIVATE KEY-----" not in head:
+        return load_public_key(path)
+    encrypted = b"ENCRYPTED PRIVATE KEY" in head
+    return load_private_key(path, passphrase if encrypted else None)

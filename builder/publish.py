@@ -1,7 +1,9 @@
 """``bundle publish`` / ``bundle rotate-keys``: maintain a static OTA channel directory.
 
 Writes go bundle file first, index last (each temp + fsync + rename), so a device never sees
-an index that lists a file not fully there; a lock keeps two publishers apart.
+an index that lists a file not fully there; a lock keeps two publishers apart. Nothing is
+written that devices would refuse: every index and key statement is verified, as a device
+verifies it, against the channel's own key chain before it lands.
 """
 
 from __future__ import annotations
@@ -20,23 +22,37 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from builder.build import write_atomic
-from runtime.bundle import open_bundle, read_bundle_file
+from builder.keys import create_new
+from runtime.bundle import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    open_bundle,
+    read_bundle_file,
+    read_members_unverified,
+    write_bundle,
+)
 from runtime.channel import (
     INDEX_CONTEXT,
     INDEX_NAME,
-    KEYS_CONTEXT,
-    KEYS_NAME,
     TIME_FORMAT,
     ChannelEntry,
     ChannelIndex,
     Envelope,
-    KeySet,
     bundle_file,
     parse_index_payload,
-    parse_key_set_payload,
 )
 from runtime.errors import BundleError, ChannelError
-from runtime.signing import TrustedKeys
+from runtime.keychain import (
+    KEYS_CONTEXT,
+    LEGACY_KEYS_NAME,
+    STATEMENT_FORMAT,
+    KeySet,
+    statement_file,
+    verify_own_signatures,
+    verify_statement,
+)
+from runtime.semver import Version
+from runtime.signing import MANIFEST_CONTEXT, TrustedKeys, keyid, sign_all
 
 _DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -67,25 +83,52 @@ def current_index(channel: Path) -> ChannelIndex | None:
     return parse_index_payload(Envelope.from_bytes(path.read_bytes(), INDEX_NAME).payload)
 
 
+def channel_trust(channel: Path) -> KeySet | None:
+    """The newest key set of the channel's chain, every step verified as a device verifies it
+    (statement 1 against its own keys only: the keys devices were provisioned with are theirs
+    to check); None for a channel that has never rotated."""
+    newest: KeySet | None = None
+    for version in range(1, _count_statements(channel) + 1):
+        path = channel / statement_file(version)
+        try:
+            data = path.read_bytes()
+            if newest is None:
+                newest = verify_own_signatures(data, str(path))
+            else:
+                newest = verify_statement(data, newest, version)
+        except (OSError, BundleError) as e:
+            detail = e.strerror if isinstance(e, OSError) else str(e)
+            raise ChannelError(f"the channel's key chain is broken at {path}: {detail}") from None
+    return newest
+
+
+def _count_statements(channel: Path) -> int:
+    """How many statements the chain holds: keys/1.json … keys/N.json with no gap."""
+    count = 0
+    while (channel / statement_file(count + 1)).exists():
+        count += 1
+    return count
+
+
 def publish(
     bundle: Path,
     channel: Path,
-    key: Ed25519PrivateKey,
+    keys: Sequence[Ed25519PrivateKey],
     expires_in: timedelta,
     now: datetime,
     trust: TrustedKeys | None = None,
 ) -> ChannelIndex:
-    """Add a verified bundle to the channel and re-sign the index with serial + 1."""
+    """Add a verified bundle to the channel and re-sign the index with serial + 1.
+
+    The bundle must verify with ``trust``, by default the channel's newest key set (the
+    signing keys themselves on a channel that has never rotated).
+    """
     data = read_bundle_file(bundle)
-    verified = open_bundle(data, trust or TrustedKeys([key.public_key()]))
-    entry = ChannelEntry(
-        name=verified.manifest.name,
-        version=verified.manifest.version,
-        file=bundle_file(verified.manifest.name, verified.manifest.version),
-        sha256=hashlib.sha256(data).hexdigest(),
-        size=len(data),
-    )
     with _locked(channel):
+        chain = channel_trust(channel)
+        default = chain.trusted() if chain else TrustedKeys(k.public_key() for k in keys)
+        verified = open_bundle(data, trust or default)
+        entry = _entry(verified.manifest.name, verified.manifest.version, data)
         old = current_index(channel)
         others = [e for e in (old.bundles if old else ()) if not _same_release(e, entry)]
         clash = [e for e in (old.bundles if old else ()) if _same_release(e, entry)]
@@ -94,58 +137,170 @@ def publish(
                 f"{entry.name} {entry.version} is already published with other content; "
                 "devices refuse the same version with other content: bump the version"
             )
+        _check_signers(channel, chain, keys)
+        bundles = tuple(sorted([*others, entry], key=lambda e: (e.name, e.version)))
+        expires = (now + expires_in).strftime(TIME_FORMAT)
+        index, envelope = _next_index(keys, old, bundles, expires, _verifiers(chain))
         write_atomic(channel / entry.file, data, force=True)
-        bundles = sorted([*others, entry], key=lambda e: (e.name, e.version))
-        return _write_index(channel, key, old, tuple(bundles), expires_in, now)
+        write_atomic(channel / INDEX_NAME, envelope.to_bytes(), force=True)
+        return index
 
 
 def refresh(
-    channel: Path, key: Ed25519PrivateKey, expires_in: timedelta, now: datetime
+    channel: Path, keys: Sequence[Ed25519PrivateKey], expires_in: timedelta, now: datetime
 ) -> ChannelIndex:
     """Re-sign the same bundle list with a new expiry (and serial + 1)."""
     with _locked(channel):
         old = current_index(channel)
         if old is None:
             raise ChannelError(f"{channel} has no {INDEX_NAME} yet: publish a bundle first")
-        return _write_index(channel, key, old, old.bundles, expires_in, now)
+        chain = channel_trust(channel)
+        _check_signers(channel, chain, keys)
+        expires = (now + expires_in).strftime(TIME_FORMAT)
+        index, envelope = _next_index(keys, old, old.bundles, expires, _verifiers(chain))
+        write_atomic(channel / INDEX_NAME, envelope.to_bytes(), force=True)
+        return index
+
+
+def _entry(name: str, version: Version, data: bytes) -> ChannelEntry:
+    return ChannelEntry(
+        name=name,
+        version=version,
+        file=bundle_file(name, version),
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+    )
 
 
 def _same_release(a: ChannelEntry, b: ChannelEntry) -> bool:
     return a.name == b.name and str(a.version) == str(b.version)
 
 
-def _write_index(
-    channel: Path,
-    key: Ed25519PrivateKey,
+def _verifiers(chain: KeySet | None) -> tuple[TrustedKeys, ...]:
+    return () if chain is None else (chain.trusted(),)
+
+
+def _check_signers(channel: Path, chain: KeySet | None, keys: Sequence[Ed25519PrivateKey]) -> None:
+    """On a channel that has never rotated, devices trust the keys they were provisioned
+    with, which signed the index so far: a new signer would lock every device out."""
+    path = channel / INDEX_NAME
+    if chain is not None or not path.exists():
+        return
+    envelope = Envelope.from_bytes(path.read_bytes(), INDEX_NAME)
+    try:
+        envelope.verified_payload(TrustedKeys(k.public_key() for k in keys), INDEX_CONTEXT)
+    except BundleError:
+        signers = ", ".join(s.keyid for s in envelope.signatures.signatures)
+        raise ChannelError(
+            f"{path} is signed by {signers}, the key devices trust now; sign with it, or "
+            "change keys with `bundle rotate-keys` so devices can follow"
+        ) from None
+
+
+def _next_index(
+    keys: Sequence[Ed25519PrivateKey],
     old: ChannelIndex | None,
     bundles: tuple[ChannelEntry, ...],
-    expires_in: timedelta,
-    now: datetime,
-) -> ChannelIndex:
-    index = ChannelIndex(
-        serial=(old.serial if old else 0) + 1,
-        expires=(now + expires_in).strftime(TIME_FORMAT),
-        bundles=bundles,
-    )
-    envelope = Envelope.signed(index.to_bytes(), [key], INDEX_CONTEXT)
-    write_atomic(channel / INDEX_NAME, envelope.to_bytes(), force=True)
-    return index
+    expires: str,
+    verifiers: Sequence[TrustedKeys],
+) -> tuple[ChannelIndex, Envelope]:
+    """The next index, signed, once it verifies with every key set in ``verifiers``."""
+    index = ChannelIndex(serial=(old.serial if old else 0) + 1, expires=expires, bundles=bundles)
+    envelope = Envelope.signed(index.to_bytes(), keys, INDEX_CONTEXT)
+    for trusted in verifiers:
+        try:
+            envelope.verified_payload(trusted, INDEX_CONTEXT)
+        except BundleError as e:
+            message = f"refusing to write {INDEX_NAME}: devices would refuse it: {e}"
+            raise ChannelError(message) from None
+    return index, envelope
 
 
 def rotate_keys(
     channel: Path,
     current: Sequence[Ed25519PrivateKey],
-    new_keys: Sequence[Ed25519PublicKey],
+    new: Sequence[Ed25519PrivateKey | Ed25519PublicKey],
+    threshold: int,
+    expires_in: timedelta,
+    now: datetime,
 ) -> KeySet:
-    """Publish the next trusted key set, signed by the current keys. Devices accept it only
-    when one of those signatures is by a key they trust now; sign later indexes with a new key."""
+    """Publish the next key statement of the chain, ``keys/N.json``, and move the channel to it.
+
+    ``current`` signs for the key set devices trust now (the newest statement, or, before the
+    first rotation, the keys that sign the index); the private keys among ``new`` sign for the
+    new set (a threshold of them is needed). Nothing is written unless the statement verifies
+    as a device will verify it. Then, in an order where a device reading the channel at any
+    moment finds it consistent: the listed bundles re-signed by the new keys (devices install
+    only what their newest key set signed), an index signed by the old and the new keys (valid
+    before and after a device adopts the statement), and last the statement itself. A legacy
+    ``keys.json`` goes once the chain replaces it.
+    """
     with _locked(channel):
-        path = channel / KEYS_NAME
-        version = 1
-        if path.exists():
-            payload = Envelope.from_bytes(path.read_bytes(), KEYS_NAME).payload
-            version = parse_key_set_payload(payload).version + 1
-        key_set = KeySet(version=version, keys=tuple(new_keys))
-        envelope = Envelope.signed(key_set.to_bytes(), current, KEYS_CONTEXT)
-        write_atomic(path, envelope.to_bytes(), force=True)
-        return key_set
+        chain = channel_trust(channel)
+        old = current_index(channel)
+        previous = chain or _provisioned(channel, current)
+        version = previous.version + 1
+        public = tuple(k.public_key() if isinstance(k, Ed25519PrivateKey) else k for k in new)
+        statement = KeySet(
+            version=version,
+            threshold=threshold,
+            keys=public,
+            expires=(now + expires_in).strftime(TIME_FORMAT),
+        )
+        new_private = [k for k in new if isinstance(k, Ed25519PrivateKey)]
+        signers = [*current, *new_private]
+        envelope = Envelope.signed(statement.to_bytes(STATEMENT_FORMAT), signers, KEYS_CONTEXT)
+        try:
+            verify_statement(envelope.to_bytes(), previous, version)
+        except BundleError as e:
+            raise ChannelError(
+                f"refusing to write {statement_file(version)}: devices would refuse it: {e}"
+            ) from None
+        if old is not None:
+            _move_index(channel, old, signers, new_private, (previous, statement))
+        path = channel / statement_file(version)
+        path.parent.mkdir(exist_ok=True)
+        create_new(path, envelope.to_bytes(), 0o644)
+        (channel / LEGACY_KEYS_NAME).unlink(missing_ok=True)
+        return statement
+
+
+def _provisioned(channel: Path, current: Sequence[Ed25519PrivateKey]) -> KeySet:
+    """Before the first statement, devices trust what they were provisioned with: the keys
+    that sign the channel's index. ``current`` must include one of them."""
+    _check_signers(channel, None, current)
+    keys = tuple({keyid(k.public_key()): k.public_key() for k in current}.values())
+    return KeySet(version=0, threshold=1, keys=keys, expires=None)
+
+
+def _move_index(
+    channel: Path,
+    old: ChannelIndex,
+    signers: Sequence[Ed25519PrivateKey],
+    new_keys: Sequence[Ed25519PrivateKey],
+    sets: tuple[KeySet, KeySet],
+) -> None:
+    """The listed bundles re-signed by ``new_keys``, and an index listing them signed by
+    ``signers``, valid under the key set before the rotation and the one after; all checked
+    before the first byte is written."""
+    resigned = {
+        e.file: resign_bundle((channel / e.file).read_bytes(), new_keys) for e in old.bundles
+    }
+    for data in resigned.values():
+        open_bundle(data, sets[1].trusted())
+    bundles = tuple(_entry(e.name, e.version, resigned[e.file]) for e in old.bundles)
+    verifiers = tuple(key_set.trusted() for key_set in sets)
+    _, envelope = _next_index(signers, old, bundles, old.expires, verifiers)
+    for file, data in resigned.items():
+        write_atomic(channel / file, data, force=True)
+    write_atomic(channel / INDEX_NAME, envelope.to_bytes(), force=True)
+
+
+def resign_bundle(bundle: bytes, keys: Sequence[Ed25519PrivateKey]) -> bytes:
+    """``bundle`` with its manifest signed by ``keys`` instead: the manifest's bytes, and so
+    everything it pins, stay as they are."""
+    members = read_members_unverified(bundle)
+    manifest = members.pop(MANIFEST_NAME)
+    members.pop(SIGNATURE_NAME)
+    signatures = sign_all(keys, MANIFEST_CONTEXT, manifest).to_bytes()
+    return write_bundle(manifest, signatures, members, mtime=0)

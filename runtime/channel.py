@@ -3,10 +3,10 @@
 A channel is a static directory any HTTP server, object store or CDN can host:
 
     index.json                 signed envelope: which bundles exist (serial, expiry, sha256, size)
-    keys.json                  optional signed envelope: the next trusted key set (rotation)
+    keys/1.json, keys/2.json…  signed envelopes: the key chain (``runtime.keychain``)
     bundles/NAME-VERSION.bundle
 
-Both documents are envelopes in the manner of DSSE (python-tuf ``api/dsse.py``): the signed
+Both kinds of document are envelopes in the manner of DSSE (python-tuf ``api/dsse.py``): the signed
 payload travels as base64 bytes next to its signatures, so a device verifies the exact bytes
 and only then parses them; no canonical re-serialization is needed to check a signature.
 """
@@ -21,11 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from runtime._json import (
     dumps_canonical,
@@ -39,18 +35,14 @@ from runtime._json import (
 from runtime.errors import ChannelError, ManifestError, RollbackError, SignatureError
 from runtime.manifest import get_count, get_sha256, get_timestamp
 from runtime.semver import Version
-from runtime.signing import SignatureFile, TrustedKeys, keyid, sign, verify
+from runtime.signing import SignatureFile, TrustedKeys, sign_all, verify
 
 INDEX_CONTEXT = b"edgebundle/channel-index/v1\x00"
-KEYS_CONTEXT = b"edgebundle/key-rotation/v1\x00"
 INDEX_FORMAT = "edgebundle.channel/1"
-KEYS_FORMAT = "edgebundle.keys/1"
 INDEX_NAME = "index.json"
-KEYS_NAME = "keys.json"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 _FILE = re.compile(r"bundles/[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.bundle")
-_RAW_KEY_BYTES = 32
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -62,8 +54,7 @@ class Envelope:
 
     @classmethod
     def signed(cls, payload: bytes, keys: Sequence[Ed25519PrivateKey], context: bytes) -> Envelope:
-        entries = tuple(sign(key, context, payload) for key in keys)
-        return cls(payload=payload, signatures=SignatureFile(signatures=entries))
+        return cls(payload=payload, signatures=sign_all(keys, context, payload))
 
     @classmethod
     def from_bytes(cls, data: bytes, what: str) -> Envelope:
@@ -72,7 +63,7 @@ class Envelope:
         try:
             d = loads_strict(data, what)
             reject_unknown(d, ("payload", "signatures"), "")
-            payload = _base64(get_str(d, "payload", ""), "payload")
+            payload = decode_base64(get_str(d, "payload", ""), "payload")
             signatures = SignatureFile.from_dict({"signatures": get_list(d, "signatures", "")})
         except ManifestError as e:
             raise SignatureError(f"malformed {what}: {e}") from None
@@ -91,7 +82,7 @@ class Envelope:
         return self.payload
 
 
-def _base64(text: str, context: str) -> bytes:
+def decode_base64(text: str, context: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -205,70 +196,3 @@ def read_index(
     if index.expires_at() <= now:
         raise ChannelError(f"channel index expired at {index.expires}")
     return index
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class KeySet:
-    """A key rotation statement: the complete next set of trusted keys, signed by the current."""
-
-    version: int  # strictly increases; the device stores the version it trusts now
-    keys: tuple[Ed25519PublicKey, ...]
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> KeySet:
-        reject_unknown(d, ("format", "version", "keys"), context)
-        if get_str(d, "format", context) != KEYS_FORMAT:
-            raise ManifestError(f"unsupported key set format (expected {KEYS_FORMAT})")
-        raw = [
-            _raw_key(item, f"{join(context, 'keys')}[{i}]")
-            for i, item in enumerate(get_list(d, "keys", context))
-        ]
-        if not raw or len(set(raw)) != len(raw):
-            raise ManifestError("must list one or more distinct keys", join(context, "keys"))
-        return cls(
-            version=get_count(d, "version", context, minimum=1),
-            keys=tuple(Ed25519PublicKey.from_public_bytes(k) for k in raw),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": KEYS_FORMAT,
-            "version": self.version,
-            "keys": [base64.b64encode(_raw(k)).decode("ascii") for k in self.keys],
-        }
-
-    def to_bytes(self) -> bytes:
-        data = self.to_dict()
-        KeySet.from_dict(data)
-        return dumps_canonical(data)
-
-    def keyids(self) -> list[str]:
-        return sorted(keyid(k) for k in self.keys)
-
-
-def _raw(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def _raw_key(item: object, context: str) -> bytes:
-    if not isinstance(item, str):
-        raise ManifestError(f"expected a base64 public key, got {json_type(item)}", context)
-    raw = _base64(item, context)
-    if len(raw) != _RAW_KEY_BYTES:
-        raise ManifestError(f"expected a {_RAW_KEY_BYTES}-byte Ed25519 public key", context)
-    return raw
-
-
-def read_key_set(data: bytes, trusted: TrustedKeys, *, current_version: int) -> KeySet | None:
-    """A fetched ``keys.json``: accepted only when signed by a key trusted NOW; None when it
-    is not newer than what the device has (nothing to rotate)."""
-    payload = Envelope.from_bytes(data, KEYS_NAME).verified_payload(trusted, KEYS_CONTEXT)
-    key_set = parse_key_set_payload(payload)
-    return key_set if key_set.version > current_version else None
-
-
-def parse_key_set_payload(payload: bytes) -> KeySet:
-    try:
-        return KeySet.from_dict(loads_strict(payload, KEYS_NAME))
-    except ManifestError as e:
-        raise ChannelError(f"invalid {KEYS_NAME}: {e}") from None

@@ -17,7 +17,14 @@ from pathlib import Path
 from runtime import __version__
 from runtime.bundle import Limits, open_bundle, read_bundle_file
 from runtime.capture import DEFAULT_MAX_BYTES, Capture
-from runtime.errors import BundleError, FormatError, InputError, RollbackError, StoreError
+from runtime.errors import (
+    BundleError,
+    ChannelUnreachableError,
+    FormatError,
+    InputError,
+    RollbackError,
+    StoreError,
+)
 from runtime.fsio import write_durably
 from runtime.manifest import OutputSpec
 from runtime.monitor import (
@@ -39,12 +46,15 @@ from runtime.stream import LineSource, StreamStats, score_csv, score_jsonl
 
 
 class ExitCode(enum.IntEnum):
-    OK = 0  # every row scored
-    ROW_ERRORS = 1  # at least one row got an error record; the others were scored
-    UPDATE_REFUSED = 1  # update: a listed bundle was refused (audited); the pass went on
-    USAGE = 2  # bad arguments, or input that cannot be read at all (e.g. a bad CSV header)
-    REJECTED = 3  # the bundle failed verification or cannot run here
+    """One meaning per number, whichever command exits with it."""
+
+    OK = 0
+    ROW_ERRORS = 1  # score: at least one row got an error record; the others were scored
+    USAGE = 2  # bad arguments, a store error, input that cannot be read at all
+    REJECTED = 3  # a bundle failed verification or its selftest, or cannot run here
     ROLLBACK_REFUSED = 4  # the store refused the bundle's version (anti-rollback, marked bad)
+    CHANNEL_UNREACHABLE = 5  # update: the channel could not be read; an outage, retry later
+    CHANNEL_REJECTED = 6  # update: forged, expired or replayed index, or a broken key chain
     INTERRUPTED = 130  # Ctrl-C, by shell convention 128 + SIGINT
 
 
@@ -85,8 +95,9 @@ def _parser() -> argparse.ArgumentParser:
         "--trust",
         action="append",
         type=Path,
-        metavar="PUB",
-        help="with --bundle: a trusted Ed25519 public key (PEM); repeat for several",
+        metavar="FILE",
+        help="with --bundle: a trusted Ed25519 public key (PEM; repeat for several), or one "
+        "key statement (keys/N.json)",
     )
     score.add_argument(
         "--model", metavar="NAME", help="with --store: which model (default: the only one)"
@@ -120,15 +131,18 @@ def _add_update_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
     update = commands.add_parser(
         "update",
         help="one pass of over-the-air updates from a channel",
-        description="Fetch a channel's signed index, then download, verify and install the "
-        "newest version of each installed model (a failed selftest marks it bad).",
+        description="Follow the channel's key chain, fetch its signed index, then download, "
+        "verify and install the newest version of each model it lists (a failed selftest "
+        "marks it bad). Exit codes: 0 done, 2 usage or store error, 3 a listed bundle was "
+        "refused (audited; the pass went on), 5 channel unreachable (retry later), 6 channel "
+        "rejected (forged, expired, replayed, broken key chain).",
     )
     _store_option(update)
     update.add_argument(
         "--channel",
         required=True,
         metavar="URL",
-        help="channel base URL: file://, http:// or https://",
+        help="the channel: an http:// or https:// URL, a file:// URL or a directory",
     )
     update.set_defaults(run=_update)
 
@@ -140,13 +154,13 @@ def _update(args: argparse.Namespace) -> int:
         report = update_once(Store.open(args.store, limits=LIMITS), args.channel)
     except StoreError as e:
         return _fail(str(e), ExitCode.USAGE)
-    except RollbackError as e:  # a replayed index or key set
-        return _fail(str(e), ExitCode.ROLLBACK_REFUSED)
-    except BundleError as e:  # the channel: unreachable, unsigned, expired...
-        return _fail(str(e), ExitCode.REJECTED)
+    except ChannelUnreachableError as e:
+        return _fail(f"channel unreachable: {e}", ExitCode.CHANNEL_UNREACHABLE)
+    except BundleError as e:  # refused bundles are outcomes: what raises is the channel's
+        return _fail(f"channel rejected: {e}", ExitCode.CHANNEL_REJECTED)
     for line in report.lines():
         print(line)
-    return ExitCode.UPDATE_REFUSED if report.failed else ExitCode.OK
+    return ExitCode.REJECTED if report.failed else ExitCode.OK
 
 
 def _threads(text: str) -> int:
@@ -168,11 +182,11 @@ def _score(args: argparse.Namespace) -> int:
         # Worded as argparse words it, as when --trust was required outright.
         message = "the following arguments are required: --trust (with --bundle)"
         return _fail(message, ExitCode.USAGE)
-    # Imported here: a server never loads cryptography (~10 MB); see Store.trusted_keys.
-    from runtime.signing import TrustedKeys
+    # Imported here: a server never loads cryptography (~10 MB); see Store.trust.
+    from runtime.keychain import load_trust
 
     try:
-        trusted = TrustedKeys.from_paths(args.trust)
+        trusted = load_trust(args.trust).trusted()
         data = read_bundle_file(args.bundle, LIMITS)
     except FormatError as e:  # read, but not an acceptable bundle file (not regular, too big)
         return _fail(str(e), ExitCode.REJECTED)
@@ -235,8 +249,9 @@ def _add_store_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         required=True,
         action="append",
         type=Path,
-        metavar="PUB",
-        help="a trusted Ed25519 public key (PEM); repeat for several",
+        metavar="FILE",
+        help="a trusted Ed25519 public key (PEM; repeat for several, any one signs), or one "
+        "key statement from the channel (keys/N.json: its keys and threshold)",
     )
     init.set_defaults(run=_init)
     install = commands.add_parser(
@@ -275,8 +290,9 @@ def _init(args: argparse.Namespace) -> int:
         store = Store.init(args.store, args.trust, limits=LIMITS)
     except BundleError as e:  # a key file or the directory
         return _fail(str(e), ExitCode.USAGE)
-    print(f"initialized store {store.root}")
-    for key_id in store.trusted_keys():
+    trust = store.trust()
+    print(f"initialized store {store.root}, trusting {trust.describe()}")
+    for key_id in trust.keyids():
         print(f"trusted key {key_id}")
     return ExitCode.OK
 
@@ -311,20 +327,29 @@ def _status(args: argparse.Namespace) -> int:
     try:
         store = Store.open(args.store, limits=LIMITS)
         state = store.state()
+        trust = store.trust()
     except BundleError as e:
         return _fail(str(e), ExitCode.USAGE)
     reports = {name: _drift_report(store, name, model) for name, model in state.models.items()}
-    keys = list(store.trusted_keys())
+    keys = trust.keyids()
     if args.json:
         drift = {
             name: r.to_dict() if isinstance(r, DriftReport) else {"error": r}
             for name, r in reports.items()
             if r is not None
         }
-        doc = {"store": str(store.root), "trusted_keys": keys, **state.to_dict(), "drift": drift}
+        key_set = {"version": trust.version, "threshold": trust.threshold, "expires": trust.expires}
+        doc = {
+            "store": str(store.root),
+            "trusted_keys": keys,
+            "key_set": key_set,
+            **state.to_dict(),
+            "drift": drift,
+        }
         print(json.dumps(doc, indent=2, sort_keys=True))
         return ExitCode.OK
     print(f"store {store.root}")
+    print(f"trust: {trust.describe()}")
     print("trusted keys: " + ", ".join(keys))
     if not state.models:
         print("no models installed")
@@ -501,14 +526,16 @@ def _add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     serve_parser.add_argument(
         "--channel",
         metavar="URL",
-        help="poll this OTA channel (file://, http://, https://) and install updates",
+        help="poll this OTA channel (http://, https://, file:// or a directory) and install "
+        "updates",
     )
     serve_parser.add_argument(
         "--poll",
         type=_positive_float,
         default=300.0,
         metavar="SECONDS",
-        help="with --channel: seconds between polls, jittered ±10%%, backing off on errors "
+        help="with --channel: mean seconds between polls, each drawn from 0.5-1.5x; after "
+        "failures a random wait up to SECONDS doubled per failure, at most an hour "
         "(default 300)",
     )
     serve_parser.add_argument(
@@ -616,12 +643,14 @@ def _serve(args: argparse.Namespace) -> int:
         if args.channel is not None:
             # Imported only for a channel: urllib.request brings http.client, email and ssl,
             # ~7 MB of resident memory a server that polls nothing should not carry.
-            from runtime.fetch import check_url
+            from runtime.fetch import channel_url
             from runtime.updater import Poller
 
-            poller = Poller(
-                store_root=store.root, channel=check_url(args.channel), interval=args.poll
-            )
+            try:
+                channel = channel_url(args.channel)
+            except ChannelUnreachableError:  # a directory not mounted yet: each pass retries
+                channel = args.channel
+            poller = Poller(store_root=store.root, channel=channel, interval=args.poll)
             poller.start()
         try:
             return serve(store, config)

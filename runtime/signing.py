@@ -94,15 +94,23 @@ def load_private_key(path: Path, passphrase: bytes | None) -> Ed25519PrivateKey:
 
 
 class TrustedKeys(Mapping[str, Ed25519PublicKey]):
-    """The public keys a verifier trusts, by keyid. Never empty: an empty set trusts nothing."""
+    """The public keys a verifier trusts, by keyid, and how many of them must sign (k of n).
 
-    __slots__ = ("_keys",)
+    Never empty: an empty set trusts nothing.
+    """
 
-    def __init__(self, keys: Iterable[Ed25519PublicKey]) -> None:
+    __slots__ = ("_keys", "threshold")
+
+    def __init__(self, keys: Iterable[Ed25519PublicKey], threshold: int = 1) -> None:
         by_id = {keyid(key): key for key in keys}
         if not by_id:
             raise KeyFileError("no trusted public keys given")
+        if isinstance(threshold, bool) or not 1 <= threshold <= len(by_id):
+            raise KeyFileError(
+                f"a threshold of {threshold!r} is not between 1 and the {len(by_id)} key(s)"
+            )
         self._keys: Mapping[str, Ed25519PublicKey] = MappingProxyType(by_id)
+        self.threshold = threshold
 
     @classmethod
     def from_paths(cls, paths: Iterable[Path]) -> TrustedKeys:
@@ -118,7 +126,7 @@ class TrustedKeys(Mapping[str, Ed25519PublicKey]):
         return len(self._keys)
 
     def __repr__(self) -> str:
-        return f"TrustedKeys({sorted(self._keys)})"
+        return f"TrustedKeys({sorted(self._keys)}, threshold={self.threshold})"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -219,33 +227,52 @@ def sign(private_key: Ed25519PrivateKey, context: bytes, message: bytes) -> Sign
     )
 
 
+def sign_all(
+    keys: Sequence[Ed25519PrivateKey], context: bytes, message: bytes
+) -> SignatureFile:
+    """One signature per distinct key (a key named twice signs once)."""
+    distinct = {keyid(key.public_key()): key for key in keys}
+    return SignatureFile(
+        signatures=tuple(sign(key, context, message) for key in distinct.values())
+    )
+
+
 def verify(
     signatures: Sequence[SignatureEntry],
     trusted: TrustedKeys,
     context: bytes,
     message: bytes,
 ) -> str:
-    """Return the keyid of the first trusted key whose signature over ``context + message`` holds.
+    """Return the keyid of the first trusted key whose signature over ``context + message``
+    holds, once a threshold of distinct trusted keys (``trusted.threshold``) signed it.
 
     Signatures by keys that are not trusted are ignored. A failing signature by a trusted key
-    matters only when no other trusted signature holds, and is then named in the error.
+    matters only when the threshold is not met, and is then named in the error.
     """
     _check_context(context)
     signed = context + message
+    valid: list[str] = []
     invalid: list[str] = []
     for entry in signatures:
         key = trusted.get(entry.keyid)
-        if key is None:
+        if key is None or entry.keyid in valid:
             continue
         try:
             key.verify(entry.signature, signed)
         except InvalidSignature:
             invalid.append(entry.keyid)
             continue
-        return entry.keyid
+        valid.append(entry.keyid)
+        if len(valid) >= trusted.threshold:
+            return valid[0]
     signers = ", ".join(entry.keyid for entry in signatures) or "nobody"
     detail = f"; invalid signature by trusted key {', '.join(invalid)}" if invalid else ""
-    raise SignatureError(f"no valid signature by a trusted key (signed by: {signers}{detail})")
+    if not valid:
+        raise SignatureError(f"no valid signature by a trusted key (signed by: {signers}{detail})")
+    raise SignatureError(
+        f"signed by {len(valid)} of the {trusted.threshold} trusted keys required "
+        f"(valid: {', '.join(valid)}{detail})"
+    )
 
 
 def load_key_dir(directory: Path) -> list[Ed25519PublicKey]:

@@ -3,8 +3,11 @@
 A store is a directory::
 
     store.json                         {"format": "edgebundle.store/1"}: marks a store
-    keys/<keyid>.pub                   trusted Ed25519 public keys (PEM)
-    ota.json                           last channel index serial and key set version (OtaState)
+    trust.json                         the trusted key set: keys, threshold, chain version
+                                       (``runtime.keychain.KeySet``); stores made before the
+                                       key chain hold keys/<keyid>.pub instead, read as
+                                       provisioned keys until the first rotation replaces them
+    ota.json                           the last channel index serial accepted (OtaState)
     state.json                         the one pointer file, replaced atomically (StoreState)
     bundles/<name>/<version>.bundle    each installed bundle file, kept whole
     audit.log                          append-only JSON lines (AuditEvent)
@@ -16,9 +19,9 @@ Whole bundle files rather than unpacked directories: one file is one atomic rena
 caught. Integrity at load rests on that recorded sha256, taken after the signature verified at
 install (``runtime.bundle.open_installed``); the signature is not checked again, since the keys
 live in this same directory, so loading never needs cryptography (~10 MB of a server's
-resident memory). A key rotation (``rotate_keys``, from a rotation statement signed by the
-current keys) therefore cannot strand an installed bundle: the keys it drops sign no new
-install, and what they signed before stays loadable by its pin.
+resident memory). A key rotation (``adopt_trust``, after the updater verified the channel's
+key chain) therefore cannot strand an installed bundle: the keys it drops sign no new install,
+and what they signed before stays loadable by its pin.
 
 Crash safety: every write is temp file + fsync + rename + fsync(directory) (``runtime.fsio``)
 and happens in an order where a crash at any instant leaves ``state.json`` naming only complete,
@@ -93,15 +96,17 @@ from runtime.semver import Version
 from runtime.stats import Baseline, baseline_of
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
+    from runtime.keychain import KeySet
     from runtime.signing import TrustedKeys
 
 STORE_FORMAT = "edgebundle.store/1"
 STATE_FORMAT = "edgebundle.state/1"
 AUDIT_EVENTS = ("init", "installed", "refused", "rollback", "marked-bad", "keys-rotated")
-OTA_FORMAT = "edgebundle.ota/1"
+OTA_FORMAT = "edgebundle.ota/2"
+# ota/1 also carried the version of the single-file key rotation; trust.json holds trust now.
+_LEGACY_OTA_FORMAT = "edgebundle.ota/1"
 OTA_FILE = "ota.json"
+TRUST_FILE = "trust.json"
 
 STORE_FILE = "store.json"
 STATE_FILE = "state.json"
@@ -118,6 +123,7 @@ _LOCK_POLL = 0.05
 # A state entry is ~1 KB per model; this bounds what a corrupt or hostile file can cost.
 _MAX_STATE_BYTES = 4 * 1024 * 1024
 _MAX_MARKER_BYTES = 4096
+_MAX_TRUST_BYTES = 16 * 1024  # 16 keys of ~50 bytes each, with room to spare
 
 # The manifest's rule for model names: one plain path component, safe as a directory name.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -447,31 +453,21 @@ class AuditEvent:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class OtaState:
-    """``ota.json``: what over-the-air updates have seen, so nothing can be replayed.
-
-    ``last_serial`` is the highest channel index serial accepted; ``key_version`` the version
-    of the key set trusted now (0 = the keys given at init).
-    """
+    """``ota.json``: the highest channel index serial accepted, so no older one is replayed."""
 
     last_serial: int = 0
-    key_version: int = 0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], context: str = "") -> OtaState:
-        reject_unknown(d, ("format", "last_serial", "key_version"), context)
-        if get_str(d, "format", context) != OTA_FORMAT:
+        fmt = get_str(d, "format", context)
+        legacy = fmt == _LEGACY_OTA_FORMAT
+        if fmt != OTA_FORMAT and not legacy:
             raise ManifestError(f"unsupported format (expected {OTA_FORMAT!r})", context)
-        return cls(
-            last_serial=get_count(d, "last_serial", context),
-            key_version=get_count(d, "key_version", context),
-        )
+        reject_unknown(d, ("format", "last_serial", *(("key_version",) if legacy else ())), context)
+        return cls(last_serial=get_count(d, "last_serial", context))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": OTA_FORMAT,
-            "last_serial": self.last_serial,
-            "key_version": self.key_version,
-        }
+        return {"format": OTA_FORMAT, "last_serial": self.last_serial}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -521,22 +517,21 @@ class Store:
         limits: Limits = DEFAULT_LIMITS,
         lock_timeout: float = LOCK_TIMEOUT,
     ) -> Store:
-        """Create a store trusting ``trusted`` in a new or empty directory.
+        """Create a store trusting ``trusted`` in a new or empty directory: PEM public keys,
+        or one key statement from a channel (``runtime.keychain.load_trust``).
 
         ``store.json`` is written last, so an interrupted init leaves a directory that is not a
         store (and that init then refuses as not empty) rather than a store missing its keys.
         """
-        from runtime.signing import TrustedKeys, load_public_key, public_pem  # see trusted_keys
+        from runtime.keychain import TRUST_FORMAT, load_trust  # see trust
 
         root = root.absolute()
-        keys = TrustedKeys(load_public_key(path) for path in trusted)
+        trust = load_trust(trusted)
         _prepare_empty_dir(root)
-        make_dir_durably(root / KEYS_DIR)
-        for key_id, key in keys.items():
-            write_durably(root / KEYS_DIR / f"{key_id}.pub", public_pem(key))
+        write_durably(root / TRUST_FILE, trust.to_bytes(TRUST_FORMAT))
         make_dir_durably(root / BUNDLES_DIR)
         write_durably(root / LOCK_FILE, b"")
-        reason = "trusted keys: " + ", ".join(keys)
+        reason = f"trusted {trust.describe()}: " + ", ".join(trust.keyids())
         _append_audit(root, "init", reason=reason)
         write_durably(root / STORE_FILE, dumps_canonical(StoreMarker().to_dict()))
         return cls.open(root, limits=limits, lock_timeout=lock_timeout)
@@ -555,18 +550,30 @@ class Store:
             raise StoreError(f"{root / STORE_FILE}: {e}") from None
         return cls(root=root, limits=limits, lock_timeout=lock_timeout)
 
-    def trusted_keys(self) -> TrustedKeys:
-        """The keys a new install must be signed by, read from ``keys/``.
+    def trust(self) -> KeySet:
+        """The trusted key set: ``trust.json``, or a store's older ``keys/*.pub`` (provisioned
+        keys, any one of which signs).
 
         Read on demand, and cryptography imported only here and by the other key operations:
         serving and loading installed bundles never need it.
         """
-        from runtime.signing import TrustedKeys, load_key_dir
+        from runtime.keychain import TRUST_FORMAT, KeySet, parse_key_set
+        from runtime.signing import load_key_dir
 
+        data = _read_small(self.root / TRUST_FILE, _MAX_TRUST_BYTES)
+        if data is not None:
+            try:
+                return parse_key_set(data, TRUST_FILE, TRUST_FORMAT)
+            except BundleError as e:
+                raise StoreError(f"{self.root / TRUST_FILE} is corrupt: {e}") from None
         keys = load_key_dir(self.root / KEYS_DIR)
         if not keys:
-            raise StoreError(f"{self.root / KEYS_DIR} holds no trusted public keys (*.pub)")
-        return TrustedKeys(keys)
+            raise StoreError(f"{self.root} holds no trusted keys ({TRUST_FILE})")
+        return KeySet(version=0, threshold=1, keys=tuple(keys), expires=None)
+
+    def trusted_keys(self) -> TrustedKeys:
+        """The keys (and how many of them) a new install must be signed by."""
+        return self.trust().trusted()
 
     def state(self) -> StoreState:
         """The parsed ``state.json``; an empty state before the first install."""
@@ -692,33 +699,33 @@ class Store:
             if serial > ota.last_serial:
                 self._write_ota(replace(ota, last_serial=serial))
 
-    def rotate_keys(self, keys: Sequence[Ed25519PublicKey], version: int, *, origin: str) -> Store:
-        """Trust exactly ``keys`` from now on (a verified rotation statement of ``version``).
+    def adopt_trust(self, key_set: KeySet, *, origin: str) -> None:
+        """Trust exactly ``key_set`` from now on: a statement of the channel's key chain that
+        the caller verified step by step from the version trusted now.
 
         Keys rotated out sign no new install; what they signed before still loads by its
-        sha256 pin. Returns the store reopened.
+        sha256 pin. One rename switches the trust; older ``keys/*.pub`` go after it.
         """
-        from runtime.signing import TrustedKeys, public_pem  # see trusted_keys
+        from runtime.keychain import TRUST_FORMAT  # see trust
 
         with self._locked(fcntl.LOCK_EX):
-            ota = self.ota_state()
-            if version <= ota.key_version:
+            current = self.trust()
+            if key_set.version <= current.version:
                 raise RollbackError(
-                    f"key set version {version} is not newer than {ota.key_version} (replay)"
+                    f"key set version {key_set.version} is not newer than {current.version} "
+                    "(replayed key statement)"
                 )
-            new = TrustedKeys(keys)
-            dropped = [key_id for key_id in self.trusted_keys() if key_id not in new]
-            for key_id, key in new.items():
-                write_durably(self.root / KEYS_DIR / f"{key_id}.pub", public_pem(key))
-            remove_durably(self.root / KEYS_DIR, [f"{key_id}.pub" for key_id in dropped])
-            self._write_ota(replace(ota, key_version=version))
+            write_durably(self.root / TRUST_FILE, key_set.to_bytes(TRUST_FORMAT))
+            legacy = self.root / KEYS_DIR
+            if legacy.is_dir():
+                remove_durably(legacy, _list(legacy))
+                _remove_dir(legacy)
             _append_audit(
                 self.root,
                 "keys-rotated",
                 origin=origin,
-                reason=f"key set version {version}: " + ", ".join(sorted(new)),
+                reason=f"{key_set.describe()}: " + ", ".join(key_set.keyids()),
             )
-        return Store.open(self.root, limits=self.limits, lock_timeout=self.lock_timeout)
 
     def _write_ota(self, ota: OtaState) -> None:
         write_durably(self.root / OTA_FILE, dumps_canonical(ota.to_dict()))

@@ -2,11 +2,12 @@
 
 One pass, ``update_once``:
 
-1. ``keys.json`` (optional): a rotation statement is accepted only when signed by a key the
-   store trusts now and newer than the key set it has; the store then trusts the new set.
-2. ``index.json``: fetched with a size cap and timeouts, its signature verified by a trusted
-   key, refused if its serial is lower than the last one accepted (replay) or it has expired
-   (freeze); the serial is then recorded.
+1. The key chain (``runtime.keychain``): ``keys/N.json`` for every N after the version the
+   store trusts, each verified by the one before and by its own keys, until there is none;
+   the store then trusts the newest, which must not have expired.
+2. ``index.json``: fetched with a size cap and timeouts, its signatures verified by a
+   threshold of the newest key set, refused if its serial is lower than the last one accepted
+   (replay) or it has expired (freeze); the serial is then recorded.
 3. Per model name the channel lists, the newest version above the device's active one (or
    any, for a model not installed yet) that is not marked bad — only the newest, so a device
    offline for months skips the ones in between.
@@ -31,19 +32,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from runtime.bundle import open_bundle
-from runtime.channel import (
-    INDEX_NAME,
-    KEYS_NAME,
-    ChannelEntry,
-    ChannelIndex,
-    read_index,
-    read_key_set,
+from runtime.channel import INDEX_NAME, ChannelEntry, ChannelIndex, read_index
+from runtime.errors import BundleError, ChannelError, ChannelUnreachableError, SelftestError
+from runtime.fetch import (
+    FetchLimits,
+    channel_url,
+    fetch,
+    fetch_exact,
+    fetch_optional,
+    join_url,
 )
-from runtime.errors import BundleError, ChannelError, SelftestError
-from runtime.fetch import FetchLimits, check_url, fetch, fetch_exact, fetch_optional, join_url
+from runtime.keychain import KeySet, check_fresh, statement_file, walk_chain
 from runtime.store import Store
 
 Clock = Callable[[], datetime]
+# Full jitter may draw ~0: a floor keeps a failing channel from being hammered.
+_MIN_RETRY_SECONDS = 1.0
 DEFAULT_FETCH_LIMITS = FetchLimits()
 
 
@@ -80,32 +84,43 @@ class UpdateReport:
 def update_once(
     store: Store, channel: str, *, limits: FetchLimits = DEFAULT_FETCH_LIMITS, now: Clock = utc_now
 ) -> UpdateReport:
-    """One pass over the channel. Raises a BundleError when the channel itself is refused;
-    a refused bundle is reported (and audited by the store), the pass goes on."""
-    check_url(channel)
-    store, rotated = _rotate_keys(store, channel, limits)
-    index = _fetch_index(store, channel, limits, now())
+    """One pass over the channel (a URL or a directory). Raises ``ChannelUnreachableError``
+    when the channel cannot be read (retry later), another ``BundleError`` when it is refused
+    (forged, expired, replayed, a broken key chain); a refused bundle is reported (and audited
+    by the store), the pass goes on."""
+    channel = channel_url(channel)
+    trust, rotated = _follow_key_chain(store, channel, limits, now())
+    index = _fetch_index(store, trust, channel, limits, now())
     outcomes = [_update_model(store, channel, entry, limits) for entry in _wanted(store, index)]
     return UpdateReport(serial=index.serial, key_rotation=rotated, outcomes=tuple(outcomes))
 
 
-def _rotate_keys(store: Store, channel: str, limits: FetchLimits) -> tuple[Store, int | None]:
-    url = join_url(channel, KEYS_NAME)
-    data = fetch_optional(url, limits.max_keys_bytes, limits)
-    if data is None:
-        return store, None
-    key_set = read_key_set(
-        data, store.trusted_keys(), current_version=store.ota_state().key_version
-    )
-    if key_set is None:
-        return store, None
-    return store.rotate_keys(key_set.keys, key_set.version, origin=url), key_set.version
+def _follow_key_chain(
+    store: Store, channel: str, limits: FetchLimits, now: datetime
+) -> tuple[KeySet, int | None]:
+    """The newest key set the channel's chain leads to from the store's, adopted by the store;
+    with the version adopted in this pass, if any."""
+    current = store.trust()
+
+    def read(version: int) -> bytes | None:
+        url = join_url(channel, statement_file(version))
+        return fetch_optional(url, limits.max_keys_bytes, limits)
+
+    newest = walk_chain(current, read, limits.max_key_statements)
+    # Before adopting: a refused pass leaves the store as it was.
+    check_fresh(newest, now)
+    if newest.version == current.version:
+        return current, None
+    store.adopt_trust(newest, origin=join_url(channel, statement_file(newest.version)))
+    return newest, newest.version
 
 
-def _fetch_index(store: Store, channel: str, limits: FetchLimits, now: datetime) -> ChannelIndex:
+def _fetch_index(
+    store: Store, trust: KeySet, channel: str, limits: FetchLimits, now: datetime
+) -> ChannelIndex:
     data = fetch(join_url(channel, INDEX_NAME), limits.max_index_bytes, limits)
     index = read_index(
-        data, store.trusted_keys(), last_serial=store.ota_state().last_serial, now=now
+        data, trust.trusted(), last_serial=store.ota_state().last_serial, now=now
     )
     store.record_serial(index.serial)
     return index
@@ -159,8 +174,11 @@ def _update_model(store: Store, channel: str, entry: ChannelEntry, limits: Fetch
 
 @dataclass
 class Poller:
-    """Runs ``update_once`` in a background thread: a jittered interval so a fleet does not
-    hit the channel in lockstep, and exponential backoff (up to ``max_backoff``) on errors."""
+    """Runs ``update_once`` in a background thread. Every wait is random, so a fleet never
+    polls in lockstep: after a pass that worked, the period times a factor in [0.5, 1.5);
+    after failures, "full jitter" (a uniform draw up to ``interval`` doubled per failure and
+    capped at ``max_backoff``), so an outage's end or a publish does not bring every device
+    back in the same second."""
 
     store_root: Path
     channel: str
@@ -168,6 +186,7 @@ class Poller:
     max_backoff: float = 3600.0
     limits: FetchLimits = field(default_factory=FetchLimits)
     log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
+    rng: random.Random = field(default_factory=random.Random)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -188,13 +207,16 @@ class Poller:
                 for line in report.lines():
                     self.log(f"update: {line}")
                 failures = 0
+            except ChannelUnreachableError as e:
+                failures += 1
+                self.log(f"update: channel unreachable: {e}")
             except BundleError as e:
                 failures += 1
-                self.log(f"update failed: {e}")
+                self.log(f"update: channel refused: {e}")
             self._stop.wait(self.next_delay(failures))
 
     def next_delay(self, failures: int) -> float:
-        base = (
-            self.interval if failures == 0 else min(self.max_backoff, self.interval * 2.0**failures)
-        )
-        return base * random.uniform(0.9, 1.1)
+        if failures == 0:
+            return self.interval * self.rng.uniform(0.5, 1.5)
+        ceiling = min(self.max_backoff, self.interval * 2.0 ** min(failures, 32))
+        return self.rng.uniform(_MIN_RETRY_SECONDS, max(_MIN_RETRY_SECONDS, ceiling))

@@ -7,25 +7,26 @@ import base64
 import hashlib
 import http.server
 import json
+import random
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
-from builder.publish import publish, rotate_keys
+from builder.publish import publish
 from runtime.bundle import read_members_unverified, write_bundle
 from runtime.channel import INDEX_CONTEXT, ChannelEntry, ChannelIndex, Envelope, bundle_file
 from runtime.errors import ChannelError, RollbackError, SignatureError
 from runtime.fetch import FetchLimits
 from runtime.semver import Version
-from runtime.signing import TrustedKeys, load_private_key, load_public_key
+from runtime.signing import load_private_key
 from runtime.store import Store
 from runtime.updater import Poller, update_once
+from tests.channelkit import served
 from tests.conftest import KeyFiles
 from tests.store_helpers import Spec, audit_events, build_bundles, snapshot, with_wrong_selftest
 from tests.xgbmodels import run, train
@@ -46,39 +47,11 @@ def bundles(
     return build_bundles(model, specs, signers, tmp_path_factory.mktemp("bundles"))
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Static files, plus scripted misbehaviour for chosen paths."""
-
-    behaviours: ClassVar[dict[str, Callable[[http.server.BaseHTTPRequestHandler], None]]] = {}
-
-    def do_GET(self) -> None:
-        behaviour = self.behaviours.get(self.path)
-        if behaviour is None:
-            super().do_GET()
-        else:
-            behaviour(self)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def channel(tmp_path: Path) -> Iterator[tuple[Path, str, dict[str, Any]]]:
     """A channel directory and its URL on a real loopback HTTP server."""
-    directory = tmp_path / "channel"
-    directory.mkdir()
-    behaviours: dict[str, Any] = {}
-    handler = type("Handler", (_Handler,), {"behaviours": behaviours})
-
-    def make(*args: Any) -> http.server.BaseHTTPRequestHandler:
-        return handler(*args, directory=str(directory))
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield directory, f"http://127.0.0.1:{server.server_address[1]}/", behaviours
-    server.shutdown()
-    server.server_close()
+    with served(tmp_path / "channel") as c:
+        yield c.directory, c.url, c.behaviours
 
 
 @pytest.fixture
@@ -91,7 +64,7 @@ def store(tmp_path: Path, keys: KeyFiles, bundles: dict[Spec, Path]) -> Store:
 def put(
     bundle: Path, channel: Path, keys: KeyFiles, expires: timedelta = timedelta(days=1)
 ) -> None:
-    publish(bundle, channel, load_private_key(keys.private, None), expires, NOW)
+    publish(bundle, channel, [load_private_key(keys.private, None)], expires, NOW)
 
 
 def active(store: Store) -> str:
@@ -343,41 +316,6 @@ def test_bundle_failing_selftest_is_marked_bad_and_not_retried(
     assert update_once(store, url).outcomes == () and fetched == []
 
 
-# --- key rotation ----------------------------------------------------------------------------
-
-
-def test_key_rotation_signed_by_current_key_is_adopted(
-    store: Store, channel: Any, keys: KeyFiles, other_keys: KeyFiles, bundles: Any
-) -> None:
-    directory, url, _ = channel
-    rotate_keys(
-        directory, [load_private_key(keys.private, None)], [load_public_key(other_keys.public)]
-    )
-    # from now on the channel index and new bundles are signed by the new key only
-    put(bundles[V110_NEW_KEY], directory, other_keys)
-    report = update_once(store, url)
-    assert report.key_rotation == 1 and active(store) == "1.1.0"
-    reopened = Store.open(store.root)
-    assert sorted(reopened.trusted_keys()) == sorted(TrustedKeys.from_paths([other_keys.public]))
-    reopened.rollback("credit")  # a bundle signed by the rotated-out key still loads (pinned)
-    assert str(reopened.load_active("credit").version) == "1.0.0"
-    with pytest.raises(SignatureError):  # but that key signs no new install
-        reopened.install(bundles[V120].read_bytes(), origin="direct")
-
-
-def test_key_rotation_signed_by_unknown_key_is_refused(
-    store: Store, channel: Any, keys: KeyFiles, other_keys: KeyFiles, bundles: Any
-) -> None:
-    directory, url, _ = channel
-    put(bundles[V110], directory, keys)
-    rotate_keys(
-        directory,
-        [load_private_key(other_keys.private, None)],
-        [load_public_key(other_keys.public)],
-    )
-    refused(store, url, SignatureError, "no valid signature")
-
-
 def _later() -> str:
     return (NOW + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -414,10 +352,18 @@ def _resign(directory: Path, keys: KeyFiles, serial: int) -> None:
     _write_channel(directory, keys, files, serial)
 
 
-def test_poll_interval_is_jittered_and_backs_off(tmp_path: Path) -> None:
-    poller = Poller(store_root=tmp_path, channel="file:///nowhere", interval=10.0, max_backoff=60.0)
-    calm = [poller.next_delay(0) for _ in range(200)]
-    assert 9.0 <= min(calm) < max(calm) <= 11.0  # spread, so a fleet does not poll in lockstep
-    assert 18.0 <= poller.next_delay(1) <= 22.0
-    assert 36.0 <= poller.next_delay(2) <= 44.0
-    assert 54.0 <= poller.next_delay(10) <= 66.0  # capped at max_backoff
+def test_poll_interval_is_jittered_and_backs_off_with_full_jitter(tmp_path: Path) -> None:
+    poller = Poller(
+        store_root=tmp_path,
+        channel="file:///nowhere",
+        interval=10.0,
+        max_backoff=60.0,
+        rng=random.Random(7),
+    )
+    calm = [poller.next_delay(0) for _ in range(500)]
+    # spread over the whole band, so a fleet does not poll in lockstep after a publish
+    assert 5.0 <= min(calm) < 6.0 and 14.0 < max(calm) < 15.0
+    for failures, ceiling in ((1, 20.0), (2, 40.0), (3, 60.0), (50, 60.0)):
+        waits = [poller.next_delay(failures) for _ in range(500)]
+        # full jitter: anywhere from the floor up to the doubled, capped ceiling
+        assert 1.0 <= min(waits) < 0.2 * ceiling and 0.8 * ceiling < max(waits) <= ceiling

@@ -12,14 +12,9 @@ from typing import Any
 import pytest
 
 from builder.publish import parse_duration
-from runtime.channel import (
-    INDEX_CONTEXT,
-    ChannelIndex,
-    Envelope,
-    read_index,
-    read_key_set,
-)
+from runtime.channel import INDEX_CONTEXT, ChannelIndex, Envelope, read_index
 from runtime.errors import BundleError, ChannelError, RollbackError, SignatureError
+from runtime.keychain import load_trust, verify_statement
 from runtime.signing import TrustedKeys
 from tests.conftest import KeyFiles
 from tests.xgbmodels import Trained, run, train
@@ -216,8 +211,8 @@ def test_index_signature_does_not_verify_as_another_document(channel: Path, keys
         envelope.verified_payload(trusted, b"edgebundle/manifest/v1\x00")
 
 
-def rotate(channel: Path, signer: KeyFiles, new: KeyFiles) -> None:
-    proc = run(
+def rotate(channel: Path, signer: KeyFiles, new: KeyFiles, *extra: str) -> Any:
+    return run(
         "bundle",
         [
             "rotate-keys",
@@ -226,33 +221,48 @@ def rotate(channel: Path, signer: KeyFiles, new: KeyFiles) -> None:
             "--key",
             str(signer.private),
             "--new-key",
-            str(new.public),
+            str(new.private),
+            *extra,
         ],
     )
+
+
+def test_key_rotation_writes_the_next_statement_of_the_chain(
+    channel: Path, keys: KeyFiles, other_keys: KeyFiles
+) -> None:
+    proc = rotate(channel, keys, other_keys, "--expires", "90d")
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{channel}/keys/1.json: key set version 1: 1 of 1 key(s)")
+    provisioned = load_trust([keys.public])
+    first = verify_statement((channel / "keys" / "1.json").read_bytes(), provisioned, 1)
+    assert first.keyids() == load_trust([other_keys.public]).keyids()
+    expires = first.expires_at()
+    assert expires is not None
+    assert abs(expires - (datetime.now(timezone.utc) + timedelta(days=90))) < timedelta(minutes=5)
+    # the index moved with the keys: valid for devices before and after they adopt keys/1.json
+    data = (channel / "index.json").read_bytes()
+    for trusted in (provisioned, first):
+        read_index(data, trusted.trusted(), last_serial=0, now=NOW)
 
 
-def test_key_rotation_signed_by_current_key(
-    keys: KeyFiles, other_keys: KeyFiles, tmp_path: Path
+def test_key_rotations_chain_on(channel: Path, keys: KeyFiles, other_keys: KeyFiles) -> None:
+    assert rotate(channel, keys, other_keys).returncode == 0
+    assert rotate(channel, other_keys, keys).returncode == 0
+    first = verify_statement(
+        (channel / "keys" / "1.json").read_bytes(), load_trust([keys.public]), 1
+    )
+    second = verify_statement((channel / "keys" / "2.json").read_bytes(), first, 2)
+    assert second.keyids() == load_trust([keys.public]).keyids()
+
+
+def test_key_rotation_by_a_key_devices_do_not_trust_writes_nothing(
+    channel: Path, keys: KeyFiles, other_keys: KeyFiles
 ) -> None:
-    rotate(tmp_path, keys, other_keys)
-    data = (tmp_path / "keys.json").read_bytes()
-    key_set = read_key_set(data, TrustedKeys.from_paths([keys.public]), current_version=0)
-    assert key_set is not None and key_set.version == 1
-    assert key_set.keyids() == sorted(TrustedKeys.from_paths([other_keys.public]))
-    assert read_key_set(data, TrustedKeys.from_paths([keys.public]), current_version=1) is None
-    with pytest.raises(SignatureError):  # a device that does not trust the signer refuses it
-        read_key_set(data, TrustedKeys.from_paths([other_keys.public]), current_version=0)
-
-
-def test_key_rotation_versions_increase(
-    keys: KeyFiles, other_keys: KeyFiles, tmp_path: Path
-) -> None:
-    for expected in (1, 2):
-        rotate(tmp_path, keys, other_keys)
-        data = (tmp_path / "keys.json").read_bytes()
-        key_set = read_key_set(data, TrustedKeys.from_paths([keys.public]), current_version=0)
-        assert key_set is not None and key_set.version == expected
+    before = sorted(p.name for p in channel.rglob("*"))
+    proc = rotate(channel, other_keys, keys)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "the key devices trust now" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in channel.rglob("*")) == before
 
 
 @pytest.mark.parametrize(

@@ -378,7 +378,7 @@ def test_model_that_breaks_the_graph_contract_rejected(
     ("argv", "message"),
     [
         (["score", "--bundle", "{missing}", "--trust", "{pub}"], "error: cannot read"),
-        (["score", "--bundle", "{bundle}", "--trust", "{missing}"], "error: public key file not"),
+        (["score", "--bundle", "{bundle}", "--trust", "{missing}"], "error: trust file not found"),
         (["score", "--bundle", "{bundle}", "--trust", "{bundle}"], "is not a PEM public key"),
         (["score", "--bundle", "{bundle}"], "the following arguments are required: --trust"),
         (["score", "--bundle", "{bundle}", "--trust", "{pub}", "--threads", "-1"], "must be >= 0"),
@@ -404,7 +404,7 @@ def test_usage_errors_exit_2(
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["score", "--help"]) == ExitCode.OK
-    assert "--trust PUB" in capsys.readouterr().out
+    assert "--trust FILE" in capsys.readouterr().out
 
 
 def test_rejection_from_a_real_process_has_no_traceback(mc: BundleFiles, tmp_path: Path) -> None:

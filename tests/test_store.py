@@ -78,12 +78,14 @@ def test_init_creates_the_layout(tmp_path: Path, keys: KeyFiles) -> None:
     assert sorted(p.name for p in root.iterdir()) == [
         "audit.log",
         "bundles",
-        "keys",
         "lock",
         "store.json",
+        "trust.json",
     ]
     assert json.loads((root / "store.json").read_text()) == {"format": "edgebundle.store/1"}
-    assert [p.name for p in (root / "keys").iterdir()] == [f"{key_id}.pub"]
+    trust = json.loads((root / "trust.json").read_text())
+    assert (trust["format"], trust["version"], trust["threshold"]) == ("edgebundle.trust/1", 0, 1)
+    assert trust["expires"] is None and len(trust["keys"]) == 1
     assert list(store.trusted_keys()) == [key_id]
     assert store.state() == StoreState()
     assert store.state_token() == (0, 0, 0)
@@ -128,10 +130,30 @@ def test_open_refuses_another_store_format(store: Store) -> None:
         Store.open(store.root)
 
 
-def test_a_key_file_named_for_another_key_is_refused(store: Store, other_keys: KeyFiles) -> None:
-    [key_file] = (store.root / "keys").iterdir()
-    shutil.copy(other_keys.public, key_file)
+def test_a_store_from_before_the_key_chain_trusts_its_key_files(
+    store: Store, keys: KeyFiles
+) -> None:
+    (store.root / "trust.json").unlink()
+    (store.root / "keys").mkdir()
+    key_id = keyid(load_public_key(keys.public))
+    shutil.copy(keys.public, store.root / "keys" / f"{key_id}.pub")
+    trust = Store.open(store.root).trust()
+    assert (trust.version, trust.threshold, trust.keyids()) == (0, 1, [key_id])
+
+
+def test_a_legacy_key_file_named_for_another_key_is_refused(
+    store: Store, other_keys: KeyFiles
+) -> None:
+    (store.root / "trust.json").unlink()
+    (store.root / "keys").mkdir()
+    shutil.copy(other_keys.public, store.root / "keys" / f"{'0' * 64}.pub")
     with pytest.raises(KeyFileError, match="not the key its name says"):
+        Store.open(store.root).trusted_keys()
+
+
+def test_a_corrupt_trust_file_is_a_store_error(store: Store) -> None:
+    (store.root / "trust.json").write_text('{"format": "edgebundle.trust/1", "version": 0}')
+    with pytest.raises(StoreError, match=r"trust\.json is corrupt: .*threshold: missing"):
         Store.open(store.root).trusted_keys()
 
 

@@ -88,7 +88,8 @@ def test_init_install_status_score(
     proc = runtime(["init", "--store", str(root), "--trust", str(keys.public)])
     key_id = keyid(load_public_key(keys.public))
     assert (proc.returncode, proc.stderr) == (0, "")
-    assert proc.stdout == f"initialized store {root}\ntrusted key {key_id}\n"
+    trust = "trusting provisioned keys: 1 of 1 key(s) must sign"
+    assert proc.stdout == f"initialized store {root}, {trust}\ntrusted key {key_id}\n"
 
     first = runtime(["install", str(bundles[V100]), "--store", str(root)])
     second = runtime(["install", str(bundles[V110]), "--store", str(root)])
@@ -103,11 +104,16 @@ def test_init_install_status_score(
     status = runtime(["status", "--store", str(root)])
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
-    assert lines[:3] == [f"store {root}", f"trusted keys: {key_id}", "credit"]
-    assert lines[3].startswith("  active:   1.1.0 (int8, installed 20")
-    assert lines[3].endswith(f"selftest passed: {rows} rows match (max abs error 0))")
-    assert lines[4].startswith("  previous: 1.0.0 (int8, installed ")
-    assert lines[5:] == [
+    assert lines[:4] == [
+        f"store {root}",
+        "trust: provisioned keys: 1 of 1 key(s) must sign",
+        f"trusted keys: {key_id}",
+        "credit",
+    ]
+    assert lines[4].startswith("  active:   1.1.0 (int8, installed 20")
+    assert lines[4].endswith(f"selftest passed: {rows} rows match (max abs error 0))")
+    assert lines[5].startswith("  previous: 1.0.0 (int8, installed ")
+    assert lines[6:] == [
         "  highest:  1.1.0 (anti-rollback: nothing lower installs)",
         "  bad:      none",
         "  drift:    no report yet (a server writes one while it serves)",
@@ -115,6 +121,7 @@ def test_init_install_status_score(
 
     doc = json.loads(runtime(["status", "--store", str(root), "--json"]).stdout)
     assert doc["store"] == str(root) and doc["trusted_keys"] == [key_id]
+    assert doc["key_set"] == {"version": 0, "threshold": 1, "expires": None}
     credit = doc["models"]["credit"]
     assert (credit["active"], credit["previous"], credit["bad"]) == ("1.1.0", "1.0.0", [])
     assert credit["installed"]["1.1.0"]["selftest"]["passed"] is True
