@@ -57,14 +57,22 @@ def write_durably(path: Path, data: bytes) -> None:
 
 
 def append_durably(path: Path, line: bytes) -> None:
-    """Append one line at the end of ``path`` (created if missing), durably."""
+    """Append one line at the end of ``path`` (created if missing), durably: whole or not at
+    all, also when the file system fills up half-way through the line."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            # O_APPEND places the line at the end even if the file was appended to (or
-            # truncated by an operator) since it was opened.
-            _write_all(fd, line)
-            os.fsync(fd)
+            # Callers append under the store's exclusive lock: nobody else moves the end.
+            end = os.fstat(fd).st_size
+            try:
+                _write_all(fd, line)
+                os.fsync(fd)
+            except OSError:
+                # A full disk takes the bytes up to the last page it has room for, then
+                # fails: cut the torn line off, or the next line would be glued to it.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, end)
+                raise
         finally:
             os.close(fd)
     except OSError as e:

@@ -755,23 +755,27 @@ class Store:
         write_durably(self._bundle_path(name, version), data)
         try:
             summary = self._selftest(name, version, sha256, bundle.keyid)
-        except SelftestError as e:
+            record = InstalledVersion(
+                sha256=sha256,
+                size=len(data),
+                precision=manifest.precision,
+                keyid=bundle.keyid,
+                installed_at=_now(),
+                selftest=summary,
+            )
+            self._switch(state, name, _installed(model, version, record))
+        except BundleError as e:
             if not kept:
-                self._discard(name, version)
-            self._refuse(e, origin=origin, sha256=sha256, manifest=manifest)
-        record = InstalledVersion(
-            sha256=sha256,
-            size=len(data),
-            precision=manifest.precision,
-            keyid=bundle.keyid,
-            installed_at=_now(),
-            selftest=summary,
-        )
-        updated = _installed(model, version, record)
-        self._switch(state, name, updated)
+                self._forget(name, version)
+            if isinstance(e, SelftestError):
+                self._refuse(e, origin=origin, sha256=sha256, manifest=manifest)
+            raise
         previous = None if model is None else model.active
         reason = f"previous: {previous or 'none'}; selftest: {summary.detail}"
-        self._audit("installed", name, version, sha256=sha256, origin=origin, reason=reason)
+        try:
+            self._audit("installed", name, version, sha256=sha256, origin=origin, reason=reason)
+        except StoreError as e:
+            raise StoreError(f"installed {name} {version}, but could not record it: {e}") from None
         return InstallResult(
             name=name,
             version=version,
@@ -782,9 +786,16 @@ class Store:
         )
 
     def _selftest(self, name: str, version: Version, sha256: str, keyid: str) -> SelftestSummary:
-        """Run the bundle's selftest on the stored file, loaded exactly as ``load_active`` will."""
+        """Run the bundle's selftest on the stored file, loaded exactly as ``load_active`` will.
+
+        A file that cannot be read back is the device's fault, not the bundle's: a
+        ``StoreError``, which marks no version bad.
+        """
         try:
             data = self._read_installed(name, version, sha256)
+        except BundleError as e:
+            raise StoreError(f"cannot read back {name} {version} after writing it: {e}") from None
+        try:
             bundle = open_installed(data, sha256, keyid, self.limits)
             scorer = Scorer.from_bundle(bundle)
             result = run_selftest(scorer, parse_selftest(bundle.files["selftest.json"]))
@@ -819,6 +830,15 @@ class Store:
             remove_durably(directory, [n for n in _list(directory) if n not in keep])
             if not keep:
                 _remove_dir(directory)
+
+    def _forget(self, name: str, version: Version) -> None:
+        """Undo the file write of an install that did not switch, unless the state names the
+        version after all (a failure after the switch's rename). Best effort: the next write's
+        sweep removes what is left."""
+        with contextlib.suppress(BundleError):
+            model = self.state().models.get(name)
+            if model is None or model.record(version) is None:
+                self._discard(name, version)
 
     def _discard(self, name: str, version: Version) -> None:
         """Undo the file write of an install that is being refused."""

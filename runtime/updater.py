@@ -33,7 +33,13 @@ from pathlib import Path
 
 from runtime.bundle import open_bundle
 from runtime.channel import INDEX_NAME, ChannelEntry, ChannelIndex, read_index
-from runtime.errors import BundleError, ChannelError, ChannelUnreachableError, SelftestError
+from runtime.errors import (
+    BundleError,
+    ChannelError,
+    ChannelUnreachableError,
+    SelftestError,
+    StoreError,
+)
 from runtime.fetch import (
     FetchLimits,
     channel_url,
@@ -157,6 +163,8 @@ def _update_model(store: Store, channel: str, entry: ChannelEntry, limits: Fetch
                 f"{entry.name} {version} (mix-and-match)"
             )
         result = store.install(data, origin=url)
+    except StoreError:  # the device's own fault (a full disk): the pass stops, nothing is blamed
+        raise
     except SelftestError as e:
         store.mark_bad(entry.name, entry.version, str(e))
         return Outcome(

@@ -141,7 +141,7 @@ def scenarios(
     channel = work / "channel"
     signer = load_private_key(keys.private, None)
     for spec in (V110, V120):
-        publish(files[spec], channel, signer, timedelta(days=1), datetime.now(timezone.utc))
+        publish(files[spec], channel, [signer], timedelta(days=1), datetime.now(timezone.utc))
 
     def update(store: Store) -> None:
         report = update_once(store, channel.as_uri())
