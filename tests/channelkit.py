@@ -3,13 +3,27 @@ misbehaviour per path (python-tuf's tests serve metadata from a simulator; ours 
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from runtime.channel import (
+    INDEX_CONTEXT,
+    TIME_FORMAT,
+    ChannelEntry,
+    ChannelIndex,
+    Envelope,
+    bundle_file,
+)
+from runtime.semver import Version
 
 Behaviour = Callable[[http.server.BaseHTTPRequestHandler], None]
 
@@ -56,3 +70,37 @@ def served(directory: Path) -> Iterator[Channel]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def entry_for(name: str, version: str, data: bytes) -> ChannelEntry:
+    """The index entry for ``data`` published as ``name`` ``version``."""
+    parsed = Version.parse(version)
+    return ChannelEntry(
+        name=name,
+        version=parsed,
+        file=bundle_file(name, parsed),
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+    )
+
+
+def write_index(
+    directory: Path,
+    signers: Sequence[Ed25519PrivateKey],
+    files: Sequence[tuple[ChannelEntry, bytes]],
+    serial: int,
+    expires: datetime | None = None,
+) -> None:
+    """Each entry's bytes at its place and an index listing them signed by ``signers``,
+    bypassing ``bundle publish``'s own checks, as an attacker holding those keys would."""
+    for entry, data in files:
+        (directory / entry.file).parent.mkdir(parents=True, exist_ok=True)
+        (directory / entry.file).write_bytes(data)
+    until = expires or datetime.now(timezone.utc) + timedelta(days=1)
+    index = ChannelIndex(
+        serial=serial,
+        expires=until.strftime(TIME_FORMAT),
+        bundles=tuple(entry for entry, _ in files),
+    )
+    envelope = Envelope.signed(index.to_bytes(), signers, INDEX_CONTEXT)
+    (directory / "index.json").write_bytes(envelope.to_bytes())

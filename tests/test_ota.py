@@ -4,7 +4,6 @@ that the store did not change. Channels are served by a real HTTP server on 127.
 from __future__ import annotations
 
 import base64
-import hashlib
 import http.server
 import json
 import random
@@ -19,14 +18,14 @@ import pytest
 
 from builder.publish import publish
 from runtime.bundle import read_members_unverified, write_bundle
-from runtime.channel import INDEX_CONTEXT, ChannelEntry, ChannelIndex, Envelope, bundle_file
+from runtime.channel import ChannelEntry, ChannelIndex, bundle_file
 from runtime.errors import ChannelError, RollbackError, SignatureError
 from runtime.fetch import FetchLimits
 from runtime.semver import Version
 from runtime.signing import load_private_key
 from runtime.store import Store
 from runtime.updater import Poller, update_once
-from tests.channelkit import served
+from tests.channelkit import entry_for, served, write_index
 from tests.conftest import KeyFiles
 from tests.store_helpers import Spec, audit_events, build_bundles, snapshot, with_wrong_selftest
 from tests.xgbmodels import run, train
@@ -316,33 +315,14 @@ def test_bundle_failing_selftest_is_marked_bad_and_not_retried(
     assert update_once(store, url).outcomes == () and fetched == []
 
 
-def _later() -> str:
-    return (NOW + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _entry(spec: Spec, data: bytes) -> ChannelEntry:
-    version = Version.parse(spec.version)
-    return ChannelEntry(
-        name=spec.name,
-        version=version,
-        file=bundle_file(spec.name, version),
-        sha256=hashlib.sha256(data).hexdigest(),
-        size=len(data),
-    )
+    return entry_for(spec.name, spec.version, data)
 
 
 def _write_channel(
     directory: Path, signer: KeyFiles, files: list[tuple[ChannelEntry, bytes]], serial: int
 ) -> None:
-    """Each entry's bytes at its place, and an index listing them signed by ``signer``."""
-    for entry, data in files:
-        (directory / entry.file).parent.mkdir(parents=True, exist_ok=True)
-        (directory / entry.file).write_bytes(data)
-    index = ChannelIndex(serial=serial, expires=_later(), bundles=tuple(e for e, _ in files))
-    signed = Envelope.signed(
-        index.to_bytes(), [load_private_key(signer.private, None)], INDEX_CONTEXT
-    )
-    (directory / "index.json").write_bytes(signed.to_bytes())
+    write_index(directory, [load_private_key(signer.private, None)], files, serial)
 
 
 def _resign(directory: Path, keys: KeyFiles, serial: int) -> None:

@@ -4,7 +4,6 @@ asserting the refusal and that the store did not change (python-tuf's
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
@@ -16,15 +15,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from builder.keys import generate_keypair
 from builder.publish import publish, resign_bundle, rotate_keys
-from runtime.channel import INDEX_CONTEXT, ChannelEntry, ChannelIndex, Envelope, bundle_file
+from runtime.channel import Envelope
 from runtime.errors import ChannelError, ManifestError, SignatureError
 from runtime.fetch import FetchLimits
 from runtime.keychain import KEYS_CONTEXT, STATEMENT_FORMAT, KeySet
-from runtime.semver import Version
 from runtime.signing import keyid, load_private_key, public_pem
 from runtime.store import Store
 from runtime.updater import update_once
-from tests.channelkit import Channel, served
+from tests.channelkit import Channel, entry_for, served, write_index
 from tests.conftest import KeyFiles
 from tests.store_helpers import Spec, build_bundles, snapshot
 from tests.xgbmodels import run, train
@@ -244,27 +242,8 @@ def test_a_legacy_channel_and_store_migrate_with_one_rotate_keys(
 def forged_index(
     channel: Channel, signers: Sequence[KeyFiles], bundles: dict[Spec, bytes], serial: int
 ) -> None:
-    """Write ``bundles`` and an index listing them signed by ``signers``, bypassing publish's
-    own checks, as an attacker who holds those keys would."""
-    entries = []
-    for spec, data in bundles.items():
-        version = Version.parse(spec.version)
-        path = channel.directory / bundle_file(spec.name, version)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        entries.append(
-            ChannelEntry(
-                name=spec.name,
-                version=version,
-                file=bundle_file(spec.name, version),
-                sha256=hashlib.sha256(data).hexdigest(),
-                size=len(data),
-            )
-        )
-    expires = (NOW + DAY).strftime("%Y-%m-%dT%H:%M:%SZ")
-    index = ChannelIndex(serial=serial, expires=expires, bundles=tuple(entries))
-    envelope = Envelope.signed(index.to_bytes(), private(*signers), INDEX_CONTEXT)
-    (channel.directory / "index.json").write_bytes(envelope.to_bytes())
+    files = [(entry_for(s.name, s.version, data), data) for s, data in bundles.items()]
+    write_index(channel.directory, private(*signers), files, serial)
 
 
 def forged_statement(
