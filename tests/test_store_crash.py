@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from builder.publish import publish
+from builder.publish import publish, rotate_keys
 from runtime.semver import Version
 from runtime.signing import load_private_key
 from runtime.store import Store
@@ -110,7 +110,10 @@ def hook_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def scenarios(
-    bundles: dict[Spec, bytes], keys: KeyFiles, tmp_path_factory: pytest.TempPathFactory
+    bundles: dict[Spec, bytes],
+    keys: KeyFiles,
+    other_keys: KeyFiles,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> list[Scenario]:
     work = tmp_path_factory.mktemp("scenarios")
     files = {}
@@ -147,6 +150,17 @@ def scenarios(
         report = update_once(store, channel.as_uri())
         assert str(store.state().models["credit"].active) == "1.2.0", report.lines()
 
+    # the same channel after a key rotation: the pass adopts keys/1.json, then installs
+    rotated = work / "rotated-channel"
+    shutil.copytree(channel, rotated)
+    new_key = load_private_key(other_keys.private, None)
+    rotate_keys(rotated, [signer], [new_key], 1, timedelta(days=365), datetime.now(timezone.utc))
+
+    def rotate_and_update(store: Store) -> None:
+        report = update_once(store, rotated.as_uri())
+        assert str(store.state().models["credit"].active) == "1.2.0", report.lines()
+        assert store.trust().version == 1
+
     return [
         Scenario(
             "first-install",
@@ -175,6 +189,13 @@ def scenarios(
             ["update", "--store", "{store}", "--channel", channel.as_uri()],
             frozenset({"1.0.0", "1.2.0"}),
             update,
+        ),
+        Scenario(
+            "ota-update-after-a-key-rotation",
+            base("one-installed-for-rotation", V100),
+            ["update", "--store", "{store}", "--channel", rotated.as_uri()],
+            frozenset({"1.0.0", "1.2.0"}),
+            rotate_and_update,
         ),
         Scenario(
             "rollback",
@@ -227,11 +248,13 @@ def count_points(scenario: Scenario, hook_dir: Path, tmp: Path) -> tuple[list[st
 
 
 def check_consistent(outcome: Outcome) -> None:
-    """The store opens, its state parses, every kept file matches its recorded sha256, the
-    active version loads and is one the scenario allows, and the audit log is whole lines."""
+    """The store opens, its state and trusted keys parse, every kept file matches its recorded
+    sha256, the active version loads and is one the scenario allows, and the audit log is
+    whole lines."""
     store = Store.open(outcome.store)
     model = store.state().models.get("credit")
     context = f"{outcome.scenario.name} killed {outcome.point}"
+    assert store.trust().version in (0, 1), context  # the old key set or the new, whole
     if model is None:
         assert None in outcome.scenario.allowed, context
         return
