@@ -3,7 +3,9 @@
 The graph contract (DESIGN §5): one input ``"input"`` float32 ``[N, F]`` with NaN for missing
 values, and one graph output per manifest ``OutputSpec`` carrying the same name, element type
 and rank. It is checked once at load, so a bundle that would score wrongly is refused before
-the first row rather than failing on every row.
+the first row rather than failing on every row. Even earlier, ``runtime.graphcheck`` reads the
+model itself and refuses a graph edgebundle would not have built, or one that could outgrow
+its memory budget: onnxruntime never parses those.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from runtime.errors import CompatibilityError, InputError
+from runtime.graphcheck import INPUT_NAME as INPUT_NAME  # re-exported: runtime.oip reads it
+from runtime.graphcheck import check_model
 from runtime.manifest import OutputSpec
 from runtime.memory import return_freed_memory
 
 if TYPE_CHECKING:
     from runtime.bundle import VerifiedBundle
 
-INPUT_NAME = "input"
 DEFAULT_THREADS = 1  # see Scorer
 # The int8 graph's intermediates grow with rows × trees (~23 KB per row for 1000 trees), so
 # large batches are scored in slices to keep a 256 MB device's peak memory bounded; 512-row
@@ -59,6 +62,8 @@ class Scorer:
         self.features = tuple(features)
         self.outputs = tuple(outputs)
         self._output_names = [spec.name for spec in self.outputs]
+        # A signed model can still be hostile: onnxruntime sees it only once this passes.
+        check_model(model_bytes, len(self.features), MAX_ROWS_PER_RUN)
         self._session = _open_session(model_bytes, threads)
         _check_input(self._session, len(self.features))
         _check_outputs(self._session, self.outputs)
@@ -117,9 +122,10 @@ def _open_session(model_bytes: bytes, threads: int) -> ort.InferenceSession:
     # 10k-row batch left the 1000-tree int8 model at 54 MB resident instead of 18. Plain malloc
     # hands it back, and single rows score ~9% faster without the arena's bookkeeping.
     options.enable_cpu_mem_arena = False
-    # Failures surface as exceptions; onnxruntime's own warnings would only clutter stderr,
-    # where the CLI promises one line per problem.
-    options.log_severity_level = 3
+    # Failures surface as exceptions; onnxruntime's own log lines (errors too: it logs a
+    # failing node before raising) would only clutter stderr, where the CLI promises one line
+    # per problem.
+    options.log_severity_level = 4
     try:
         session = ort.InferenceSession(
             model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
@@ -131,11 +137,7 @@ def _open_session(model_bytes: bytes, threads: int) -> ort.InferenceSession:
 
 
 def _check_input(session: ort.InferenceSession, num_features: int) -> None:
-    inputs = session.get_inputs()
-    if [arg.name for arg in inputs] != [INPUT_NAME]:
-        names = ", ".join(repr(arg.name) for arg in inputs)
-        raise CompatibilityError(f"model must have exactly one input {INPUT_NAME!r}, has {names}")
-    arg = inputs[0]
+    [arg] = session.get_inputs()  # named INPUT_NAME: check_model refuses any other
     if arg.type != _ORT_TYPES["float32"]:
         raise CompatibilityError(f"model input {INPUT_NAME!r} must be float32, is {arg.type}")
     if not _shape_matches(arg.shape, (-1, num_features)):

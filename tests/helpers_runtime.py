@@ -1,7 +1,7 @@
 """Real models and real signed bundles for the runtime's scoring tests.
 
-Models are small XGBoost models converted by onnxmltools and renamed to the graph contract
-(input ``"input"``, one graph output per manifest output), so the Scorer runs real ONNX.
+Models are small XGBoost models converted by the builder's lossless float emitter, so the
+Scorer runs real ONNX of the only kind it accepts: the kind edgebundle builds.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +18,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnx
-import onnxmltools
 import xgboost as xgb
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from onnx import TensorProto, helper
-from onnxmltools.convert.common.data_types import FloatTensorType
 
+from builder.emit_float import emit_float
+from builder.link import BuiltModel, assemble
+from builder.load import load_model
 from runtime.bundle import write_bundle
 from runtime.manifest import Manifest, OutputSpec
 from runtime.selftest import Selftest, Tolerance
@@ -60,24 +61,16 @@ def _target(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     return signal.astype(np.float64)
 
 
-def _convert(model: Any) -> onnx.ModelProto:
-    initial = [("input", FloatTensorType([None, len(FEATURES)]))]
-    converted: onnx.ModelProto = onnxmltools.convert_xgboost(
-        model, initial_types=initial, target_opset=15
-    )
-    return converted
-
-
-def _finish(proto: onnx.ModelProto, nodes: list[Any], outputs: list[Any]) -> bytes:
-    """Append ``nodes``, make ``outputs`` the graph outputs, and declare the default opset."""
-    proto.graph.node.extend(nodes)
-    del proto.graph.output[:]
-    proto.graph.output.extend(outputs)
-    if not any(opset.domain in ("", "ai.onnx") for opset in proto.opset_import):
-        proto.opset_import.append(helper.make_opsetid("", 15))
-    onnx.checker.check_model(proto)
-    serialized: bytes = proto.SerializeToString()
-    return serialized
+def _built(model: Any) -> BuiltModel:
+    """``model`` through the builder's lossless float emitter and link: the runtime refuses
+    any graph edgebundle does not build (``runtime.graphcheck``)."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "model.json"
+        model.save_model(path)
+        source = load_model(path)
+    ensemble = source.ensemble
+    graph = emit_float(ensemble)
+    return assemble(graph, source.objective.link, ensemble.num_features, ensemble.num_outputs)
 
 
 @functools.cache
@@ -85,21 +78,13 @@ def regression() -> Model:
     x = rows(400)
     model = xgb.XGBRegressor(n_estimators=12, max_depth=3, learning_rate=0.3)
     model.fit(x, 10 * _target(x) + 3)
-    proto = _convert(model)
-    raw = proto.graph.output[0].name
-    shape = helper.make_tensor("flat_shape", TensorProto.INT64, [1], [-1])
-    proto.graph.initializer.append(shape)
-    onnx_bytes = _finish(
-        proto,
-        [helper.make_node("Reshape", [raw, "flat_shape"], ["prediction"])],
-        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None])],
-    )
+    built = _built(model)
     return Model(
-        onnx=onnx_bytes,
+        onnx=built.onnx_bytes,
         task="regression",
         objective="reg:squarederror",
         num_class=1,
-        outputs=(OutputSpec(name="prediction", dtype="float32", shape=(-1,)),),
+        outputs=built.outputs,
         reference=lambda x: {"prediction": model.predict(x)},
     )
 
@@ -109,24 +94,13 @@ def multiclass() -> Model:
     x = rows(400, seed=1)
     model = xgb.XGBClassifier(n_estimators=6, max_depth=3, objective="multi:softprob")
     model.fit(x, np.digitize(_target(x), [-0.5, 0.5]))
-    proto = _convert(model)
-    onnx_bytes = _finish(
-        proto,
-        [],
-        [
-            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 3]),
-            helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
-        ],
-    )
+    built = _built(model)
     return Model(
-        onnx=onnx_bytes,
+        onnx=built.onnx_bytes,
         task="multiclass",
         objective="multi:softprob",
         num_class=3,
-        outputs=(
-            OutputSpec(name="probabilities", dtype="float32", shape=(-1, 3)),
-            OutputSpec(name="label", dtype="int64", shape=(-1,)),
-        ),
+        outputs=built.outputs,
         reference=lambda x: {"probabilities": model.predict_proba(x), "label": model.predict(x)},
     )
 
@@ -136,26 +110,13 @@ def binary() -> Model:
     x = rows(400, seed=2)
     model = xgb.XGBClassifier(n_estimators=6, max_depth=3, objective="binary:logistic")
     model.fit(x, (_target(x) > 0).astype(int))
-    proto = _convert(model)
-    index = helper.make_tensor("positive_class", TensorProto.INT64, [], [1])
-    proto.graph.initializer.append(index)
-    onnx_bytes = _finish(
-        proto,
-        [helper.make_node("Gather", ["probabilities", "positive_class"], ["probability"], axis=1)],
-        [
-            helper.make_tensor_value_info("probability", TensorProto.FLOAT, [None]),
-            helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
-        ],
-    )
+    built = _built(model)
     return Model(
-        onnx=onnx_bytes,
+        onnx=built.onnx_bytes,
         task="binary",
         objective="binary:logistic",
         num_class=1,
-        outputs=(
-            OutputSpec(name="probability", dtype="float32", shape=(-1,)),
-            OutputSpec(name="label", dtype="int64", shape=(-1,)),
-        ),
+        outputs=built.outputs,
         reference=lambda x: {
             "probability": model.predict_proba(x)[:, 1],
             "label": model.predict(x),

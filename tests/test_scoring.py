@@ -13,12 +13,12 @@ import numpy as np
 import onnx
 import pytest
 from helpers_runtime import FEATURES, Model, binary, multiclass, regression, rows
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from builder.emit_int8 import emit_int8
 from builder.link import assemble
 from builder.load import load_model
-from runtime.errors import CompatibilityError, InputError
+from runtime.errors import CompatibilityError, FormatError, InputError
 from runtime.manifest import OutputSpec
 from runtime.scoring import Scorer, to_python, to_records
 from tests.xgbmodels import NAMES, train
@@ -109,20 +109,30 @@ def _with_opset(model_bytes: bytes, domain: str, version: int) -> bytes:
     return serialized
 
 
-def test_garbage_model_is_compatibility_error() -> None:
-    with pytest.raises(CompatibilityError) as info:
+def test_garbage_model_is_refused_before_onnxruntime_parses_it() -> None:
+    with pytest.raises(FormatError) as info:
         Scorer(b"not an onnx model", FEATURES, regression().outputs)
+    assert str(info.value) == "model.onnx: top level: unexpected field 13 in a ModelProto"
+
+
+def test_unsupported_opset_is_refused_before_onnxruntime_parses_it() -> None:
+    future = _with_opset(regression().onnx, "ai.onnx.ml", 99)
+    with pytest.raises(FormatError) as info:
+        Scorer(future, FEATURES, regression().outputs)
     assert str(info.value) == (
-        "onnxruntime cannot load the model: Failed to load model because protobuf parsing failed."
+        "model.onnx: imports opset 'ai.onnx.ml' version 99; edgebundle writes '' 15-22, "
+        "'ai.onnx.ml' 5"
     )
 
 
-def test_unsupported_opset_is_compatibility_error() -> None:
-    future = _with_opset(regression().onnx, "ai.onnx.ml", 99)
+def test_onnxruntime_load_error_is_one_trimmed_line() -> None:
+    proto = onnx.load_from_string(regression().onnx)
+    [base] = [t for t in proto.graph.initializer if t.name == "float/base_margin"]
+    base.CopyFrom(numpy_helper.from_array(np.zeros((1, 1), dtype=np.int64), base.name))
     with pytest.raises(CompatibilityError, match="onnxruntime cannot load the model") as info:
-        Scorer(future, FEATURES, regression().outputs)
+        Scorer(proto.SerializeToString(), FEATURES, regression().outputs)
     message = str(info.value)
-    assert "Opset 99" in message
+    assert "bound to different types" in message
     assert "\n" not in message
     assert "[ONNXRuntimeError]" not in message  # status codes and C++ locations trimmed
 
@@ -167,32 +177,33 @@ def test_input_with_another_name_refused() -> None:
     proto.graph.input[0].name = "features"
     for node in proto.graph.node:
         node.input[:] = ["features" if name == "input" else name for name in node.input]
-    with pytest.raises(CompatibilityError, match="exactly one input 'input', has 'features'"):
+    with pytest.raises(FormatError, match="exactly one input 'input', has 'features'"):
         Scorer(proto.SerializeToString(), FEATURES, regression().outputs)
 
 
-def test_double_input_refused() -> None:
+def _identity_model(elem_type: int, input_shape: list[int | None] | None) -> bytes:
+    """``prediction = input``: built only of ops edgebundle emits, so onnxruntime sees it."""
     graph = helper.make_graph(
-        [helper.make_node("ReduceSum", ["input"], ["prediction"], keepdims=0, axes=[1])],
-        "double",
-        [helper.make_tensor_value_info("input", TensorProto.DOUBLE, [None, 4])],
-        [helper.make_tensor_value_info("prediction", TensorProto.DOUBLE, [None])],
+        [helper.make_node("Identity", ["input"], ["prediction"])],
+        "identity",
+        [helper.make_tensor_value_info("input", elem_type, input_shape)],
+        [helper.make_tensor_value_info("prediction", elem_type, None)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    serialized: bytes = model.SerializeToString()
+    return serialized
+
+
+def test_double_input_refused() -> None:
+    model = _identity_model(TensorProto.DOUBLE, [None, 4])
     with pytest.raises(CompatibilityError, match="must be float32, is tensor"):
-        Scorer(model.SerializeToString(), FEATURES, regression().outputs)
+        Scorer(model, FEATURES, regression().outputs)
 
 
 def test_output_shape_checked_after_run_when_graph_has_no_shapes() -> None:
-    # Squeeze without axes has an unknown rank: only the returned array can be checked.
-    graph = helper.make_graph(
-        [helper.make_node("Squeeze", ["input"], ["prediction"])],
-        "shapeless",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 4])],
-        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, None)],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
-    scorer = Scorer(model.SerializeToString(), FEATURES, regression().outputs)
+    # An input of unknown rank leaves the output's rank unknown: only the returned array can
+    # be checked.
+    scorer = Scorer(_identity_model(TensorProto.FLOAT, None), FEATURES, regression().outputs)
     with pytest.raises(CompatibilityError, match=r"came back as float32 \[2, 4\]"):
         scorer.predict(np.zeros((2, 4), dtype=np.float32))
 
