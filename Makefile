@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	$(BIN)/python -m builder.example --out $(DEMO)
+	$(BIN)/python -m edgebundle.builder.example --out $(DEMO)
 	$(BIN)/bundle keygen --out $(DEMO)/keys
 	$(BIN)/bundle build $(DEMO)/model.json --name credit-score --version 1.0.0 \
 		--key $(DEMO)/keys/signing.key --data $(DEMO)/data.csv --force
@@ -34,7 +34,7 @@ demo: $(STAMP)
 	@echo "--- installing into a device store and scoring over HTTP"
 	$(BIN)/bundle-runtime init --store $(DEMO)/store --trust $(DEMO)/keys/signing.pub
 	$(BIN)/bundle-runtime install $(DEMO_BUNDLE) --store $(DEMO)/store
-	$(BIN)/python -m builder.example --serve-demo $(DEMO)
+	$(BIN)/python -m edgebundle.builder.example --serve-demo $(DEMO)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto

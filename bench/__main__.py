@@ -20,11 +20,11 @@ import numpy as np
 import xgboost as xgb
 
 from bench.serving import http_section, stdin_section
-from builder.build import BuildOptions, build
-from builder.keys import generate_keypair
-from runtime.scoring import to_python
-from runtime.semver import Version
-from runtime.signing import load_private_key
+from edgebundle.builder.build import BuildOptions, build
+from edgebundle.builder.keys import generate_keypair
+from edgebundle.runtime.scoring import to_python
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.signing import load_private_key
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "work"

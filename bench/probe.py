@@ -33,9 +33,9 @@ def rss_mb() -> tuple[float, float]:
 
 
 def _bundle(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
-    from runtime.bundle import open_bundle, read_bundle_file
-    from runtime.scoring import Scorer
-    from runtime.signing import TrustedKeys, load_public_key
+    from edgebundle.runtime.bundle import open_bundle, read_bundle_file
+    from edgebundle.runtime.scoring import Scorer
+    from edgebundle.runtime.signing import TrustedKeys, load_public_key
 
     trusted = TrustedKeys([load_public_key(path.parent / "signing.pub")])
     scorer = Scorer.from_bundle(open_bundle(read_bundle_file(path), trusted), threads)
@@ -47,8 +47,8 @@ def _empty(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
     import onnx
     from onnx import TensorProto, helper
 
-    from runtime.manifest import OutputSpec
-    from runtime.scoring import Scorer
+    from edgebundle.runtime.manifest import OutputSpec
+    from edgebundle.runtime.scoring import Scorer
 
     graph = helper.make_graph(
         [helper.make_node("ReduceSum", ["input", "axes"], ["prediction"], keepdims=0)],
@@ -77,9 +77,9 @@ def _import(kind: str) -> None:
     if kind in ("bundle", "empty"):
         import onnxruntime  # noqa: F401
 
-        import runtime.bundle
-        import runtime.scoring
-        import runtime.signing  # noqa: F401
+        import edgebundle.runtime.bundle
+        import edgebundle.runtime.scoring
+        import edgebundle.runtime.signing  # noqa: F401
 
         if kind == "empty":
             import onnx  # noqa: F401
@@ -153,12 +153,12 @@ def monitor_overhead(path: Path, rows: np.ndarray) -> dict[str, float]:
     """Single-row scoring with and without drift counting, interleaved call by call so the
     machine's noise falls on both alike, with the queued rows counted on another thread as the
     server counts them; the bundle must carry a baseline."""
-    from runtime.bundle import open_bundle, read_bundle_file
-    from runtime.monitor import Monitor
-    from runtime.scoring import Scorer
-    from runtime.serving import RELOAD_INTERVAL
-    from runtime.signing import TrustedKeys, load_public_key
-    from runtime.stats import baseline_of
+    from edgebundle.runtime.bundle import open_bundle, read_bundle_file
+    from edgebundle.runtime.monitor import Monitor
+    from edgebundle.runtime.scoring import Scorer
+    from edgebundle.runtime.serving import RELOAD_INTERVAL
+    from edgebundle.runtime.signing import TrustedKeys, load_public_key
+    from edgebundle.runtime.stats import baseline_of
 
     trusted = TrustedKeys([load_public_key(path.parent / "signing.pub")])
     bundle = open_bundle(read_bundle_file(path), trusted)

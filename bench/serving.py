@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.scoring import to_python
+from edgebundle.runtime.scoring import to_python
 
 BIN = Path(sys.executable).parent
 _WRK_SECONDS = 3

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from builder.ir import Ensemble
-from builder.objectives import Link
-from runtime.scoring import to_python
-from runtime.stats import (
+from edgebundle.builder.ir import Ensemble
+from edgebundle.builder.objectives import Link
+from edgebundle.runtime.scoring import to_python
+from edgebundle.runtime.stats import (
     MAX_GROUPS,
     SHARE_DIGITS,
     Baseline,

@@ -20,20 +20,20 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from builder.baseline import baseline
-from builder.check import Reference, compare, default_budget, synthesize_rows
-from builder.data import load_rows
-from builder.emit_float import emit_float
-from builder.emit_int8 import emit_int8
-from builder.graph import MarginGraph
-from builder.link import MIN_ONNXRUNTIME, BuiltModel, assemble
-from builder.load import SourceModel, load_model
-from builder.objectives import Link
-from builder.timing import median_seconds
-from runtime.bundle import write_bundle
-from runtime.errors import BundleError, ParityError
-from runtime.fsio import write_durably
-from runtime.manifest import (
+from edgebundle.builder.baseline import baseline
+from edgebundle.builder.check import Reference, compare, default_budget, synthesize_rows
+from edgebundle.builder.data import load_rows
+from edgebundle.builder.emit_float import emit_float
+from edgebundle.builder.emit_int8 import emit_int8
+from edgebundle.builder.graph import MarginGraph
+from edgebundle.builder.link import MIN_ONNXRUNTIME, BuiltModel, assemble
+from edgebundle.builder.load import SourceModel, load_model
+from edgebundle.builder.objectives import Link
+from edgebundle.builder.timing import median_seconds
+from edgebundle.runtime.bundle import write_bundle
+from edgebundle.runtime.errors import BundleError, ParityError
+from edgebundle.runtime.fsio import write_durably
+from edgebundle.runtime.manifest import (
     FORMAT,
     Budget,
     Feature,
@@ -45,10 +45,10 @@ from runtime.manifest import (
     Requirements,
     Source,
 )
-from runtime.scoring import Scorer
-from runtime.selftest import Selftest, Tolerance
-from runtime.semver import Version
-from runtime.signing import MANIFEST_CONTEXT, sign_all
+from edgebundle.runtime.scoring import Scorer
+from edgebundle.runtime.selftest import Selftest, Tolerance
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.signing import MANIFEST_CONTEXT, sign_all
 
 F32 = npt.NDArray[np.float32]
 _TIMING_CALLS = 200

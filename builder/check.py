@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from builder.ir import Ensemble
-from builder.objectives import Link
-from runtime.manifest import Budget, Parity
+from edgebundle.builder.ir import Ensemble
+from edgebundle.builder.objectives import Link
+from edgebundle.runtime.manifest import Budget, Parity
 
 F32 = npt.NDArray[np.float32]
 REFERENCE = "xgboost.Booster.predict"

@@ -14,21 +14,28 @@ from typing import Any
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from builder.build import BudgetMissedError, BuildOptions, build, write_atomic
-from builder.compare import compare_bundles, format_comparison
-from builder.drift import WINDOWS, analyse, format_html, format_text, read_report, summary_dict
-from builder.drill import make_broken
-from builder.inspect import inspect_bundle
-from builder.keys import generate_keypair, load_any_key
-from builder.publish import parse_duration, publish, rotate_keys
-from builder.publish import refresh as refresh_channel
-from builder.report import candidate_dict, format_candidates, format_report, report_dict
-from runtime.bundle import Limits, check_bundle, read_bundle_file
-from runtime.errors import BundleError
-from runtime.fsio import write_durably
-from runtime.keychain import load_trust
-from runtime.semver import Version
-from runtime.signing import load_private_key
+from edgebundle.builder.build import BudgetMissedError, BuildOptions, build, write_atomic
+from edgebundle.builder.compare import compare_bundles, format_comparison
+from edgebundle.builder.drift import (
+    WINDOWS,
+    analyse,
+    format_html,
+    format_text,
+    read_report,
+    summary_dict,
+)
+from edgebundle.builder.drill import make_broken
+from edgebundle.builder.inspect import inspect_bundle
+from edgebundle.builder.keys import generate_keypair, load_any_key
+from edgebundle.builder.publish import parse_duration, publish, rotate_keys
+from edgebundle.builder.publish import refresh as refresh_channel
+from edgebundle.builder.report import candidate_dict, format_candidates, format_report, report_dict
+from edgebundle.runtime.bundle import Limits, check_bundle, read_bundle_file
+from edgebundle.runtime.errors import BundleError
+from edgebundle.runtime.fsio import write_durably
+from edgebundle.runtime.keychain import load_trust
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.signing import load_private_key
 
 EXIT_BUDGET_MISSED = 3
 _PASSPHRASE_HELP = "Name of an environment variable holding the key's passphrase."

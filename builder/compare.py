@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from builder.data import load_rows, parse_cell, read_csv
-from builder.timing import median_seconds
-from runtime.bundle import Limits, VerifiedBundle, open_bundle, read_bundle_file
-from runtime.errors import BundleError, InputError
-from runtime.manifest import Manifest
-from runtime.scoring import Scorer
-from runtime.signing import TrustedKeys
+from edgebundle.builder.data import load_rows, parse_cell, read_csv
+from edgebundle.builder.timing import median_seconds
+from edgebundle.runtime.bundle import Limits, VerifiedBundle, open_bundle, read_bundle_file
+from edgebundle.runtime.errors import BundleError, InputError
+from edgebundle.runtime.manifest import Manifest
+from edgebundle.runtime.scoring import Scorer
+from edgebundle.runtime.signing import TrustedKeys
 
 if TYPE_CHECKING:
     from _csv import Reader as CsvReader

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from runtime.errors import InputError
+from edgebundle.runtime.errors import InputError
 
 if TYPE_CHECKING:
     from _csv import Reader as CsvReader

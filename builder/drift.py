@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.errors import ManifestError
-from runtime.monitor import (
+from edgebundle.runtime.errors import ManifestError
+from edgebundle.runtime.monitor import (
     DriftReport,
     FeatureWindow,
     Window,
@@ -28,8 +28,8 @@ from runtime.monitor import (
     psi,
     psi_level,
 )
-from runtime.monitor import verdict as monitor_verdict
-from runtime.stats import FeatureBaseline
+from edgebundle.runtime.monitor import verdict as monitor_verdict
+from edgebundle.runtime.stats import FeatureBaseline
 
 WINDOWS = ("recent", "since_start")
 # A feature whose every live value is missing has no PSI (no values to bin), yet it is the

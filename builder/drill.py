@@ -12,11 +12,11 @@ from collections.abc import Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from runtime.bundle import read_members_unverified, write_bundle
-from runtime.manifest import FileEntry, parse_manifest
-from runtime.selftest import Number, Selftest, Value, parse_selftest
-from runtime.semver import Version
-from runtime.signing import MANIFEST_CONTEXT, SignatureFile, sign
+from edgebundle.runtime.bundle import read_members_unverified, write_bundle
+from edgebundle.runtime.manifest import FileEntry, parse_manifest
+from edgebundle.runtime.selftest import Number, Selftest, Value, parse_selftest
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.signing import MANIFEST_CONTEXT, SignatureFile, sign
 
 
 def make_broken(bundle: bytes, version: Version, key: Ed25519PrivateKey) -> bytes:

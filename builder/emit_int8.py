@@ -40,9 +40,9 @@ import numpy as np
 import numpy.typing as npt
 from onnx import TensorProto, helper, numpy_helper
 
-from builder.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
-from builder.ir import LEAF, Ensemble, Tree
-from runtime.errors import ConversionError
+from edgebundle.builder.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
+from edgebundle.builder.ir import LEAF, Ensemble, Tree
+from edgebundle.runtime.errors import ConversionError
 
 SCHEME = "threshold-codes+tree-scaled-leaves/1"
 LAYOUTS = ("perfect", "node-array")

@@ -1,11 +1,11 @@
 """Train the demo model: a credit-scoring-like classifier on data generated with numpy.
 
-``python -m builder.example --out demo`` writes ``model.json`` (XGBoost), ``data.csv`` (held-out
-rows with an ``id`` column, for ``bundle build --data`` and CSV scoring), ``rows.jsonl``
-(a few rows as JSON objects, some with missing values, for ``bundle-runtime score``) and
-``live.csv`` (later applicants whose incomes rose and whose employment is often unreported:
-the drift ``bundle drift`` should find); ``--serve-demo demo`` scores rows over HTTP from the
-store ``make demo`` installs.
+``python -m edgebundle.builder.example --out demo`` writes ``model.json`` (XGBoost),
+``data.csv`` (held-out rows with an ``id`` column, for ``bundle build --data`` and CSV
+scoring), ``rows.jsonl`` (a few rows as JSON objects, some with missing values, for
+``bundle-runtime score``) and ``live.csv`` (later applicants whose incomes rose and whose
+employment is often unreported: the drift ``bundle drift`` should find); ``--serve-demo demo``
+scores rows over HTTP from the store ``make demo`` installs.
 """
 
 from __future__ import annotations

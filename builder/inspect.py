@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.bundle import DEFAULT_LIMITS, read_members_unverified
-from runtime.manifest import parse_manifest
-from runtime.signing import parse_signature_file
+from edgebundle.runtime.bundle import DEFAULT_LIMITS, read_members_unverified
+from edgebundle.runtime.manifest import parse_manifest
+from edgebundle.runtime.signing import parse_signature_file
 
 
 def inspect_bundle(data: bytes) -> dict[str, Any]:

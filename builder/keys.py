@@ -13,8 +13,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from runtime.errors import KeyFileError
-from runtime.signing import load_private_key, load_public_key
+from edgebundle.runtime.errors import KeyFileError
+from edgebundle.runtime.signing import load_private_key, load_public_key
 
 PRIVATE_KEY_NAME = "signing.key"
 PUBLIC_KEY_NAME = "signing.pub"

@@ -13,9 +13,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from builder.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
-from builder.objectives import Link
-from runtime.manifest import OutputSpec
+from edgebundle.builder.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
+from edgebundle.builder.objectives import Link
+from edgebundle.runtime.manifest import OutputSpec
 
 IR_VERSION = 10  # onnx 1.16 / onnxruntime 1.20: the oldest that knows ai.onnx.ml opset 5
 MIN_ONNXRUNTIME = "1.20.0"

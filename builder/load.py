@@ -18,9 +18,9 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
-from builder.ir import LEAF, Ensemble, Tree
-from builder.objectives import OBJECTIVES, BaseSpace, Objective
-from runtime.errors import ConversionError
+from edgebundle.builder.ir import LEAF, Ensemble, Tree
+from edgebundle.builder.objectives import OBJECTIVES, BaseSpace, Objective
+from edgebundle.runtime.errors import ConversionError
 
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".sav"}
 _FEATURE_TYPES = {"float", "int", "i", "q"}

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from builder.build import write_atomic
-from builder.keys import create_new
-from runtime.bundle import (
+from edgebundle.builder.build import write_atomic
+from edgebundle.builder.keys import create_new
+from edgebundle.runtime.bundle import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
     open_bundle,
@@ -31,7 +31,7 @@ from runtime.bundle import (
     read_members_unverified,
     write_bundle,
 )
-from runtime.channel import (
+from edgebundle.runtime.channel import (
     INDEX_CONTEXT,
     INDEX_NAME,
     TIME_FORMAT,
@@ -41,8 +41,8 @@ from runtime.channel import (
     bundle_file,
     parse_index_payload,
 )
-from runtime.errors import BundleError, ChannelError
-from runtime.keychain import (
+from edgebundle.runtime.errors import BundleError, ChannelError
+from edgebundle.runtime.keychain import (
     KEYS_CONTEXT,
     LEGACY_KEYS_NAME,
     STATEMENT_FORMAT,
@@ -51,8 +51,8 @@ from runtime.keychain import (
     verify_own_signatures,
     verify_statement,
 )
-from runtime.semver import Version
-from runtime.signing import MANIFEST_CONTEXT, TrustedKeys, keyid, sign_all
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.signing import MANIFEST_CONTEXT, TrustedKeys, keyid, sign_all
 
 _DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from builder.build import BuildResult, Candidate
+from edgebundle.builder.build import BuildResult, Candidate
 
 
 def report_dict(result: BuildResult) -> dict[str, Any]:

@@ -1,6 +1,6 @@
-"""``python -m runtime``: the same command as ``bundle-runtime``."""
+"""``python -m edgebundle.runtime``: the same command as ``bundle-runtime``."""
 
-from runtime.cli import main
+from edgebundle.runtime.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

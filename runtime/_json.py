@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, NoReturn, TypeVar
 
-from runtime.errors import ManifestError
+from edgebundle.runtime.errors import ManifestError
 
 _T = TypeVar("_T")
 

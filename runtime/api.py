@@ -13,12 +13,12 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from runtime.bundle import DEFAULT_LIMITS, open_bundle, read_bundle_file
-from runtime.errors import InputError, KeyFileError, StoreError
-from runtime.manifest import Manifest
-from runtime.rows import Row, RowError, answer_records, json_row_parser, stack_rows
-from runtime.scoring import DEFAULT_THREADS, Scorer
-from runtime.store import STORE_FILE, Store
+from edgebundle.runtime.bundle import DEFAULT_LIMITS, open_bundle, read_bundle_file
+from edgebundle.runtime.errors import InputError, KeyFileError, StoreError
+from edgebundle.runtime.manifest import Manifest
+from edgebundle.runtime.rows import Row, RowError, answer_records, json_row_parser, stack_rows
+from edgebundle.runtime.scoring import DEFAULT_THREADS, Scorer
+from edgebundle.runtime.store import STORE_FILE, Store
 
 PathLike = str | os.PathLike[str]
 
@@ -141,7 +141,9 @@ def load(
         return Model(loaded.manifest, loaded.scorer)
     if trust is None:
         raise KeyFileError(f"{path} is a bundle: give trust=, the public key it must be signed by")
-    from runtime.keychain import load_trust  # cryptography only where a signature is checked
+    from edgebundle.runtime.keychain import (
+        load_trust,  # cryptography only where a signature is checked
+    )
 
     paths = [Path(trust)] if isinstance(trust, (str, os.PathLike)) else [Path(t) for t in trust]
     bundle = open_bundle(read_bundle_file(path, DEFAULT_LIMITS), load_trust(paths).trusted())

@@ -27,11 +27,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from runtime.errors import BundleError, FormatError, IntegrityError, ManifestError, SignatureError
-from runtime.manifest import MEMBER_NAME, RESERVED_FILES, Manifest, parse_manifest
+from edgebundle.runtime.errors import (
+    BundleError,
+    FormatError,
+    IntegrityError,
+    ManifestError,
+    SignatureError,
+)
+from edgebundle.runtime.manifest import MEMBER_NAME, RESERVED_FILES, Manifest, parse_manifest
 
 if TYPE_CHECKING:
-    from runtime.signing import TrustedKeys
+    from edgebundle.runtime.signing import TrustedKeys
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
@@ -376,7 +382,7 @@ def _check_signature(
     """The keyid of the trusted key that signed the exact manifest bytes, or None."""
     # Imported here: a caller holding TrustedKeys has loaded cryptography already, and one
     # loading installed bundles (open_installed) never needs it (~10 MB resident).
-    from runtime.signing import MANIFEST_CONTEXT, parse_signature_file, verify
+    from edgebundle.runtime.signing import MANIFEST_CONTEXT, parse_signature_file, verify
 
     try:
         signatures = parse_signature_file(signature_bytes, SIGNATURE_NAME)

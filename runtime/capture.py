@@ -48,9 +48,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from runtime.errors import StoreError
-from runtime.rows import encode_jsonl
-from runtime.scoring import to_python, to_records
+from edgebundle.runtime.errors import StoreError
+from edgebundle.runtime.rows import encode_jsonl
+from edgebundle.runtime.scoring import to_python, to_records
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 MIN_FILE_BYTES = 64 * 1024

@@ -23,7 +23,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from runtime._json import (
+from edgebundle.runtime._json import (
     dumps_canonical,
     get_list,
     get_str,
@@ -32,10 +32,10 @@ from runtime._json import (
     loads_strict,
     reject_unknown,
 )
-from runtime.errors import ChannelError, ManifestError, RollbackError, SignatureError
-from runtime.manifest import get_count, get_sha256, get_timestamp
-from runtime.semver import Version
-from runtime.signing import SignatureFile, TrustedKeys, sign_all, verify
+from edgebundle.runtime.errors import ChannelError, ManifestError, RollbackError, SignatureError
+from edgebundle.runtime.manifest import get_count, get_sha256, get_timestamp
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.signing import SignatureFile, TrustedKeys, sign_all, verify
 
 INDEX_CONTEXT = b"edgebundle/channel-index/v1\x00"
 INDEX_FORMAT = "edgebundle.channel/1"

@@ -14,10 +14,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from runtime import __version__
-from runtime.bundle import Limits, open_bundle, read_bundle_file
-from runtime.capture import DEFAULT_MAX_BYTES, Capture
-from runtime.errors import (
+from edgebundle.runtime import __version__
+from edgebundle.runtime.bundle import Limits, open_bundle, read_bundle_file
+from edgebundle.runtime.capture import DEFAULT_MAX_BYTES, Capture
+from edgebundle.runtime.errors import (
     BundleError,
     ChannelUnreachableError,
     FormatError,
@@ -25,9 +25,9 @@ from runtime.errors import (
     RollbackError,
     StoreError,
 )
-from runtime.fsio import write_durably
-from runtime.manifest import OutputSpec
-from runtime.monitor import (
+from edgebundle.runtime.fsio import write_durably
+from edgebundle.runtime.manifest import OutputSpec
+from edgebundle.runtime.monitor import (
     BLOCKS,
     DEFAULT_WINDOW_ROWS,
     REPORT_INTERVAL,
@@ -36,13 +36,20 @@ from runtime.monitor import (
     load_report,
     verdict,
 )
-from runtime.scoring import DEFAULT_THREADS, Scorer
-from runtime.semver import Version
-from runtime.server import DEFAULT_HOST, DEFAULT_PORT, ServerConfig, ServerLimits, read_token, serve
-from runtime.serving import Watched
-from runtime.stats import Baseline, baseline_of
-from runtime.store import InstalledVersion, ModelState, Store
-from runtime.stream import LineSource, StreamStats, score_csv, score_jsonl
+from edgebundle.runtime.scoring import DEFAULT_THREADS, Scorer
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.server import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ServerConfig,
+    ServerLimits,
+    read_token,
+    serve,
+)
+from edgebundle.runtime.serving import Watched
+from edgebundle.runtime.stats import Baseline, baseline_of
+from edgebundle.runtime.store import InstalledVersion, ModelState, Store
+from edgebundle.runtime.stream import LineSource, StreamStats, score_csv, score_jsonl
 
 
 class ExitCode(enum.IntEnum):
@@ -149,7 +156,7 @@ def _add_update_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 def _update(args: argparse.Namespace) -> int:
     try:
-        from runtime.updater import update_once  # see _serve
+        from edgebundle.runtime.updater import update_once  # see _serve
 
         report = update_once(Store.open(args.store, limits=LIMITS), args.channel)
     except StoreError as e:
@@ -183,7 +190,7 @@ def _score(args: argparse.Namespace) -> int:
         message = "the following arguments are required: --trust (with --bundle)"
         return _fail(message, ExitCode.USAGE)
     # Imported here: a server never loads cryptography (~10 MB); see Store.trust.
-    from runtime.keychain import load_trust
+    from edgebundle.runtime.keychain import load_trust
 
     try:
         trusted = load_trust(args.trust).trusted()
@@ -643,8 +650,8 @@ def _serve(args: argparse.Namespace) -> int:
         if args.channel is not None:
             # Imported only for a channel: urllib.request brings http.client, email and ssl,
             # ~7 MB of resident memory a server that polls nothing should not carry.
-            from runtime.fetch import channel_url
-            from runtime.updater import Poller
+            from edgebundle.runtime.fetch import channel_url
+            from edgebundle.runtime.updater import Poller
 
             try:
                 channel = channel_url(args.channel)

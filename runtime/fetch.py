@@ -32,7 +32,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from runtime.errors import ChannelError, ChannelUnreachableError, IntegrityError
+from edgebundle.runtime.errors import ChannelError, ChannelUnreachableError, IntegrityError
 
 _CHUNK = 64 * 1024
 _SCHEMES = ("file", "http", "https")

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
-from runtime.errors import StoreError
+from edgebundle.runtime.errors import StoreError
 
 TEMP_SUFFIX = ".tmp"
 

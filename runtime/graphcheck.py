@@ -35,9 +35,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from runtime import protowire
-from runtime.errors import FormatError
-from runtime.protowire import Field, Fields, Kind
+from edgebundle.runtime import protowire
+from edgebundle.runtime.errors import FormatError
+from edgebundle.runtime.protowire import Field, Fields, Kind
 
 _WHAT = "model.onnx"
 INPUT_NAME = "input"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from runtime._json import quote, strict_decoder
+from edgebundle.runtime._json import quote, strict_decoder
 
 JSON_TYPE = "application/json"
 

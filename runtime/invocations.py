@@ -25,10 +25,10 @@ import io
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from runtime._json import json_type, quote
-from runtime.errors import InputError
-from runtime.httpio import HttpError, bad_request, decode_json, encode_json
-from runtime.rows import CsvRowParser, JsonRowParser, Row, RowError, json_row_parser
+from edgebundle.runtime._json import json_type, quote
+from edgebundle.runtime.errors import InputError
+from edgebundle.runtime.httpio import HttpError, bad_request, decode_json, encode_json
+from edgebundle.runtime.rows import CsvRowParser, JsonRowParser, Row, RowError, json_row_parser
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 CSV_TYPE = "text/csv"

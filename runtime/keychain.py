@@ -30,7 +30,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from runtime._json import (
+from edgebundle.runtime._json import (
     dumps_canonical,
     get_list,
     get_optional,
@@ -41,10 +41,10 @@ from runtime._json import (
     quote,
     reject_unknown,
 )
-from runtime.channel import TIME_FORMAT, Envelope, decode_base64
-from runtime.errors import ChannelError, KeyFileError, ManifestError, SignatureError
-from runtime.manifest import get_count, get_timestamp
-from runtime.signing import MAX_SIGNATURES, TrustedKeys, keyid, load_public_key
+from edgebundle.runtime.channel import TIME_FORMAT, Envelope, decode_base64
+from edgebundle.runtime.errors import ChannelError, KeyFileError, ManifestError, SignatureError
+from edgebundle.runtime.manifest import get_count, get_timestamp
+from edgebundle.runtime.signing import MAX_SIGNATURES, TrustedKeys, keyid, load_public_key
 
 KEYS_CONTEXT = b"edgebundle/key-statement/v2\x00"
 STATEMENT_FORMAT = "edgebundle.keys/2"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from runtime._json import (
+from edgebundle.runtime._json import (
     dumps_canonical,
     get_bool,
     get_float,
@@ -31,8 +31,8 @@ from runtime._json import (
     quote,
     reject_unknown,
 )
-from runtime.errors import ManifestError
-from runtime.semver import Version
+from edgebundle.runtime.errors import ManifestError
+from edgebundle.runtime.semver import Version
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from runtime.monitor import DriftReport, Window
-from runtime.stats import Baseline
+from edgebundle.runtime.monitor import DriftReport, Window
+from edgebundle.runtime.stats import Baseline
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds; a single row scores in ~50 µs, a full 10k-row request in well under a second.

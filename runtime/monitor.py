@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from runtime._json import (
+from edgebundle.runtime._json import (
     dumps_canonical,
     get_float,
     get_list,
@@ -45,11 +45,17 @@ from runtime._json import (
     loads_strict,
     reject_unknown,
 )
-from runtime.errors import ManifestError, StoreError
-from runtime.fsio import write_durably
-from runtime.manifest import get_count, get_timestamp
-from runtime.semver import Version
-from runtime.stats import Baseline, FeatureBaseline, bin_edges, bin_index, prediction_values
+from edgebundle.runtime.errors import ManifestError, StoreError
+from edgebundle.runtime.fsio import write_durably
+from edgebundle.runtime.manifest import get_count, get_timestamp
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.stats import (
+    Baseline,
+    FeatureBaseline,
+    bin_edges,
+    bin_index,
+    prediction_values,
+)
 
 FORMAT = "edgebundle.drift/1"
 DEFAULT_WINDOW_ROWS = 10_000

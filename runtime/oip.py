@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from runtime import __version__
-from runtime._json import json_type, quote
-from runtime.httpio import HttpError, bad_request, decode_json, encode_json
-from runtime.manifest import Manifest, OutputSpec
-from runtime.scoring import INPUT_NAME, to_python
+from edgebundle.runtime import __version__
+from edgebundle.runtime._json import json_type, quote
+from edgebundle.runtime.httpio import HttpError, bad_request, decode_json, encode_json
+from edgebundle.runtime.manifest import Manifest, OutputSpec
+from edgebundle.runtime.scoring import INPUT_NAME, to_python
 
 SERVER_NAME = "edgebundle"
 PLATFORM = "onnxruntime_onnx"

@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from runtime.errors import FormatError
+from edgebundle.runtime.errors import FormatError
 
 MAX_STRING_BYTES = 4096  # names, op types, domains: a few dozen bytes in practice
 

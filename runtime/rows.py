@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 import numpy as np
 import numpy.typing as npt
 
-from runtime._json import json_type, strict_decoder
-from runtime.errors import CompatibilityError, InputError
-from runtime.manifest import OutputSpec
-from runtime.scoring import to_python, to_records
+from edgebundle.runtime._json import json_type, strict_decoder
+from edgebundle.runtime.errors import CompatibilityError, InputError
+from edgebundle.runtime.manifest import OutputSpec
+from edgebundle.runtime.scoring import to_python, to_records
 
 if TYPE_CHECKING:
-    from runtime.scoring import Scorer
+    from edgebundle.runtime.scoring import Scorer
 
 ID_KEY = "id"
 ERROR_KEY = "error"

@@ -18,14 +18,16 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from runtime.errors import CompatibilityError, InputError
-from runtime.graphcheck import INPUT_NAME as INPUT_NAME  # re-exported: runtime.oip reads it
-from runtime.graphcheck import check_model
-from runtime.manifest import OutputSpec
-from runtime.memory import return_freed_memory
+from edgebundle.runtime.errors import CompatibilityError, InputError
+from edgebundle.runtime.graphcheck import (
+    INPUT_NAME as INPUT_NAME,  # re-exported: runtime.oip reads it
+)
+from edgebundle.runtime.graphcheck import check_model
+from edgebundle.runtime.manifest import OutputSpec
+from edgebundle.runtime.memory import return_freed_memory
 
 if TYPE_CHECKING:
-    from runtime.bundle import VerifiedBundle
+    from edgebundle.runtime.bundle import VerifiedBundle
 
 DEFAULT_THREADS = 1  # see Scorer
 # The int8 graph's intermediates grow with rows × trees (~23 KB per row for 1000 trees), so

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from runtime._json import (
+from edgebundle.runtime._json import (
     dumps_canonical,
     get_float,
     get_list,
@@ -31,8 +31,8 @@ from runtime._json import (
     loads_strict,
     reject_unknown,
 )
-from runtime.errors import InputError, ManifestError
-from runtime.scoring import Scorer, to_python
+from edgebundle.runtime.errors import InputError, ManifestError
+from edgebundle.runtime.scoring import Scorer, to_python
 
 FORMAT = "edgebundle.selftest/1"
 

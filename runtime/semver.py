@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from runtime.errors import ManifestError
+from edgebundle.runtime.errors import ManifestError
 
 # semver.org's reference grammar, ASCII digits only (``\d`` would admit other scripts' digits).
 _NUMBER = r"0|[1-9][0-9]*"

@@ -58,10 +58,10 @@ from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from runtime import __version__
-from runtime._json import quote
-from runtime.capture import Capture
-from runtime.endpoints import (
+from edgebundle.runtime import __version__
+from edgebundle.runtime._json import quote
+from edgebundle.runtime.capture import Capture
+from edgebundle.runtime.endpoints import (
     PUBLIC_PATHS,
     App,
     Request,
@@ -71,8 +71,8 @@ from runtime.endpoints import (
     match,
     model_label,
 )
-from runtime.errors import BundleError
-from runtime.httpio import (
+from edgebundle.runtime.errors import BundleError
+from edgebundle.runtime.httpio import (
     HeaderFields,
     HeaderSectionTooLarge,
     HttpError,
@@ -80,12 +80,12 @@ from runtime.httpio import (
     encode_json,
     read_header_fields,
 )
-from runtime.memory import limit_malloc_arenas
-from runtime.metrics import Metrics
-from runtime.monitor import DEFAULT_WINDOW_ROWS, REPORT_INTERVAL, Monitor, save_report
-from runtime.scoring import DEFAULT_THREADS
-from runtime.serving import RELOAD_INTERVAL, ServedModels
-from runtime.store import Store
+from edgebundle.runtime.memory import limit_malloc_arenas
+from edgebundle.runtime.metrics import Metrics
+from edgebundle.runtime.monitor import DEFAULT_WINDOW_ROWS, REPORT_INTERVAL, Monitor, save_report
+from edgebundle.runtime.scoring import DEFAULT_THREADS
+from edgebundle.runtime.serving import RELOAD_INTERVAL, ServedModels
+from edgebundle.runtime.store import Store
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from runtime.errors import BundleError, StoreError
-from runtime.metrics import Metrics, ModelInfo
-from runtime.monitor import DEFAULT_WINDOW_ROWS, Monitor
-from runtime.semver import Version
-from runtime.store import LoadedModel, Store, StoreState
+from edgebundle.runtime.errors import BundleError, StoreError
+from edgebundle.runtime.metrics import Metrics, ModelInfo
+from edgebundle.runtime.monitor import DEFAULT_WINDOW_ROWS, Monitor
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.store import LoadedModel, Store, StoreState
 
 RELOAD_INTERVAL = 0.5  # seconds between polls of the store's pointer file
 

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from runtime._json import (
+from edgebundle.runtime._json import (
     dumps_canonical,
     get_list,
     get_str,
@@ -34,7 +34,7 @@ from runtime._json import (
     quote,
     reject_unknown,
 )
-from runtime.errors import KeyFileError, ManifestError, SignatureError
+from edgebundle.runtime.errors import KeyFileError, ManifestError, SignatureError
 
 MANIFEST_CONTEXT = b"edgebundle/manifest/v1\x00"
 MAX_SIGNATURES = 16

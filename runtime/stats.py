@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from runtime._json import (
+from edgebundle.runtime._json import (
     dumps_canonical,
     get_float,
     get_list,
@@ -30,11 +30,11 @@ from runtime._json import (
     loads_strict,
     reject_unknown,
 )
-from runtime.errors import ManifestError
-from runtime.manifest import get_count
+from edgebundle.runtime.errors import ManifestError
+from edgebundle.runtime.manifest import get_count
 
 if TYPE_CHECKING:
-    from runtime.bundle import VerifiedBundle
+    from edgebundle.runtime.bundle import VerifiedBundle
 
 FORMAT = "edgebundle.stats/1"
 STATS_FILE = "stats.json"

@@ -51,7 +51,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from runtime._json import (
+from edgebundle.runtime._json import (
     dumps_canonical,
     get_bool,
     get_float,
@@ -65,7 +65,7 @@ from runtime._json import (
     quote,
     reject_unknown,
 )
-from runtime.bundle import (
+from edgebundle.runtime.bundle import (
     DEFAULT_LIMITS,
     Limits,
     VerifiedBundle,
@@ -73,7 +73,7 @@ from runtime.bundle import (
     open_installed,
     read_bundle_file,
 )
-from runtime.errors import (
+from edgebundle.runtime.errors import (
     BundleError,
     IntegrityError,
     ManifestError,
@@ -81,7 +81,7 @@ from runtime.errors import (
     SelftestError,
     StoreError,
 )
-from runtime.fsio import (
+from edgebundle.runtime.fsio import (
     append_durably,
     fsync_dir,
     is_temp_name,
@@ -89,15 +89,15 @@ from runtime.fsio import (
     remove_durably,
     write_durably,
 )
-from runtime.manifest import Manifest, get_count, get_sha256, get_timestamp
-from runtime.scoring import DEFAULT_THREADS, Scorer
-from runtime.selftest import SelftestResult, parse_selftest, run_selftest
-from runtime.semver import Version
-from runtime.stats import Baseline, baseline_of
+from edgebundle.runtime.manifest import Manifest, get_count, get_sha256, get_timestamp
+from edgebundle.runtime.scoring import DEFAULT_THREADS, Scorer
+from edgebundle.runtime.selftest import SelftestResult, parse_selftest, run_selftest
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.stats import Baseline, baseline_of
 
 if TYPE_CHECKING:
-    from runtime.keychain import KeySet
-    from runtime.signing import TrustedKeys
+    from edgebundle.runtime.keychain import KeySet
+    from edgebundle.runtime.signing import TrustedKeys
 
 STORE_FORMAT = "edgebundle.store/1"
 STATE_FORMAT = "edgebundle.state/1"
@@ -523,7 +523,7 @@ class Store:
         ``store.json`` is written last, so an interrupted init leaves a directory that is not a
         store (and that init then refuses as not empty) rather than a store missing its keys.
         """
-        from runtime.keychain import TRUST_FORMAT, load_trust  # see trust
+        from edgebundle.runtime.keychain import TRUST_FORMAT, load_trust  # see trust
 
         root = root.absolute()
         trust = load_trust(trusted)
@@ -557,8 +557,8 @@ class Store:
         Read on demand, and cryptography imported only here and by the other key operations:
         serving and loading installed bundles never need it.
         """
-        from runtime.keychain import TRUST_FORMAT, KeySet, parse_key_set
-        from runtime.signing import load_key_dir
+        from edgebundle.runtime.keychain import TRUST_FORMAT, KeySet, parse_key_set
+        from edgebundle.runtime.signing import load_key_dir
 
         data = _read_small(self.root / TRUST_FILE, _MAX_TRUST_BYTES)
         if data is not None:
@@ -706,7 +706,7 @@ class Store:
         Keys rotated out sign no new install; what they signed before still loads by its
         sha256 pin. One rename switches the trust; older ``keys/*.pub`` go after it.
         """
-        from runtime.keychain import TRUST_FORMAT  # see trust
+        from edgebundle.runtime.keychain import TRUST_FORMAT  # see trust
 
         with self._locked(fcntl.LOCK_EX):
             current = self.trust()

@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from runtime.errors import InputError
-from runtime.rows import (
+from edgebundle.runtime.errors import InputError
+from edgebundle.runtime.rows import (
     ERROR_KEY,
     CsvRowParser,
     CsvWriter,
@@ -40,7 +40,7 @@ from runtime.rows import (
     output_columns,
     stack_rows,
 )
-from runtime.scoring import Scorer
+from edgebundle.runtime.scoring import Scorer
 
 # Bigger batches amortise onnxruntime's per-call cost, but that cost is paid in the worker
 # thread, off the critical path; measured, 4096 rows (~15 MB of parsed JSON at 100 features

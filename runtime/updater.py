@@ -31,16 +31,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from runtime.bundle import open_bundle
-from runtime.channel import INDEX_NAME, ChannelEntry, ChannelIndex, read_index
-from runtime.errors import (
+from edgebundle.runtime.bundle import open_bundle
+from edgebundle.runtime.channel import INDEX_NAME, ChannelEntry, ChannelIndex, read_index
+from edgebundle.runtime.errors import (
     BundleError,
     ChannelError,
     ChannelUnreachableError,
     SelftestError,
     StoreError,
 )
-from runtime.fetch import (
+from edgebundle.runtime.fetch import (
     FetchLimits,
     channel_url,
     fetch,
@@ -48,8 +48,8 @@ from runtime.fetch import (
     fetch_optional,
     join_url,
 )
-from runtime.keychain import KeySet, check_fresh, statement_file, walk_chain
-from runtime.store import Store
+from edgebundle.runtime.keychain import KeySet, check_fresh, statement_file, walk_chain
+from edgebundle.runtime.store import Store
 
 Clock = Callable[[], datetime]
 # Full jitter may draw ~0: a floor keeps a failing channel from being hammered.

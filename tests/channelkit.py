@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from runtime.channel import (
+from edgebundle.runtime.channel import (
     INDEX_CONTEXT,
     TIME_FORMAT,
     ChannelEntry,
@@ -23,7 +23,7 @@ from runtime.channel import (
     Envelope,
     bundle_file,
 )
-from runtime.semver import Version
+from edgebundle.runtime.semver import Version
 
 Behaviour = Callable[[http.server.BaseHTTPRequestHandler], None]
 

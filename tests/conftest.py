@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from builder.keys import generate_keypair
-from runtime.bundle import write_bundle
-from runtime.signing import MANIFEST_CONTEXT, SignatureFile, TrustedKeys, sign
+from edgebundle.builder.keys import generate_keypair
+from edgebundle.runtime.bundle import write_bundle
+from edgebundle.runtime.signing import MANIFEST_CONTEXT, SignatureFile, TrustedKeys, sign
 
 BundleFactory = Callable[..., bytes]
 

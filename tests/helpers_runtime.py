@@ -22,16 +22,16 @@ import xgboost as xgb
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from builder.emit_float import emit_float
-from builder.link import BuiltModel, assemble
-from builder.load import load_model
-from runtime.bundle import write_bundle
-from runtime.manifest import Manifest, OutputSpec
-from runtime.selftest import Selftest, Tolerance
-from runtime.signing import MANIFEST_CONTEXT, SignatureFile, sign
+from edgebundle.builder.emit_float import emit_float
+from edgebundle.builder.link import BuiltModel, assemble
+from edgebundle.builder.load import load_model
+from edgebundle.runtime.bundle import write_bundle
+from edgebundle.runtime.manifest import Manifest, OutputSpec
+from edgebundle.runtime.selftest import Selftest, Tolerance
+from edgebundle.runtime.signing import MANIFEST_CONTEXT, SignatureFile, sign
 
 FEATURES = ("f0", "f1", "f2", "f3")
-RUNTIME = [sys.executable, "-m", "runtime"]
+RUNTIME = [sys.executable, "-m", "edgebundle.runtime"]
 Outputs = dict[str, npt.NDArray[Any]]
 
 

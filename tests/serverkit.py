@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from runtime.monitor import DEFAULT_WINDOW_ROWS
-from runtime.server import RunningServer, ServerConfig, ServerLimits
-from runtime.store import Store
+from edgebundle.runtime.monitor import DEFAULT_WINDOW_ROWS
+from edgebundle.runtime.server import RunningServer, ServerConfig, ServerLimits
+from edgebundle.runtime.store import Store
 from tests.conftest import KeyFiles
 from tests.xgbmodels import BIN, Trained, run, train
 

@@ -8,10 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.drill import make_broken
-from runtime.semver import Version
-from runtime.signing import load_private_key
-from runtime.store import AuditEvent
+from edgebundle.builder.drill import make_broken
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.signing import load_private_key
+from edgebundle.runtime.store import AuditEvent
 from tests.conftest import KeyFiles
 from tests.xgbmodels import run
 

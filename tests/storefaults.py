@@ -17,11 +17,11 @@ from types import TracebackType
 
 import numpy as np
 
-from builder.drill import repacked
-from runtime.fsio import is_temp_name
-from runtime.semver import Version
-from runtime.signing import load_private_key
-from runtime.store import BUNDLE_SUFFIX, BUNDLES_DIR, ModelState, Store
+from edgebundle.builder.drill import repacked
+from edgebundle.runtime.fsio import is_temp_name
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.signing import load_private_key
+from edgebundle.runtime.store import BUNDLE_SUFFIX, BUNDLES_DIR, ModelState, Store
 from tests.conftest import KeyFiles
 from tests.serverkit import HOST, Built, build, infer_body, request
 from tests.store_helpers import audit_events

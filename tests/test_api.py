@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.api import Model, load
-from runtime.errors import InputError, KeyFileError, SignatureError, StoreError
-from runtime.store import Store
+from edgebundle.runtime.api import Model, load
+from edgebundle.runtime.errors import InputError, KeyFileError, SignatureError, StoreError
+from edgebundle.runtime.store import Store
 from tests.conftest import KeyFiles
 from tests.xgbmodels import NAMES, Trained, run, train
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builder.load import load_model
-from runtime.bundle import open_bundle, read_bundle_file
-from runtime.errors import ManifestError
-from runtime.signing import TrustedKeys
-from runtime.stats import MAX_GROUPS, Baseline, bin_edges, parse_stats
+from edgebundle.builder.load import load_model
+from edgebundle.runtime.bundle import open_bundle, read_bundle_file
+from edgebundle.runtime.errors import ManifestError
+from edgebundle.runtime.signing import TrustedKeys
+from edgebundle.runtime.stats import MAX_GROUPS, Baseline, bin_edges, parse_stats
 from tests.conftest import KeyFiles
 from tests.xgbmodels import NAMES, run, train
 

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from runtime.bundle import open_bundle, read_bundle_file
-from runtime.manifest import parse_manifest
-from runtime.signing import TrustedKeys
+from edgebundle.runtime.bundle import open_bundle, read_bundle_file
+from edgebundle.runtime.manifest import parse_manifest
+from edgebundle.runtime.signing import TrustedKeys
 from tests.conftest import KeyFiles
 from tests.xgbmodels import NAMES, Trained, json_lines, run, score, train
 

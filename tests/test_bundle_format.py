@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from runtime.bundle import (
+from edgebundle.runtime.bundle import (
     BLOCK,
     Limits,
     VerifiedBundle,
@@ -24,15 +24,15 @@ from runtime.bundle import (
     read_members_unverified,
     write_bundle,
 )
-from runtime.errors import (
+from edgebundle.runtime.errors import (
     BundleError,
     FormatError,
     IntegrityError,
     ManifestError,
     SignatureError,
 )
-from runtime.manifest import Manifest
-from runtime.signing import TrustedKeys, keyid
+from edgebundle.runtime.manifest import Manifest
+from edgebundle.runtime.signing import TrustedKeys, keyid
 
 BundleFactory = Callable[..., bytes]
 END_MARKER = 2 * BLOCK

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import pytest
 import xgboost as xgb
 
-from builder.compare import (
+from edgebundle.builder.compare import (
     Comparison,
     Metric,
     auc,
@@ -25,9 +25,9 @@ from builder.compare import (
     log_loss,
     multiclass_log_loss,
 )
-from builder.keys import generate_keypair
-from runtime.errors import InputError
-from runtime.signing import TrustedKeys
+from edgebundle.builder.keys import generate_keypair
+from edgebundle.runtime.errors import InputError
+from edgebundle.runtime.signing import TrustedKeys
 from tests.conftest import KeyFiles
 from tests.xgbmodels import NAMES, features, labels, run, train
 

@@ -24,13 +24,13 @@ import pytest
 import xgboost as xgb
 from click.testing import CliRunner
 
-from builder.cli import main
-from builder.drift import NO_BASELINE, bin_labels, compact
-from runtime.bundle import open_bundle, read_bundle_file
-from runtime.monitor import PSI_SHIFTED, PSI_WATCH, DriftReport, Monitor
-from runtime.scoring import Scorer
-from runtime.signing import TrustedKeys
-from runtime.stats import Baseline, FeatureBaseline, PredictionBaseline, parse_stats
+from edgebundle.builder.cli import main
+from edgebundle.builder.drift import NO_BASELINE, bin_labels, compact
+from edgebundle.runtime.bundle import open_bundle, read_bundle_file
+from edgebundle.runtime.monitor import PSI_SHIFTED, PSI_WATCH, DriftReport, Monitor
+from edgebundle.runtime.scoring import Scorer
+from edgebundle.runtime.signing import TrustedKeys
+from edgebundle.runtime.stats import Baseline, FeatureBaseline, PredictionBaseline, parse_stats
 from tests.conftest import KeyFiles
 from tests.xgbmodels import NAMES, features, labels, run
 

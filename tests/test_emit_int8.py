@@ -19,10 +19,10 @@ import pytest
 import xgboost as xgb
 from onnx import TensorProto, helper, numpy_helper
 
-from builder.emit_int8 import emit_int8, quantize_leaves
-from builder.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
-from builder.ir import LEAF, Ensemble, Tree
-from runtime.errors import ConversionError
+from edgebundle.builder.emit_int8 import emit_int8, quantize_leaves
+from edgebundle.builder.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
+from edgebundle.builder.ir import LEAF, Ensemble, Tree
+from edgebundle.runtime.errors import ConversionError
 
 LEAF_TENSOR = "int8/leaf"  # the emitter's [N, T] leaf codes (as float) before dequantization
 

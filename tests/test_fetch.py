@@ -20,8 +20,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from runtime.errors import ChannelError, ChannelUnreachableError
-from runtime.fetch import FetchLimits, channel_url, fetch, fetch_exact, fetch_optional, join_url
+from edgebundle.runtime.errors import ChannelError, ChannelUnreachableError
+from edgebundle.runtime.fetch import (
+    FetchLimits,
+    channel_url,
+    fetch,
+    fetch_exact,
+    fetch_optional,
+    join_url,
+)
 
 Behaviour = Callable[["_Handler"], None]
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from runtime.store import Store
+from edgebundle.runtime.store import Store
 from tests.conftest import KeyFiles
 from tests.serverkit import HOST, build, infer_body, init_store, request, serve_process
 from tests.xgbmodels import features, run

@@ -20,18 +20,18 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from builder.drill import repacked
-from builder.emit_float import emit_float
-from builder.emit_int8 import LAYOUTS, emit_int8
-from builder.link import assemble
-from builder.load import load_model
-from runtime.bundle import read_members_unverified
-from runtime.errors import FormatError, SelftestError
-from runtime.graphcheck import MAX_NODES, OPS, check_model
-from runtime.scoring import MAX_ROWS_PER_RUN
-from runtime.semver import Version
-from runtime.signing import load_private_key
-from runtime.store import Store
+from edgebundle.builder.drill import repacked
+from edgebundle.builder.emit_float import emit_float
+from edgebundle.builder.emit_int8 import LAYOUTS, emit_int8
+from edgebundle.builder.link import assemble
+from edgebundle.builder.load import load_model
+from edgebundle.runtime.bundle import read_members_unverified
+from edgebundle.runtime.errors import FormatError, SelftestError
+from edgebundle.runtime.graphcheck import MAX_NODES, OPS, check_model
+from edgebundle.runtime.scoring import MAX_ROWS_PER_RUN
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.signing import load_private_key
+from edgebundle.runtime.store import Store
 from tests.conftest import KeyFiles
 from tests.store_helpers import Spec, audit_events, build_bundles, snapshot
 from tests.xgbmodels import BIN, OBJECTIVES, features, train

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from runtime.channel import Envelope
-from runtime.errors import ChannelError, KeyFileError, ManifestError, SignatureError
-from runtime.keychain import (
+from edgebundle.runtime.channel import Envelope
+from edgebundle.runtime.errors import ChannelError, KeyFileError, ManifestError, SignatureError
+from edgebundle.runtime.keychain import (
     KEYS_CONTEXT,
     STATEMENT_FORMAT,
     TRUST_FORMAT,
@@ -25,7 +25,7 @@ from runtime.keychain import (
     verify_statement,
     walk_chain,
 )
-from runtime.signing import public_pem
+from edgebundle.runtime.signing import public_pem
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
 LATER = "2027-12-04T12:00:00Z"

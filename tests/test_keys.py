@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.keys import generate_keypair
-from runtime.errors import KeyFileError
-from runtime.signing import keyid, load_private_key, load_public_key
+from edgebundle.builder.keys import generate_keypair
+from edgebundle.runtime.errors import KeyFileError
+from edgebundle.runtime.signing import keyid, load_private_key, load_public_key
 
 
 def _mode(path: Path) -> int:

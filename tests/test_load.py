@@ -9,10 +9,10 @@ import onnxruntime as ort
 import pytest
 import xgboost as xgb
 
-from builder.emit_float import emit_float
-from builder.link import assemble
-from builder.load import load_model
-from runtime.errors import ConversionError
+from edgebundle.builder.emit_float import emit_float
+from edgebundle.builder.link import assemble
+from edgebundle.builder.load import load_model
+from edgebundle.runtime.errors import ConversionError
 from tests.xgbmodels import NAMES, features, labels, threshold_rows, train
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from runtime.errors import ManifestError
-from runtime.manifest import FORMAT, Manifest, parse_manifest
-from runtime.semver import Version
+from edgebundle.runtime.errors import ManifestError
+from edgebundle.runtime.manifest import FORMAT, Manifest, parse_manifest
+from edgebundle.runtime.semver import Version
 
 Path_ = tuple[str | int, ...]
 class _Delete:

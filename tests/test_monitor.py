@@ -18,14 +18,14 @@ import numpy.typing as npt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from builder.drill import repacked
-from runtime.bundle import open_bundle, read_bundle_file, read_members_unverified
-from runtime.errors import ManifestError
-from runtime.monitor import Monitor, parse_report, verdict
-from runtime.scoring import Scorer
-from runtime.semver import Version
-from runtime.signing import TrustedKeys, load_private_key
-from runtime.stats import Baseline, baseline_of
+from edgebundle.builder.drill import repacked
+from edgebundle.runtime.bundle import open_bundle, read_bundle_file, read_members_unverified
+from edgebundle.runtime.errors import ManifestError
+from edgebundle.runtime.monitor import Monitor, parse_report, verdict
+from edgebundle.runtime.scoring import Scorer
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.signing import TrustedKeys, load_private_key
+from edgebundle.runtime.stats import Baseline, baseline_of
 from tests import serverkit
 from tests.conftest import KeyFiles
 from tests.serverkit import (

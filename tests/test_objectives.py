@@ -12,8 +12,8 @@ import numpy.typing as npt
 import pytest
 from click.testing import CliRunner
 
-from builder.cli import main
-from builder.load import load_model
+from edgebundle.builder.cli import main
+from edgebundle.builder.load import load_model
 from tests.xgbmodels import NAMES, OBJECTIVES, Trained, json_lines, score, threshold_rows, train
 
 # first output of each objective's records, which must equal predict()

@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from builder.publish import publish
-from runtime.channel import bundle_file
-from runtime.errors import ChannelError, ChannelUnreachableError
-from runtime.fetch import FetchLimits
-from runtime.semver import Version
-from runtime.signing import load_private_key
-from runtime.store import Store
-from runtime.updater import update_once
+from edgebundle.builder.publish import publish
+from edgebundle.runtime.channel import bundle_file
+from edgebundle.runtime.errors import ChannelError, ChannelUnreachableError
+from edgebundle.runtime.fetch import FetchLimits
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.signing import load_private_key
+from edgebundle.runtime.store import Store
+from edgebundle.runtime.updater import update_once
 from tests.channelkit import Channel, entry_for, served, write_index
 from tests.conftest import KeyFiles
 from tests.store_helpers import Spec, build_bundles, snapshot

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from builder.publish import parse_duration
-from runtime.channel import INDEX_CONTEXT, ChannelIndex, Envelope, read_index
-from runtime.errors import BundleError, ChannelError, RollbackError, SignatureError
-from runtime.keychain import load_trust, verify_statement
-from runtime.signing import TrustedKeys
+from edgebundle.builder.publish import parse_duration
+from edgebundle.runtime.channel import INDEX_CONTEXT, ChannelIndex, Envelope, read_index
+from edgebundle.runtime.errors import BundleError, ChannelError, RollbackError, SignatureError
+from edgebundle.runtime.keychain import load_trust, verify_statement
+from edgebundle.runtime.signing import TrustedKeys
 from tests.conftest import KeyFiles
 from tests.xgbmodels import Trained, run, train
 

@@ -12,8 +12,8 @@ import numpy.typing as npt
 import pytest
 from helpers_runtime import FEATURES, multiclass, regression
 
-from runtime.errors import InputError
-from runtime.rows import (
+from edgebundle.runtime.errors import InputError
+from edgebundle.runtime.rows import (
     _DECODER,
     CsvRowParser,
     CsvWriter,
@@ -27,7 +27,7 @@ from runtime.rows import (
     output_columns,
     score_rows,
 )
-from runtime.scoring import Scorer
+from edgebundle.runtime.scoring import Scorer
 
 NAN = math.nan
 JSON = JsonRowParser(FEATURES)

@@ -23,11 +23,11 @@ from helpers_runtime import (
     write_signed_bundle,
 )
 
-from runtime.cli import ExitCode, main
-from runtime.errors import InputError
-from runtime.rows import JsonRowParser, encode_jsonl, score_rows
-from runtime.scoring import Scorer
-from runtime.stream import BATCH_ROWS, LineSource, StreamStats, score_csv, score_jsonl
+from edgebundle.runtime.cli import ExitCode, main
+from edgebundle.runtime.errors import InputError
+from edgebundle.runtime.rows import JsonRowParser, encode_jsonl, score_rows
+from edgebundle.runtime.scoring import Scorer
+from edgebundle.runtime.stream import BATCH_ROWS, LineSource, StreamStats, score_csv, score_jsonl
 
 CONSOLE_SCRIPT = str(Path(sys.executable).parent / "bundle-runtime")
 TIMEOUT = 60

@@ -15,12 +15,12 @@ import pytest
 from helpers_runtime import FEATURES, Model, binary, multiclass, regression, rows
 from onnx import TensorProto, helper, numpy_helper
 
-from builder.emit_int8 import emit_int8
-from builder.link import assemble
-from builder.load import load_model
-from runtime.errors import CompatibilityError, FormatError, InputError
-from runtime.manifest import OutputSpec
-from runtime.scoring import Scorer, to_python, to_records
+from edgebundle.builder.emit_int8 import emit_int8
+from edgebundle.builder.link import assemble
+from edgebundle.builder.load import load_model
+from edgebundle.runtime.errors import CompatibilityError, FormatError, InputError
+from edgebundle.runtime.manifest import OutputSpec
+from edgebundle.runtime.scoring import Scorer, to_python, to_records
 from tests.xgbmodels import NAMES, train
 
 MODELS = [regression, multiclass, binary]
@@ -284,8 +284,8 @@ def test_few_and_many_float32_values_render_alike() -> None:
 _RSS_AFTER_A_BATCH = """
 import sys
 import numpy as np
-from runtime.manifest import OutputSpec
-from runtime.scoring import Scorer
+from edgebundle.runtime.manifest import OutputSpec
+from edgebundle.runtime.scoring import Scorer
 
 def rss_mb():
     for line in open("/proc/self/status"):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from helpers_runtime import Model, multiclass, regression, rows, selftest_bytes
 
-from runtime.errors import InputError, ManifestError
-from runtime.scoring import Scorer
-from runtime.selftest import FORMAT, Selftest, Tolerance, parse_selftest, run_selftest
+from edgebundle.runtime.errors import InputError, ManifestError
+from edgebundle.runtime.scoring import Scorer
+from edgebundle.runtime.selftest import FORMAT, Selftest, Tolerance, parse_selftest, run_selftest
 
 VALID: dict[str, Any] = {
     "format": FORMAT,

@@ -4,8 +4,8 @@ import itertools
 
 import pytest
 
-from runtime.errors import ManifestError
-from runtime.semver import Version
+from edgebundle.runtime.errors import ManifestError
+from edgebundle.runtime.semver import Version
 
 # Ascending precedence, straight from semver.org §11 plus numeric-vs-text edge cases.
 ASCENDING = [

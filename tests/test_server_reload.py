@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from runtime.store import Store
+from edgebundle.runtime.store import Store
 from tests.conftest import KeyFiles
 from tests.serverkit import (
     HOST,

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from runtime.errors import KeyFileError, ManifestError, SignatureError
-from runtime.signing import (
+from edgebundle.runtime.errors import KeyFileError, ManifestError, SignatureError
+from edgebundle.runtime.signing import (
     MANIFEST_CONTEXT,
     SignatureEntry,
     SignatureFile,

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from runtime.bundle import read_members_unverified
-from runtime.errors import (
+from edgebundle.runtime.bundle import read_members_unverified
+from edgebundle.runtime.errors import (
     BundleError,
     IntegrityError,
     KeyFileError,
@@ -27,9 +27,9 @@ from runtime.errors import (
     SignatureError,
     StoreError,
 )
-from runtime.semver import Version
-from runtime.signing import keyid, load_public_key
-from runtime.store import ModelState, Store, StoreState
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.signing import keyid, load_public_key
+from edgebundle.runtime.store import ModelState, Store, StoreState
 from tests.conftest import KeyFiles
 from tests.store_helpers import Spec, audit_events, build_bundles, snapshot, with_wrong_selftest
 from tests.xgbmodels import train

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from builder.publish import publish
-from runtime.signing import load_private_key
-from runtime.store import ModelState, Store
+from edgebundle.builder.publish import publish
+from edgebundle.runtime.signing import load_private_key
+from edgebundle.runtime.store import ModelState, Store
 from tests.conftest import KeyFiles
 from tests.serverkit import serve_process
 from tests.storefaults import (

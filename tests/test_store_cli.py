@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from runtime.cli import main
-from runtime.semver import Version
-from runtime.signing import keyid, load_public_key
-from runtime.store import Store
+from edgebundle.runtime.cli import main
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.signing import keyid, load_public_key
+from edgebundle.runtime.store import Store
 from tests.conftest import KeyFiles
 from tests.store_helpers import Spec, audit_events, build_bundles, snapshot, with_wrong_selftest
 from tests.xgbmodels import BIN, Trained, json_lines, run, train

@@ -31,11 +31,11 @@ from typing import Any
 
 import pytest
 
-from builder.publish import publish, rotate_keys
-from runtime.semver import Version
-from runtime.signing import load_private_key
-from runtime.store import Store
-from runtime.updater import update_once
+from edgebundle.builder.publish import publish, rotate_keys
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.signing import load_private_key
+from edgebundle.runtime.store import Store
+from edgebundle.runtime.updater import update_once
 from tests.conftest import KeyFiles
 from tests.store_helpers import Spec, audit_events, build_bundles, with_wrong_selftest
 from tests.xgbmodels import BIN, train
