@@ -156,7 +156,7 @@ def monitor_overhead(path: Path, rows: np.ndarray) -> dict[str, float]:
     from edgebundle.runtime.bundle import open_bundle, read_bundle_file
     from edgebundle.runtime.monitor import Monitor
     from edgebundle.runtime.scoring import Scorer
-    from edgebundle.runtime.serving import RELOAD_INTERVAL
+    from edgebundle.runtime.serve.serving import RELOAD_INTERVAL
     from edgebundle.runtime.signing import TrustedKeys, load_public_key
     from edgebundle.runtime.stats import baseline_of
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from edgebundle.builder.ir import Ensemble
-from edgebundle.builder.objectives import Link
+from edgebundle.builder.convert.ir import Ensemble
+from edgebundle.builder.convert.objectives import Link
 from edgebundle.runtime.scoring import to_python
 from edgebundle.runtime.stats import (
     MAX_GROUPS,

@@ -21,14 +21,14 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgebundle.builder.baseline import baseline
-from edgebundle.builder.check import Reference, compare, default_budget, synthesize_rows
+from edgebundle.builder.convert.check import Reference, compare, default_budget, synthesize_rows
+from edgebundle.builder.convert.emit_float import emit_float
+from edgebundle.builder.convert.emit_int8 import emit_int8
+from edgebundle.builder.convert.graph import MarginGraph
+from edgebundle.builder.convert.link import MIN_ONNXRUNTIME, BuiltModel, assemble
+from edgebundle.builder.convert.load import SourceModel, load_model
+from edgebundle.builder.convert.objectives import Link
 from edgebundle.builder.data import load_rows
-from edgebundle.builder.emit_float import emit_float
-from edgebundle.builder.emit_int8 import emit_int8
-from edgebundle.builder.graph import MarginGraph
-from edgebundle.builder.link import MIN_ONNXRUNTIME, BuiltModel, assemble
-from edgebundle.builder.load import SourceModel, load_model
-from edgebundle.builder.objectives import Link
 from edgebundle.builder.timing import median_seconds
 from edgebundle.runtime.bundle import write_bundle
 from edgebundle.runtime.errors import BundleError, ParityError

@@ -33,7 +33,7 @@ from edgebundle.builder.report import candidate_dict, format_candidates, format_
 from edgebundle.runtime.bundle import Limits, check_bundle, read_bundle_file
 from edgebundle.runtime.errors import BundleError
 from edgebundle.runtime.fsio import write_durably
-from edgebundle.runtime.keychain import load_trust
+from edgebundle.runtime.ota.keychain import load_trust
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.signing import load_private_key
 

@@ -31,7 +31,8 @@ from edgebundle.runtime.bundle import (
     read_members_unverified,
     write_bundle,
 )
-from edgebundle.runtime.channel import (
+from edgebundle.runtime.errors import BundleError, ChannelError
+from edgebundle.runtime.ota.channel import (
     INDEX_CONTEXT,
     INDEX_NAME,
     TIME_FORMAT,
@@ -41,8 +42,7 @@ from edgebundle.runtime.channel import (
     bundle_file,
     parse_index_payload,
 )
-from edgebundle.runtime.errors import BundleError, ChannelError
-from edgebundle.runtime.keychain import (
+from edgebundle.runtime.ota.keychain import (
     KEYS_CONTEXT,
     LEGACY_KEYS_NAME,
     STATEMENT_FORMAT,

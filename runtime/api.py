@@ -141,7 +141,7 @@ def load(
         return Model(loaded.manifest, loaded.scorer)
     if trust is None:
         raise KeyFileError(f"{path} is a bundle: give trust=, the public key it must be signed by")
-    from edgebundle.runtime.keychain import (
+    from edgebundle.runtime.ota.keychain import (
         load_trust,  # cryptography only where a signature is checked
     )
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from edgebundle.runtime import __version__
 from edgebundle.runtime.bundle import Limits, open_bundle, read_bundle_file
-from edgebundle.runtime.capture import DEFAULT_MAX_BYTES, Capture
 from edgebundle.runtime.errors import (
     BundleError,
     ChannelUnreachableError,
@@ -38,7 +37,8 @@ from edgebundle.runtime.monitor import (
 )
 from edgebundle.runtime.scoring import DEFAULT_THREADS, Scorer
 from edgebundle.runtime.semver import Version
-from edgebundle.runtime.server import (
+from edgebundle.runtime.serve.capture import DEFAULT_MAX_BYTES, Capture
+from edgebundle.runtime.serve.server import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     ServerConfig,
@@ -46,7 +46,7 @@ from edgebundle.runtime.server import (
     read_token,
     serve,
 )
-from edgebundle.runtime.serving import Watched
+from edgebundle.runtime.serve.serving import Watched
 from edgebundle.runtime.stats import Baseline, baseline_of
 from edgebundle.runtime.store import InstalledVersion, ModelState, Store
 from edgebundle.runtime.stream import LineSource, StreamStats, score_csv, score_jsonl
@@ -156,7 +156,7 @@ def _add_update_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 def _update(args: argparse.Namespace) -> int:
     try:
-        from edgebundle.runtime.updater import update_once  # see _serve
+        from edgebundle.runtime.ota.updater import update_once  # see _serve
 
         report = update_once(Store.open(args.store, limits=LIMITS), args.channel)
     except StoreError as e:
@@ -190,7 +190,7 @@ def _score(args: argparse.Namespace) -> int:
         message = "the following arguments are required: --trust (with --bundle)"
         return _fail(message, ExitCode.USAGE)
     # Imported here: a server never loads cryptography (~10 MB); see Store.trust.
-    from edgebundle.runtime.keychain import load_trust
+    from edgebundle.runtime.ota.keychain import load_trust
 
     try:
         trusted = load_trust(args.trust).trusted()
@@ -650,8 +650,8 @@ def _serve(args: argparse.Namespace) -> int:
         if args.channel is not None:
             # Imported only for a channel: urllib.request brings http.client, email and ssl,
             # ~7 MB of resident memory a server that polls nothing should not carry.
-            from edgebundle.runtime.fetch import channel_url
-            from edgebundle.runtime.updater import Poller
+            from edgebundle.runtime.ota.fetch import channel_url
+            from edgebundle.runtime.ota.updater import Poller
 
             try:
                 channel = channel_url(args.channel)

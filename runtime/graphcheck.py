@@ -10,8 +10,9 @@ contrib ops, ``Loop`` with a 10^9 trip count (the installer hangs holding the st
 edgebundle's own emitters write:
 
 - only the protobuf fields those emitters write (no subgraphs, functions, sparse or external
-  data), and only the (domain, op) pairs in ``OPS`` — exactly what ``builder/emit_float.py``,
-  ``builder/emit_int8.py`` and ``builder/link.py`` produce, at opsets whose shape rules match;
+  data), and only the (domain, op) pairs in ``OPS`` — exactly what the builder's emitters
+  (``builder/convert/emit_float.py``, ``emit_int8.py``, ``link.py``) produce, at opsets whose
+  shape rules match;
 - every tensor's shape worked out from the input ``[N, F]`` and the initializers, with each
   dimension a linear function of the batch size N. A tensor with two N-sized dimensions, or an
   ``Expand`` to a shape not known before scoring, is refused outright; the rest must fit the
@@ -637,8 +638,8 @@ class _Op:
     held: Callable[[_Node], tuple[int, str]] | None = None  # the kernel's own memory, and why
 
 
-# Every (domain, op) that builder/emit_float.py, builder/emit_int8.py and builder/link.py
-# write, with its shape rule; tests/test_hostile_graph.py checks this is exactly their union.
+# Every (domain, op) that builder/convert/emit_float.py, emit_int8.py and link.py write, with
+# its shape rule; tests/test_hostile_graph.py checks this is exactly their union.
 OPS: Mapping[tuple[str, str], _Op] = {
     (_ML, "TreeEnsemble"): _Op(_tree_ensemble, 1, 1, held=_tree_ensemble_held),  # float
     ("", "Add"): _Op(_elementwise, 2, 2),

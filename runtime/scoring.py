@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from edgebundle.runtime.errors import CompatibilityError, InputError
 from edgebundle.runtime.graphcheck import (
-    INPUT_NAME as INPUT_NAME,  # re-exported: runtime.oip reads it
+    INPUT_NAME as INPUT_NAME,  # re-exported: runtime.serve.oip reads it
 )
 from edgebundle.runtime.graphcheck import check_model
 from edgebundle.runtime.manifest import OutputSpec

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgebundle.runtime.channel import (
+from edgebundle.runtime.ota.channel import (
     INDEX_CONTEXT,
     TIME_FORMAT,
     ChannelEntry,

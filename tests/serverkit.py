@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgebundle.runtime.monitor import DEFAULT_WINDOW_ROWS
-from edgebundle.runtime.server import RunningServer, ServerConfig, ServerLimits
+from edgebundle.runtime.serve.server import RunningServer, ServerConfig, ServerLimits
 from edgebundle.runtime.store import Store
 from tests.conftest import KeyFiles
 from tests.xgbmodels import BIN, Trained, run, train

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgebundle.builder.load import load_model
+from edgebundle.builder.convert.load import load_model
 from edgebundle.runtime.bundle import open_bundle, read_bundle_file
 from edgebundle.runtime.errors import ManifestError
 from edgebundle.runtime.signing import TrustedKeys

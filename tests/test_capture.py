@@ -20,9 +20,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edgebundle.runtime.capture import DEFAULT_MAX_BYTES, MIN_FILE_BYTES, Capture
 from edgebundle.runtime.errors import StoreError
 from edgebundle.runtime.scoring import to_records
+from edgebundle.runtime.serve.capture import DEFAULT_MAX_BYTES, MIN_FILE_BYTES, Capture
 from tests import serverkit
 from tests.conftest import KeyFiles
 from tests.xgbmodels import run

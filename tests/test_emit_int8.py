@@ -19,15 +19,15 @@ import pytest
 import xgboost as xgb
 from onnx import TensorProto, helper, numpy_helper
 
-from edgebundle.builder.emit_int8 import emit_int8, quantize_leaves
-from edgebundle.builder.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
-from edgebundle.builder.ir import LEAF, Ensemble, Tree
+from edgebundle.builder.convert.emit_int8 import emit_int8, quantize_leaves
+from edgebundle.builder.convert.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
+from edgebundle.builder.convert.ir import LEAF, Ensemble, Tree
 from edgebundle.runtime.errors import ConversionError
 
 LEAF_TENSOR = "int8/leaf"  # the emitter's [N, T] leaf codes (as float) before dequantization
 
 
-# --- IR from XGBoost (test-only stand-in for builder/load.py) ---------------------------------
+# --- IR from XGBoost (test-only stand-in for builder/convert/load.py) ------------------------
 
 
 def ensemble_from_booster(booster: xgb.Booster, rows: npt.NDArray[np.float32]) -> Ensemble:

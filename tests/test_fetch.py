@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from edgebundle.runtime.errors import ChannelError, ChannelUnreachableError
-from edgebundle.runtime.fetch import (
+from edgebundle.runtime.ota.fetch import (
     FetchLimits,
     channel_url,
     fetch,

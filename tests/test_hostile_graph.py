@@ -20,11 +20,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgebundle.builder.convert.emit_float import emit_float
+from edgebundle.builder.convert.emit_int8 import LAYOUTS, emit_int8
+from edgebundle.builder.convert.link import assemble
+from edgebundle.builder.convert.load import load_model
 from edgebundle.builder.drill import repacked
-from edgebundle.builder.emit_float import emit_float
-from edgebundle.builder.emit_int8 import LAYOUTS, emit_int8
-from edgebundle.builder.link import assemble
-from edgebundle.builder.load import load_model
 from edgebundle.runtime.bundle import read_members_unverified
 from edgebundle.runtime.errors import FormatError, SelftestError
 from edgebundle.runtime.graphcheck import MAX_NODES, OPS, check_model

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgebundle.runtime.channel import Envelope
 from edgebundle.runtime.errors import ChannelError, KeyFileError, ManifestError, SignatureError
-from edgebundle.runtime.keychain import (
+from edgebundle.runtime.ota.channel import Envelope
+from edgebundle.runtime.ota.keychain import (
     KEYS_CONTEXT,
     STATEMENT_FORMAT,
     TRUST_FORMAT,

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgebundle.builder.cli import main
-from edgebundle.builder.load import load_model
+from edgebundle.builder.convert.load import load_model
 from tests.xgbmodels import NAMES, OBJECTIVES, Trained, json_lines, score, threshold_rows, train
 
 # first output of each objective's records, which must equal predict()

@@ -18,13 +18,13 @@ import pytest
 
 from edgebundle.builder.publish import publish
 from edgebundle.runtime.bundle import read_members_unverified, write_bundle
-from edgebundle.runtime.channel import ChannelEntry, ChannelIndex, bundle_file
 from edgebundle.runtime.errors import ChannelError, RollbackError, SignatureError
-from edgebundle.runtime.fetch import FetchLimits
+from edgebundle.runtime.ota.channel import ChannelEntry, ChannelIndex, bundle_file
+from edgebundle.runtime.ota.fetch import FetchLimits
+from edgebundle.runtime.ota.updater import Poller, update_once
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.signing import load_private_key
 from edgebundle.runtime.store import Store
-from edgebundle.runtime.updater import Poller, update_once
 from tests.channelkit import entry_for, served, write_index
 from tests.conftest import KeyFiles
 from tests.store_helpers import Spec, audit_events, build_bundles, snapshot, with_wrong_selftest

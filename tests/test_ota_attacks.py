@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from edgebundle.builder.publish import publish
-from edgebundle.runtime.channel import bundle_file
 from edgebundle.runtime.errors import ChannelError, ChannelUnreachableError
-from edgebundle.runtime.fetch import FetchLimits
+from edgebundle.runtime.ota.channel import bundle_file
+from edgebundle.runtime.ota.fetch import FetchLimits
+from edgebundle.runtime.ota.updater import update_once
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.signing import load_private_key
 from edgebundle.runtime.store import Store
-from edgebundle.runtime.updater import update_once
 from tests.channelkit import Channel, entry_for, served, write_index
 from tests.conftest import KeyFiles
 from tests.store_helpers import Spec, build_bundles, snapshot

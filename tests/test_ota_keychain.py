@@ -15,13 +15,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgebundle.builder.keys import generate_keypair
 from edgebundle.builder.publish import publish, resign_bundle, rotate_keys
-from edgebundle.runtime.channel import Envelope
 from edgebundle.runtime.errors import ChannelError, ManifestError, SignatureError
-from edgebundle.runtime.fetch import FetchLimits
-from edgebundle.runtime.keychain import KEYS_CONTEXT, STATEMENT_FORMAT, KeySet
+from edgebundle.runtime.ota.channel import Envelope
+from edgebundle.runtime.ota.fetch import FetchLimits
+from edgebundle.runtime.ota.keychain import KEYS_CONTEXT, STATEMENT_FORMAT, KeySet
+from edgebundle.runtime.ota.updater import update_once
 from edgebundle.runtime.signing import keyid, load_private_key, public_pem
 from edgebundle.runtime.store import Store
-from edgebundle.runtime.updater import update_once
 from tests.channelkit import Channel, entry_for, served, write_index
 from tests.conftest import KeyFiles
 from tests.store_helpers import Spec, build_bundles, snapshot

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from edgebundle.builder.publish import parse_duration
-from edgebundle.runtime.channel import INDEX_CONTEXT, ChannelIndex, Envelope, read_index
 from edgebundle.runtime.errors import BundleError, ChannelError, RollbackError, SignatureError
-from edgebundle.runtime.keychain import load_trust, verify_statement
+from edgebundle.runtime.ota.channel import INDEX_CONTEXT, ChannelIndex, Envelope, read_index
+from edgebundle.runtime.ota.keychain import load_trust, verify_statement
 from edgebundle.runtime.signing import TrustedKeys
 from tests.conftest import KeyFiles
 from tests.xgbmodels import Trained, run, train

@@ -89,7 +89,7 @@ def test_a_server_without_a_channel_loads_no_http_client_tls_or_cryptography() -
     """http.server, urllib.request and ssl cost a device's server ~7 MB of resident memory and
     cryptography ~10 MB; only a server that polls an OTA channel or installs needs them."""
     result = run(
-        "import sys, edgebundle.runtime.cli, edgebundle.runtime.server; "
+        "import sys, edgebundle.runtime.cli, edgebundle.runtime.serve.server; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ssl', 'email', "
         "'cryptography') or m in ('http.server', 'http.client', 'urllib.request')))"
     )

@@ -15,9 +15,9 @@ import pytest
 from helpers_runtime import FEATURES, Model, binary, multiclass, regression, rows
 from onnx import TensorProto, helper, numpy_helper
 
-from edgebundle.builder.emit_int8 import emit_int8
-from edgebundle.builder.link import assemble
-from edgebundle.builder.load import load_model
+from edgebundle.builder.convert.emit_int8 import emit_int8
+from edgebundle.builder.convert.link import assemble
+from edgebundle.builder.convert.load import load_model
 from edgebundle.runtime.errors import CompatibilityError, FormatError, InputError
 from edgebundle.runtime.manifest import OutputSpec
 from edgebundle.runtime.scoring import Scorer, to_python, to_records

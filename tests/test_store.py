@@ -190,7 +190,7 @@ def test_loading_an_installed_bundle_needs_no_cryptography(
     """A server loads by the sha256 pinned at install: the signature verified then."""
     store.install(bundles[V100], origin="direct")
     program = (
-        "import sys; from pathlib import Path; from runtime.store import Store; "
+        "import sys; from pathlib import Path; from edgebundle.runtime.store import Store; "
         f"m = Store.open(Path({str(store.root)!r})).load_active('credit'); "
         "print(m.version, sorted(n for n in sys.modules if n.startswith('cryptography')))"
     )

@@ -32,10 +32,10 @@ from typing import Any
 import pytest
 
 from edgebundle.builder.publish import publish, rotate_keys
+from edgebundle.runtime.ota.updater import update_once
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.signing import load_private_key
 from edgebundle.runtime.store import Store
-from edgebundle.runtime.updater import update_once
 from tests.conftest import KeyFiles
 from tests.store_helpers import Spec, audit_events, build_bundles, with_wrong_selftest
 from tests.xgbmodels import BIN, train

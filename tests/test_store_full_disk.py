@@ -31,9 +31,9 @@ import pytest
 
 from edgebundle.builder.publish import publish
 from edgebundle.runtime.errors import BundleError, StoreError
+from edgebundle.runtime.ota.updater import update_once
 from edgebundle.runtime.signing import load_private_key
 from edgebundle.runtime.store import AUDIT_FILE, OTA_FILE, STATE_FILE, Store
-from edgebundle.runtime.updater import update_once
 from tests.conftest import KeyFiles
 from tests.serverkit import serve_process
 from tests.store_helpers import snapshot

@@ -2,7 +2,7 @@
 
 One pass, ``update_once``:
 
-1. The key chain (``runtime.keychain``): ``keys/N.json`` for every N after the version the
+1. The key chain (``runtime.ota.keychain``): ``keys/N.json`` for every N after the version the
    store trusts, each verified by the one before and by its own keys, until there is none;
    the store then trusts the newest, which must not have expired.
 2. ``index.json``: fetched with a size cap and timeouts, its signatures verified by a
@@ -17,7 +17,7 @@ One pass, ``update_once``:
    (verification, anti-rollback, selftest, atomic switch). A version whose selftest fails is
    marked bad so it is never fetched again.
 
-A running server notices the store's switch and hot-swaps (``runtime.server``); a version that
+A running server notices the store's switch and hot-swaps (``runtime.serve.server``); a version that
 then fails to load there is marked bad, which rolls the store back.
 """
 
@@ -32,7 +32,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgebundle.runtime.bundle import open_bundle
-from edgebundle.runtime.channel import INDEX_NAME, ChannelEntry, ChannelIndex, read_index
 from edgebundle.runtime.errors import (
     BundleError,
     ChannelError,
@@ -40,7 +39,8 @@ from edgebundle.runtime.errors import (
     SelftestError,
     StoreError,
 )
-from edgebundle.runtime.fetch import (
+from edgebundle.runtime.ota.channel import INDEX_NAME, ChannelEntry, ChannelIndex, read_index
+from edgebundle.runtime.ota.fetch import (
     FetchLimits,
     channel_url,
     fetch,
@@ -48,7 +48,7 @@ from edgebundle.runtime.fetch import (
     fetch_optional,
     join_url,
 )
-from edgebundle.runtime.keychain import KeySet, check_fresh, statement_file, walk_chain
+from edgebundle.runtime.ota.keychain import KeySet, check_fresh, statement_file, walk_chain
 from edgebundle.runtime.store import Store
 
 Clock = Callable[[], datetime]

@@ -23,9 +23,9 @@ import numpy as np
 import numpy.typing as npt
 
 from edgebundle.runtime.errors import BundleError, StoreError
-from edgebundle.runtime.metrics import Metrics, ModelInfo
 from edgebundle.runtime.monitor import DEFAULT_WINDOW_ROWS, Monitor
 from edgebundle.runtime.semver import Version
+from edgebundle.runtime.serve.metrics import Metrics, ModelInfo
 from edgebundle.runtime.store import LoadedModel, Store, StoreState
 
 RELOAD_INTERVAL = 0.5  # seconds between polls of the store's pointer file

@@ -15,7 +15,7 @@ and skips the ones before it, so a device provisioned with today's key on a chan
 rotated three times joins at statement 3. Provisioned from a statement file
 (``--trust keys/3.json``) it is anchored from the start.
 
-Statements are envelopes (``runtime.channel.Envelope``): the signed payload travels as bytes.
+Statements are envelopes (``runtime.ota.channel.Envelope``): the signed payload travels as bytes.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from edgebundle.runtime._json import (
     quote,
     reject_unknown,
 )
-from edgebundle.runtime.channel import TIME_FORMAT, Envelope, decode_base64
 from edgebundle.runtime.errors import ChannelError, KeyFileError, ManifestError, SignatureError
 from edgebundle.runtime.manifest import get_count, get_timestamp
+from edgebundle.runtime.ota.channel import TIME_FORMAT, Envelope, decode_base64
 from edgebundle.runtime.signing import MAX_SIGNATURES, TrustedKeys, keyid, load_public_key
 
 KEYS_CONTEXT = b"edgebundle/key-statement/v2\x00"

@@ -3,7 +3,7 @@
 A channel is a static directory any HTTP server, object store or CDN can host:
 
     index.json                 signed envelope: which bundles exist (serial, expiry, sha256, size)
-    keys/1.json, keys/2.json…  signed envelopes: the key chain (``runtime.keychain``)
+    keys/1.json, keys/2.json…  signed envelopes: the key chain (``runtime.ota.keychain``)
     bundles/NAME-VERSION.bundle
 
 Both kinds of document are envelopes in the manner of DSSE (python-tuf ``api/dsse.py``): the signed

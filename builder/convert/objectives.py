@@ -1,7 +1,7 @@
 """What each supported XGBoost objective means: its task, base-score space and link.
 
 One table, one row per objective, so adding an objective is one line plus its tests. The link
-is applied in-graph (see ``builder.link``) so the ONNX model's first output equals
+is applied in-graph (see ``builder.convert.link``) so the ONNX model's first output equals
 ``Booster.predict()``.
 """
 

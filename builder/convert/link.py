@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgebundle.builder.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
-from edgebundle.builder.objectives import Link
+from edgebundle.builder.convert.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
+from edgebundle.builder.convert.objectives import Link
 from edgebundle.runtime.manifest import OutputSpec
 
 IR_VERSION = 10  # onnx 1.16 / onnxruntime 1.20: the oldest that knows ai.onnx.ml opset 5

@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgebundle.builder.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
-from edgebundle.builder.ir import LEAF, Ensemble, Tree
+from edgebundle.builder.convert.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
+from edgebundle.builder.convert.ir import LEAF, Ensemble, Tree
 
 _BRANCH_LT = 1  # TreeEnsemble nodes_modes: XGBoost sends x < threshold to the left ("true")
 _ML_DOMAIN = "ai.onnx.ml"

@@ -40,8 +40,8 @@ import numpy as np
 import numpy.typing as npt
 from onnx import TensorProto, helper, numpy_helper
 
-from edgebundle.builder.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
-from edgebundle.builder.ir import LEAF, Ensemble, Tree
+from edgebundle.builder.convert.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
+from edgebundle.builder.convert.ir import LEAF, Ensemble, Tree
 from edgebundle.runtime.errors import ConversionError
 
 SCHEME = "threshold-codes+tree-scaled-leaves/1"

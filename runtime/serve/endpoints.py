@@ -21,27 +21,27 @@ import numpy as np
 import numpy.typing as npt
 
 from edgebundle.runtime._json import quote
-from edgebundle.runtime.capture import Capture
 from edgebundle.runtime.errors import BundleError, InputError
-from edgebundle.runtime.httpio import JSON_TYPE, HttpError, encode_json, media_type
-from edgebundle.runtime.invocations import (
+from edgebundle.runtime.rows import ERROR_KEY, Observer, output_columns, score_rows
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.serve.capture import Capture
+from edgebundle.runtime.serve.httpio import JSON_TYPE, HttpError, encode_json, media_type
+from edgebundle.runtime.serve.invocations import (
     CSV_TYPE,
     encode_predictions,
     parse_csv_rows,
     parse_json_rows,
 )
-from edgebundle.runtime.metrics import CONTENT_TYPE as METRICS_TYPE
-from edgebundle.runtime.metrics import Metrics
-from edgebundle.runtime.oip import (
+from edgebundle.runtime.serve.metrics import CONTENT_TYPE as METRICS_TYPE
+from edgebundle.runtime.serve.metrics import Metrics
+from edgebundle.runtime.serve.oip import (
     HEADER_LENGTH,
     encode_infer,
     model_metadata,
     parse_infer,
     server_metadata,
 )
-from edgebundle.runtime.rows import ERROR_KEY, Observer, output_columns, score_rows
-from edgebundle.runtime.semver import Version
-from edgebundle.runtime.serving import ServedModels, Snapshot
+from edgebundle.runtime.serve.serving import ServedModels, Snapshot
 from edgebundle.runtime.store import LoadedModel
 
 PUBLIC_PATHS = ("/v2/health/live", "/v2/health/ready")  # answered without a bearer token

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from edgebundle.builder.ir import Ensemble
-from edgebundle.builder.objectives import Link
+from edgebundle.builder.convert.ir import Ensemble
+from edgebundle.builder.convert.objectives import Link
 from edgebundle.runtime.manifest import Budget, Parity
 
 F32 = npt.NDArray[np.float32]

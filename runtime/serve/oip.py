@@ -30,9 +30,9 @@ import numpy.typing as npt
 
 from edgebundle.runtime import __version__
 from edgebundle.runtime._json import json_type, quote
-from edgebundle.runtime.httpio import HttpError, bad_request, decode_json, encode_json
 from edgebundle.runtime.manifest import Manifest, OutputSpec
 from edgebundle.runtime.scoring import INPUT_NAME, to_python
+from edgebundle.runtime.serve.httpio import HttpError, bad_request, decode_json, encode_json
 
 SERVER_NAME = "edgebundle"
 PLATFORM = "onnxruntime_onnx"

@@ -60,8 +60,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from edgebundle.runtime import __version__
 from edgebundle.runtime._json import quote
-from edgebundle.runtime.capture import Capture
-from edgebundle.runtime.endpoints import (
+from edgebundle.runtime.errors import BundleError
+from edgebundle.runtime.memory import limit_malloc_arenas
+from edgebundle.runtime.monitor import DEFAULT_WINDOW_ROWS, REPORT_INTERVAL, Monitor, save_report
+from edgebundle.runtime.scoring import DEFAULT_THREADS
+from edgebundle.runtime.serve.capture import Capture
+from edgebundle.runtime.serve.endpoints import (
     PUBLIC_PATHS,
     App,
     Request,
@@ -71,8 +75,7 @@ from edgebundle.runtime.endpoints import (
     match,
     model_label,
 )
-from edgebundle.runtime.errors import BundleError
-from edgebundle.runtime.httpio import (
+from edgebundle.runtime.serve.httpio import (
     HeaderFields,
     HeaderSectionTooLarge,
     HttpError,
@@ -80,11 +83,8 @@ from edgebundle.runtime.httpio import (
     encode_json,
     read_header_fields,
 )
-from edgebundle.runtime.memory import limit_malloc_arenas
-from edgebundle.runtime.metrics import Metrics
-from edgebundle.runtime.monitor import DEFAULT_WINDOW_ROWS, REPORT_INTERVAL, Monitor, save_report
-from edgebundle.runtime.scoring import DEFAULT_THREADS
-from edgebundle.runtime.serving import RELOAD_INTERVAL, ServedModels
+from edgebundle.runtime.serve.metrics import Metrics
+from edgebundle.runtime.serve.serving import RELOAD_INTERVAL, ServedModels
 from edgebundle.runtime.store import Store
 
 DEFAULT_HOST = "127.0.0.1"

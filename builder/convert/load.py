@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
-from edgebundle.builder.ir import LEAF, Ensemble, Tree
-from edgebundle.builder.objectives import OBJECTIVES, BaseSpace, Objective
+from edgebundle.builder.convert.ir import LEAF, Ensemble, Tree
+from edgebundle.builder.convert.objectives import OBJECTIVES, BaseSpace, Objective
 from edgebundle.runtime.errors import ConversionError
 
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".sav"}

@@ -4,7 +4,7 @@ A store is a directory::
 
     store.json                         {"format": "edgebundle.store/1"}: marks a store
     trust.json                         the trusted key set: keys, threshold, chain version
-                                       (``runtime.keychain.KeySet``); stores made before the
+                                       (``runtime.ota.keychain.KeySet``); stores made before the
                                        key chain hold keys/<keyid>.pub instead, read as
                                        provisioned keys until the first rotation replaces them
     ota.json                           the last channel index serial accepted (OtaState)
@@ -96,7 +96,7 @@ from edgebundle.runtime.semver import Version
 from edgebundle.runtime.stats import Baseline, baseline_of
 
 if TYPE_CHECKING:
-    from edgebundle.runtime.keychain import KeySet
+    from edgebundle.runtime.ota.keychain import KeySet
     from edgebundle.runtime.signing import TrustedKeys
 
 STORE_FORMAT = "edgebundle.store/1"
@@ -518,12 +518,12 @@ class Store:
         lock_timeout: float = LOCK_TIMEOUT,
     ) -> Store:
         """Create a store trusting ``trusted`` in a new or empty directory: PEM public keys,
-        or one key statement from a channel (``runtime.keychain.load_trust``).
+        or one key statement from a channel (``runtime.ota.keychain.load_trust``).
 
         ``store.json`` is written last, so an interrupted init leaves a directory that is not a
         store (and that init then refuses as not empty) rather than a store missing its keys.
         """
-        from edgebundle.runtime.keychain import TRUST_FORMAT, load_trust  # see trust
+        from edgebundle.runtime.ota.keychain import TRUST_FORMAT, load_trust  # see trust
 
         root = root.absolute()
         trust = load_trust(trusted)
@@ -557,7 +557,7 @@ class Store:
         Read on demand, and cryptography imported only here and by the other key operations:
         serving and loading installed bundles never need it.
         """
-        from edgebundle.runtime.keychain import TRUST_FORMAT, KeySet, parse_key_set
+        from edgebundle.runtime.ota.keychain import TRUST_FORMAT, KeySet, parse_key_set
         from edgebundle.runtime.signing import load_key_dir
 
         data = _read_small(self.root / TRUST_FILE, _MAX_TRUST_BYTES)
@@ -706,7 +706,7 @@ class Store:
         Keys rotated out sign no new install; what they signed before still loads by its
         sha256 pin. One rename switches the trust; older ``keys/*.pub`` go after it.
         """
-        from edgebundle.runtime.keychain import TRUST_FORMAT  # see trust
+        from edgebundle.runtime.ota.keychain import TRUST_FORMAT  # see trust
 
         with self._locked(fcntl.LOCK_EX):
             current = self.trust()

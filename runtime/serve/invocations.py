@@ -27,8 +27,8 @@ from typing import Any
 
 from edgebundle.runtime._json import json_type, quote
 from edgebundle.runtime.errors import InputError
-from edgebundle.runtime.httpio import HttpError, bad_request, decode_json, encode_json
 from edgebundle.runtime.rows import CsvRowParser, JsonRowParser, Row, RowError, json_row_parser
+from edgebundle.runtime.serve.httpio import HttpError, bad_request, decode_json, encode_json
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 CSV_TYPE = "text/csv"
