@@ -154,7 +154,7 @@ def monitor_overhead(path: Path, rows: np.ndarray) -> dict[str, float]:
     machine's noise falls on both alike, with the queued rows counted on another thread as the
     server counts them; the bundle must carry a baseline."""
     from edgebundle.runtime.bundle import open_bundle, read_bundle_file
-    from edgebundle.runtime.monitor import Monitor
+    from edgebundle.runtime.monitor.counting import Monitor
     from edgebundle.runtime.scoring import Scorer
     from edgebundle.runtime.serve.serving import RELOAD_INTERVAL
     from edgebundle.runtime.signing import TrustedKeys, load_public_key

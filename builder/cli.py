@@ -1,29 +1,29 @@
-"""``bundle``: the workstation CLI. Domain errors become one-line ClickExceptions here only."""
+"""``bundle``: the workstation CLI. Domain errors become one-line ClickExceptions here only, with
+the exit code ``EXIT_CODES`` gives their class."""
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgebundle.builder.build import BudgetMissedError, BuildOptions, build, write_atomic
-from edgebundle.builder.compare import compare_bundles, format_comparison
-from edgebundle.builder.drift import (
-    WINDOWS,
-    analyse,
-    format_html,
-    format_text,
-    read_report,
-    summary_dict,
-)
+from edgebundle.builder.compare.bundles import compare_bundles
+from edgebundle.builder.compare.text import format_comparison
+from edgebundle.builder.drift.analysis import WINDOWS, analyse, read_report
+from edgebundle.builder.drift.page import format_html
+from edgebundle.builder.drift.summary import summary_dict
+from edgebundle.builder.drift.text import format_text
 from edgebundle.builder.drill import make_broken
 from edgebundle.builder.inspect import inspect_bundle
 from edgebundle.builder.keys import generate_keypair, load_any_key
@@ -31,13 +31,28 @@ from edgebundle.builder.publish import parse_duration, publish, rotate_keys
 from edgebundle.builder.publish import refresh as refresh_channel
 from edgebundle.builder.report import candidate_dict, format_candidates, format_report, report_dict
 from edgebundle.runtime.bundle import Limits, check_bundle, read_bundle_file
-from edgebundle.runtime.errors import BundleError
+from edgebundle.runtime.errors import BundleError, ParityError
 from edgebundle.runtime.fsio import write_durably
 from edgebundle.runtime.ota.keychain import load_trust
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.signing import load_private_key
 
-EXIT_BUDGET_MISSED = 3
+
+@enum.unique
+class ExitCode(enum.IntEnum):
+    """``bundle``'s exit codes. 2 means usage to both tools, and 3 refuses the model here as it
+    refuses a bundle to ``bundle-runtime``; 1 is this tool's error, not a scored row's."""
+
+    ERROR = 1  # a bad model, key or data; `verify`: every problem listed
+    USAGE = 2  # bad arguments: click's own code
+    BUDGET_MISSED = 3  # build: the converted model misses its error budget; nothing signed
+
+
+# Each domain error class's code; the nearest class with an entry decides.
+EXIT_CODES: Mapping[type[BundleError], ExitCode] = MappingProxyType(
+    {BundleError: ExitCode.ERROR, ParityError: ExitCode.BUDGET_MISSED}
+)
+
 _PASSPHRASE_HELP = "Name of an environment variable holding the key's passphrase."
 _TRUST_HELP = (
     "Trusted public key (repeatable), or one key statement of a channel (keys/N.json: its "
@@ -45,16 +60,20 @@ _TRUST_HELP = (
 )
 
 
-class BudgetMissed(click.ClickException):
-    exit_code = EXIT_BUDGET_MISSED
-
-
 @contextmanager
 def _domain_errors() -> Iterator[None]:
     try:
         yield
     except BundleError as exc:
-        raise click.ClickException(str(exc)) from None
+        error = click.ClickException(str(exc))
+        # click types exit_code a ClassVar, yet reads it from the exception it caught.
+        error.exit_code = _exit_code(exc)  # type: ignore[misc]
+        raise error from None
+
+
+def _exit_code(error: BundleError) -> ExitCode:
+    """The code of the nearest class in ``EXIT_CODES``: BudgetMissedError is a ParityError."""
+    return next(EXIT_CODES[cls] for cls in type(error).__mro__ if cls in EXIT_CODES)
 
 
 def _passphrase(env_name: str | None) -> bytes | None:
@@ -196,7 +215,7 @@ def build_command(
             result = build(options)
         except BudgetMissedError as exc:
             _show_missed(exc, as_json)
-            raise BudgetMissed(str(exc)) from None
+            raise
     click.echo(json.dumps(report_dict(result), indent=2) if as_json else format_report(result))
 
 
@@ -257,7 +276,7 @@ def verify_command(bundle: Path, trust: tuple[Path, ...]) -> None:
     if problems:
         for problem in problems:
             click.echo(f"✗ {problem}", err=True)
-        sys.exit(1)
+        sys.exit(ExitCode.ERROR)
     click.echo(f"✓ {bundle}: valid, signed by a trusted key")
 
 

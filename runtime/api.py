@@ -16,7 +16,9 @@ import numpy.typing as npt
 from edgebundle.runtime.bundle import DEFAULT_LIMITS, open_bundle, read_bundle_file
 from edgebundle.runtime.errors import InputError, KeyFileError, StoreError
 from edgebundle.runtime.manifest import Manifest
-from edgebundle.runtime.rows import Row, RowError, answer_records, json_row_parser, stack_rows
+from edgebundle.runtime.rows.answers import answer_records, stack_rows
+from edgebundle.runtime.rows.json_rows import json_row_parser
+from edgebundle.runtime.rows.parsed import Row, RowError
 from edgebundle.runtime.scoring import DEFAULT_THREADS, Scorer
 from edgebundle.runtime.store import STORE_FILE, Store
 

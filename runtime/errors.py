@@ -66,5 +66,9 @@ class StoreError(BundleError):
     """The model store cannot be opened, read or written, or refuses an operation on itself."""
 
 
+class ServeError(BundleError):
+    """``serve`` cannot start as configured (an unreadable or unsafe token file...)."""
+
+
 class SelftestError(BundleError):
     """A verified bundle failed its install-time selftest in the real scorer (or cannot load)."""

@@ -27,19 +27,18 @@ import numpy as np
 import numpy.typing as npt
 
 from edgebundle.runtime.errors import InputError
-from edgebundle.runtime.rows import (
+from edgebundle.runtime.rows.answers import (
     ERROR_KEY,
-    CsvRowParser,
     CsvWriter,
-    JsonRowParser,
     Observer,
-    Row,
-    RowError,
     answer_records,
     encode_answers_jsonl,
     output_columns,
     stack_rows,
 )
+from edgebundle.runtime.rows.csv_rows import CsvRowParser
+from edgebundle.runtime.rows.json_rows import JsonRowParser
+from edgebundle.runtime.rows.parsed import Row, RowError
 from edgebundle.runtime.scoring import Scorer
 
 # Bigger batches amortise onnxruntime's per-call cost, but that cost is paid in the worker

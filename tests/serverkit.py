@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edgebundle.runtime.monitor import DEFAULT_WINDOW_ROWS
-from edgebundle.runtime.serve.server import RunningServer, ServerConfig, ServerLimits
+from edgebundle.runtime.monitor.counting import DEFAULT_WINDOW_ROWS
+from edgebundle.runtime.serve.config import ServerConfig, ServerLimits
+from edgebundle.runtime.serve.server import RunningServer
 from edgebundle.runtime.store import Store
 from tests.conftest import KeyFiles
 from tests.xgbmodels import BIN, Trained, run, train

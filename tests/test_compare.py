@@ -16,15 +16,10 @@ import numpy.typing as npt
 import pytest
 import xgboost as xgb
 
-from edgebundle.builder.compare import (
-    Comparison,
-    Metric,
-    auc,
-    compare_bundles,
-    format_comparison,
-    log_loss,
-    multiclass_log_loss,
-)
+from edgebundle.builder.compare.bundles import compare_bundles
+from edgebundle.builder.compare.metrics import Metric, auc, log_loss, multiclass_log_loss
+from edgebundle.builder.compare.results import Comparison
+from edgebundle.builder.compare.text import format_comparison
 from edgebundle.builder.keys import generate_keypair
 from edgebundle.runtime.errors import InputError
 from edgebundle.runtime.signing import TrustedKeys

@@ -25,9 +25,12 @@ import xgboost as xgb
 from click.testing import CliRunner
 
 from edgebundle.builder.cli import main
-from edgebundle.builder.drift import NO_BASELINE, bin_labels, compact
+from edgebundle.builder.drift.analysis import NO_BASELINE
+from edgebundle.builder.drift.formats import bin_labels, compact
 from edgebundle.runtime.bundle import open_bundle, read_bundle_file
-from edgebundle.runtime.monitor import PSI_SHIFTED, PSI_WATCH, DriftReport, Monitor
+from edgebundle.runtime.monitor.counting import Monitor
+from edgebundle.runtime.monitor.report import DriftReport
+from edgebundle.runtime.monitor.statistics import PSI_SHIFTED, PSI_WATCH
 from edgebundle.runtime.scoring import Scorer
 from edgebundle.runtime.signing import TrustedKeys
 from edgebundle.runtime.stats import Baseline, FeatureBaseline, PredictionBaseline, parse_stats

@@ -19,8 +19,9 @@ import pytest
 import xgboost as xgb
 from onnx import TensorProto, helper, numpy_helper
 
-from edgebundle.builder.convert.emit_int8 import emit_int8, quantize_leaves
+from edgebundle.builder.convert.emit_int8 import emit_int8
 from edgebundle.builder.convert.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
+from edgebundle.builder.convert.int8.leaves import quantize_leaves
 from edgebundle.builder.convert.ir import LEAF, Ensemble, Tree
 from edgebundle.runtime.errors import ConversionError
 

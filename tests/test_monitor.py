@@ -21,7 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from edgebundle.builder.drill import repacked
 from edgebundle.runtime.bundle import open_bundle, read_bundle_file, read_members_unverified
 from edgebundle.runtime.errors import ManifestError
-from edgebundle.runtime.monitor import Monitor, parse_report, verdict
+from edgebundle.runtime.monitor.counting import Monitor
+from edgebundle.runtime.monitor.report import parse_report
+from edgebundle.runtime.monitor.statistics import verdict
 from edgebundle.runtime.scoring import Scorer
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.signing import TrustedKeys, load_private_key

@@ -13,20 +13,17 @@ import pytest
 from helpers_runtime import FEATURES, multiclass, regression
 
 from edgebundle.runtime.errors import InputError
-from edgebundle.runtime.rows import (
-    _DECODER,
-    CsvRowParser,
+from edgebundle.runtime.rows.answers import (
     CsvWriter,
-    JsonRowParser,
-    Row,
-    RowError,
-    _decode_json,
     answer_records,
     encode_answers_jsonl,
     encode_jsonl,
     output_columns,
     score_rows,
 )
+from edgebundle.runtime.rows.csv_rows import CsvRowParser
+from edgebundle.runtime.rows.json_rows import _DECODER, JsonRowParser, _decode_json
+from edgebundle.runtime.rows.parsed import Row, RowError
 from edgebundle.runtime.scoring import Scorer
 
 NAN = math.nan

@@ -25,7 +25,8 @@ from helpers_runtime import (
 
 from edgebundle.runtime.cli import ExitCode, main
 from edgebundle.runtime.errors import InputError
-from edgebundle.runtime.rows import JsonRowParser, encode_jsonl, score_rows
+from edgebundle.runtime.rows.answers import encode_jsonl, score_rows
+from edgebundle.runtime.rows.json_rows import JsonRowParser
 from edgebundle.runtime.scoring import Scorer
 from edgebundle.runtime.stream import BATCH_ROWS, LineSource, StreamStats, score_csv, score_jsonl
 

@@ -670,7 +670,7 @@ def test_a_connection_no_thread_can_wait_for_is_closed_and_the_rest_served(
 def test_a_bug_in_the_loop_costs_one_connection_not_the_server(
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edgebundle.runtime.serve.server import _Connection
+    from edgebundle.runtime.serve.connection import Connection as _Connection
 
     with serve_in_process(store) as (running, log):
         port = running.address[1]

@@ -220,7 +220,7 @@ class Poller:
                 self.log(f"update: channel unreachable: {e}")
             except BundleError as e:
                 failures += 1
-                self.log(f"update: channel refused: {e}")
+                self.log(f"update: channel rejected: {e}")
             self._stop.wait(self.next_delay(failures))
 
     def next_delay(self, failures: int) -> float:

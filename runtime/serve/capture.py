@@ -49,7 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgebundle.runtime.errors import StoreError
-from edgebundle.runtime.rows import encode_jsonl
+from edgebundle.runtime.rows.answers import encode_jsonl
 from edgebundle.runtime.scoring import to_python, to_records
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024

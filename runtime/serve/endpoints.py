@@ -1,31 +1,34 @@
-"""What each URL answers: routes from method and path to endpoint functions of
-``(App, Request) -> Response``. No sockets here; ``server.py`` turns bytes into a ``Request``
-and a ``Response`` into bytes.
+"""What each URL answers: the endpoint functions ``(App, Request) -> Response`` that
+``routing.py`` maps methods and paths to, and the ``App`` they share. No sockets here.
 
-An endpoint raises ``HttpError`` for every answer that is not a success; ``server.py`` renders
+An endpoint raises ``HttpError`` for every answer that is not a success; ``dispatch.py`` renders
 it as ``{"error": "..."}``.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 import numpy as np
 import numpy.typing as npt
 
 from edgebundle.runtime._json import quote
 from edgebundle.runtime.errors import BundleError, InputError
-from edgebundle.runtime.rows import ERROR_KEY, Observer, output_columns, score_rows
+from edgebundle.runtime.rows.answers import ERROR_KEY, Observer, output_columns, score_rows
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.serve.capture import Capture
-from edgebundle.runtime.serve.httpio import JSON_TYPE, HttpError, encode_json, media_type
+from edgebundle.runtime.serve.httpio import (
+    JSON_TYPE,
+    HttpError,
+    Response,
+    json_response,
+    media_type,
+)
 from edgebundle.runtime.serve.invocations import (
     CSV_TYPE,
     encode_predictions,
@@ -44,27 +47,8 @@ from edgebundle.runtime.serve.oip import (
 from edgebundle.runtime.serve.serving import ServedModels, Snapshot
 from edgebundle.runtime.store import LoadedModel
 
-PUBLIC_PATHS = ("/v2/health/live", "/v2/health/ready")  # answered without a bearer token
 _BINARY = "application/octet-stream"
 _INFER_TYPES = ("", JSON_TYPE, _BINARY)
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    body: bytes
-    content_type: str = JSON_TYPE
-    headers: tuple[tuple[str, str], ...] = ()
-    model: str = ""  # the served model it concerned, for the metrics' model label
-
-
-def json_response(status: int, value: object, model: str = "") -> Response:
-    return Response(status, encode_json(value), model=model)
-
-
-def error_response(error: HttpError, model: str = "") -> Response:
-    body = encode_json({"error": error.message})
-    return Response(error.status, body, headers=error.headers, model=model)
 
 
 class App:
@@ -145,28 +129,17 @@ class _ScoringSlot:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    method: str
     params: Mapping[str, str]  # from the path
     query: Mapping[str, list[str]]
     header: Callable[[str], str | None]
     read_body: Callable[[], bytes]
 
 
-Endpoint = Callable[[App, Request], Response]
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    name: str  # the metrics' endpoint label
-    pattern: re.Pattern[str]
-    methods: Mapping[str, Endpoint]
-
-
-def _live(app: App, request: Request) -> Response:
+def live(app: App, request: Request) -> Response:
     return json_response(200, {"live": True})
 
 
-def _server_ready(app: App, request: Request) -> Response:
+def server_ready(app: App, request: Request) -> Response:
     snapshot = app.models.current
     if snapshot.ready:
         return json_response(200, {"ready": True})
@@ -177,21 +150,21 @@ def _server_ready(app: App, request: Request) -> Response:
     return json_response(503, {"ready": False, "error": reason})
 
 
-def _server_metadata(app: App, request: Request) -> Response:
+def describe_server(app: App, request: Request) -> Response:
     return json_response(200, server_metadata())
 
 
-def _model_metadata(app: App, request: Request) -> Response:
+def describe_model(app: App, request: Request) -> Response:
     model = _find_model(app.models.current, request.params)
     return json_response(200, model_metadata(model.manifest), model.name)
 
 
-def _model_ready(app: App, request: Request) -> Response:
+def model_ready(app: App, request: Request) -> Response:
     model = _find_model(app.models.current, request.params)
     return json_response(200, {"name": model.name, "ready": True}, model.name)
 
 
-def _infer(app: App, request: Request) -> Response:
+def infer(app: App, request: Request) -> Response:
     snapshot = app.models.current
     model = _find_model(snapshot, request.params)
     _check_body_type(request, _INFER_TYPES, "application/json or application/octet-stream")
@@ -211,7 +184,7 @@ def _infer(app: App, request: Request) -> Response:
     return Response(200, data, _BINARY, headers, model.name)
 
 
-def _invocations(app: App, request: Request) -> Response:
+def invocations(app: App, request: Request) -> Response:
     snapshot = app.models.current
     model = _invocation_model(snapshot, request.query)
     kind = _check_body_type(request, (JSON_TYPE, CSV_TYPE), "application/json or text/csv")
@@ -245,7 +218,7 @@ def _observer(app: App, snapshot: Snapshot, model: LoadedModel) -> Observer | No
     return observe
 
 
-def _model_stats(app: App, request: Request) -> Response:
+def model_stats(app: App, request: Request) -> Response:
     snapshot = app.models.current
     model = _find_model(snapshot, request.params)
     watched = snapshot.watched.get(model.name)
@@ -254,24 +227,9 @@ def _model_stats(app: App, request: Request) -> Response:
     return Response(200, watched.monitor.report().to_bytes(), model=model.name)
 
 
-def _metrics(app: App, request: Request) -> Response:
+def metrics(app: App, request: Request) -> Response:
     reports = [watched.monitor.report() for watched in app.models.current.watched.values()]
     return Response(200, app.metrics.render(app.inflight, reports), METRICS_TYPE)
-
-
-_NAME = r"(?P<model>[^/]+)"
-_VERSION = r"(?:/versions/(?P<version>[^/]+))?"
-ROUTES = (
-    Route("live", re.compile(r"/v2/health/live"), {"GET": _live}),
-    Route("ready", re.compile(r"/v2/health/ready"), {"GET": _server_ready}),
-    Route("server_metadata", re.compile(r"/v2"), {"GET": _server_metadata}),
-    Route("model_metadata", re.compile(rf"/v2/models/{_NAME}{_VERSION}"), {"GET": _model_metadata}),
-    Route("model_ready", re.compile(rf"/v2/models/{_NAME}{_VERSION}/ready"), {"GET": _model_ready}),
-    Route("infer", re.compile(rf"/v2/models/{_NAME}{_VERSION}/infer"), {"POST": _infer}),
-    Route("stats", re.compile(rf"/v2/models/{_NAME}{_VERSION}/stats"), {"GET": _model_stats}),
-    Route("invocations", re.compile(r"/invocations"), {"POST": _invocations}),
-    Route("metrics", re.compile(r"/metrics"), {"GET": _metrics}),
-)
 
 
 def _find_model(snapshot: Snapshot, params: Mapping[str, str]) -> LoadedModel:
@@ -330,42 +288,3 @@ def _scoring_failures() -> Iterator[None]:
         raise HttpError(400, str(e)) from None
     except BundleError as e:  # onnxruntime failed on a model its selftest passed
         raise HttpError(500, f"scoring failed: {e}") from None
-
-
-# Routes without parameters by their path: most requests find theirs in one lookup. Their
-# patterns hold no regex syntax, so the pattern text is the path.
-_FIXED = {route.pattern.pattern: route for route in ROUTES if not route.pattern.groups}
-
-
-def match(path: str) -> tuple[Route | None, dict[str, str]]:
-    fixed = _FIXED.get(path)
-    if fixed is not None:
-        return fixed, {}
-    for route in ROUTES:
-        found = route.pattern.fullmatch(path)
-        if found:
-            params = {k: unquote(v) for k, v in found.groupdict().items() if v is not None}
-            return route, params
-    return None, {}
-
-
-def call(route: Route, app: App, request: Request) -> Response:
-    # HEAD is answered as GET; the server leaves the body out.
-    endpoint = route.methods.get("GET" if request.method == "HEAD" else request.method)
-    if endpoint is None:
-        allowed = sorted({*route.methods, *(("HEAD",) if "GET" in route.methods else ())})
-        raise HttpError(
-            405,
-            f"{request.method} is not allowed here; use {' or '.join(allowed)}",
-            (("Allow", ", ".join(allowed)),),
-        )
-    return endpoint(app, request)
-
-
-def model_label(
-    snapshot: Snapshot, params: Mapping[str, str], query: Mapping[str, list[str]]
-) -> str:
-    """The served model a request is about, or "": label values must not come from clients."""
-    named = query.get("model")
-    name = params.get("model") or (named[0] if named else snapshot.default)
-    return name if name is not None and name in snapshot.models else ""

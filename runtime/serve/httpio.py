@@ -1,5 +1,5 @@
-"""What the HTTP endpoints share: the error they raise, strict JSON in and out, and a strict
-reader of request header sections.
+"""What the HTTP server's modules share: the error an endpoint raises, the response it returns,
+strict JSON in and out, and an error in one line for the log.
 
 Request JSON is read as strictly as input rows (``rows.py``): UTF-8 only, no ``NaN`` or
 ``Infinity`` tokens, no duplicate keys, so a body means one thing or is refused with a 400.
@@ -8,7 +8,7 @@ Request JSON is read as strictly as input rows (``rows.py``): UTF-8 only, no ``N
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from dataclasses import dataclass
 
 from edgebundle.runtime._json import quote, strict_decoder
 
@@ -25,6 +25,24 @@ class HttpError(Exception):
         self.status = status
         self.message = message
         self.headers = headers
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = JSON_TYPE
+    headers: tuple[tuple[str, str], ...] = ()
+    model: str = ""  # the served model it concerned, for the metrics' model label
+
+
+def json_response(status: int, value: object, model: str = "") -> Response:
+    return Response(status, encode_json(value), model=model)
+
+
+def error_response(error: HttpError, model: str = "") -> Response:
+    body = encode_json({"error": error.message})
+    return Response(error.status, body, headers=error.headers, model=model)
 
 
 def bad_request(message: str) -> HttpError:
@@ -67,68 +85,7 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-# The stdlib's bounds on a header section, kept alongside our byte budget for the whole section.
-MAX_HEADER_LINE = 65536
-MAX_HEADER_LINES = 100  # counting the blank line that ends the section, as http.client does
-_HEADER_END = (b"\r\n", b"\n", b"")
-# RFC 9110 token characters: what a header name may be made of.
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-class HeaderFields:
-    """A request's header fields by case-insensitive name, in arrival order.
-
-    Replaces the stdlib's ``email.message.Message``: its parser costs more than scoring a row,
-    and it accepts malformed lines silently (dropping every header after them), where this
-    refuses them.
-    """
-
-    __slots__ = ("_fields",)
-
-    def __init__(self) -> None:
-        self._fields: dict[str, list[str]] = {}
-
-    def add(self, name: str, value: str) -> None:
-        self._fields.setdefault(name.lower(), []).append(value)
-
-    def __contains__(self, name: str) -> bool:
-        return name.lower() in self._fields
-
-    def get(self, name: str) -> str | None:
-        """The first value of ``name``, or None."""
-        values = self._fields.get(name.lower())
-        return values[0] if values else None
-
-    def get_all(self, name: str) -> list[str]:
-        return self._fields.get(name.lower(), [])
-
-
-class HeaderSectionTooLarge(Exception):
-    """Over ``max_bytes``, a line over ``MAX_HEADER_LINE`` or over ``MAX_HEADER_LINES``: 431."""
-
-
-class MalformedHeader(Exception):
-    """A line that is not ``name: value`` (obsolete line folding included): 400."""
-
-
-def read_header_fields(readline: Callable[[int], bytes], max_bytes: int) -> HeaderFields:
-    """The header section after a request line, read with ``readline`` up to its blank line.
-
-    At most ``max_bytes`` in all: the stdlib's per-line and line-count bounds alone allow
-    6.4 MB per connection.
-    """
-    fields = HeaderFields()
-    left = max_bytes
-    for _ in range(MAX_HEADER_LINES):
-        line = readline(min(left, MAX_HEADER_LINE) + 1)
-        left -= len(line)
-        if left < 0 or len(line) > MAX_HEADER_LINE:
-            raise HeaderSectionTooLarge
-        if line in _HEADER_END:
-            return fields
-        name, colon, value = line.partition(b":")
-        if not colon or not name or not _TOKEN.issuperset(name):
-            raise MalformedHeader
-        # Latin-1 and the value's edges as http.client leaves them: leading blanks dropped.
-        fields.add(name.decode("latin-1"), value.decode("latin-1").lstrip(" \t").rstrip("\r\n"))
-    raise HeaderSectionTooLarge
+def one_line(error: BaseException) -> str:
+    """The first line of an error's text: a log line per failure, never a traceback."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

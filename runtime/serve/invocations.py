@@ -27,7 +27,9 @@ from typing import Any
 
 from edgebundle.runtime._json import json_type, quote
 from edgebundle.runtime.errors import InputError
-from edgebundle.runtime.rows import CsvRowParser, JsonRowParser, Row, RowError, json_row_parser
+from edgebundle.runtime.rows.csv_rows import CsvRowParser
+from edgebundle.runtime.rows.json_rows import JsonRowParser, json_row_parser
+from edgebundle.runtime.rows.parsed import Row, RowError
 from edgebundle.runtime.serve.httpio import HttpError, bad_request, decode_json, encode_json
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from edgebundle.runtime.monitor import DriftReport, Window
+from edgebundle.runtime.monitor.report import DriftReport, Window
 from edgebundle.runtime.stats import Baseline
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

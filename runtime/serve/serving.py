@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgebundle.runtime.errors import BundleError, StoreError
-from edgebundle.runtime.monitor import DEFAULT_WINDOW_ROWS, Monitor
+from edgebundle.runtime.monitor.counting import DEFAULT_WINDOW_ROWS, Monitor
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.serve.metrics import Metrics, ModelInfo
 from edgebundle.runtime.store import LoadedModel, Store, StoreState

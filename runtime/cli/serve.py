@@ -1,0 +1,238 @@
+"""``bundle-runtime serve``: a store's models over HTTP, optionally following an OTA channel."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from edgebundle.runtime.cli.exits import ARGUMENTS, blame, usage
+from edgebundle.runtime.cli.options import LIMITS, add_store_option, non_negative_int
+from edgebundle.runtime.errors import ChannelUnreachableError
+from edgebundle.runtime.monitor.counting import DEFAULT_WINDOW_ROWS
+from edgebundle.runtime.monitor.report import BLOCKS
+from edgebundle.runtime.monitor.saved import REPORT_INTERVAL
+from edgebundle.runtime.scoring import DEFAULT_THREADS
+from edgebundle.runtime.serve.capture import DEFAULT_MAX_BYTES, Capture
+from edgebundle.runtime.serve.config import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ServerConfig,
+    ServerLimits,
+    read_token,
+)
+from edgebundle.runtime.serve.server import serve
+from edgebundle.runtime.store import Store
+
+_LIMIT_FLAGS = (
+    ("max_body_bytes", "BYTES", "largest request body; bigger ones are answered 413"),
+    ("max_header_bytes", "BYTES", "largest request header section; bigger ones get 431"),
+    ("max_rows", "N", "most rows in one request; more are answered 413"),
+    ("read_timeout", "SECONDS", "time for a request to arrive whole once it starts"),
+    ("idle_timeout", "SECONDS", "time a keep-alive connection may wait for its next request"),
+    ("max_inflight", "N", "requests scored at once; more are answered 503 at once"),
+    ("max_connections", "N", "open connections; more are answered 503 and closed"),
+    ("drain_timeout", "SECONDS", "on SIGTERM, time requests in flight get to finish"),
+)
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = non_negative_int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}")
+        return value
+
+    return parse
+
+
+_positive_int = _at_least(1)
+
+
+def _port(text: str) -> int:
+    value = non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be <= 65535, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be <= 1, got {text}")
+    return value
+
+
+def add_serve(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Serve every model in the store over HTTP/1.1: Open Inference Protocol v2, "
+        "MLflow-style /invocations and Prometheus /metrics. Installs and rollbacks are picked "
+        "up without a restart (SIGHUP reloads at once); SIGTERM drains requests in flight, then "
+        "exits."
+    )
+    add_store_option(parser)
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})"
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one, printed at start)",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="require 'Authorization: Bearer TOKEN' (TOKEN from FILE, which other users must "
+        "not be able to read) on every endpoint but the health checks",
+    )
+    parser.add_argument(
+        "--threads",
+        type=non_negative_int,
+        default=DEFAULT_THREADS,
+        metavar="N",
+        help=f"onnxruntime intra-op threads per model (default {DEFAULT_THREADS})",
+    )
+    _add_limit_options(parser)
+    _add_channel_options(parser)
+    _add_monitoring_options(parser)
+    parser.set_defaults(run=_serve)
+
+
+COMMANDS = {"serve": add_serve}
+
+
+def _add_limit_options(parser: argparse.ArgumentParser) -> None:
+    defaults = ServerLimits()
+    for name, metavar, text in _LIMIT_FLAGS:
+        default = getattr(defaults, name)
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=_positive_int if isinstance(default, int) else _positive_float,
+            default=default,
+            metavar=metavar,
+            help=f"{text} (default {default})",
+        )
+
+
+def _add_channel_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--channel",
+        metavar="URL",
+        help="poll this OTA channel (http://, https://, file:// or a directory) and install "
+        "updates",
+    )
+    parser.add_argument(
+        "--poll",
+        type=_positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --channel: mean seconds between polls, each drawn from 0.5-1.5x; after "
+        "failures a random wait up to SECONDS doubled per failure, at most an hour "
+        "(default 300)",
+    )
+
+
+def _add_monitoring_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--monitor-window",
+        type=_at_least(BLOCKS),
+        default=DEFAULT_WINDOW_ROWS,
+        metavar="ROWS",
+        help="drift monitoring's recent window, in rows, besides the count since the model "
+        f"was loaded (default {DEFAULT_WINDOW_ROWS})",
+    )
+    parser.add_argument(
+        "--no-monitor", action="store_true", help="do not count rows for drift monitoring"
+    )
+    parser.add_argument(
+        "--report-interval",
+        type=_positive_float,
+        default=REPORT_INTERVAL,
+        metavar="SECONDS",
+        help="seconds between the drift reports left in the store for `status` "
+        f"(default {REPORT_INTERVAL:g}; also written at shutdown)",
+    )
+    parser.add_argument(
+        "--capture",
+        type=Path,
+        metavar="DIR",
+        help="write a sample of scored rows (inputs and outputs) to rotating JSONL files in "
+        "DIR, for debugging; off by default",
+    )
+    parser.add_argument(
+        "--capture-rate",
+        type=_fraction,
+        default=0.01,
+        metavar="P",
+        help="with --capture: the share of rows written, 0 < P <= 1 (default 0.01)",
+    )
+    parser.add_argument(
+        "--capture-max-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_BYTES,
+        metavar="N",
+        help=f"with --capture: the oldest files go beyond N bytes (default {DEFAULT_MAX_BYTES})",
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except OSError as e:  # the address: in use, not local, not permitted
+        raise usage(f"cannot serve on {args.host}:{args.port}: {e.strerror or e}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    limits = ServerLimits(**{name: getattr(args, name) for name, _, _ in _LIMIT_FLAGS})
+    token = None if args.token_file is None else read_token(args.token_file)
+    store = Store.open(args.store, limits=LIMITS)
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        token=token,
+        threads=args.threads,
+        limits=limits,
+        monitor_window=None if args.no_monitor else args.monitor_window,
+        report_interval=args.report_interval,
+        capture=_capture(args),
+    )
+    if args.channel is None:
+        return serve(store, config)
+    # Imported only for a channel: urllib.request brings http.client, email and ssl,
+    # ~7 MB of resident memory a server that polls nothing should not carry.
+    from edgebundle.runtime.ota.updater import Poller
+
+    poller = Poller(store_root=store.root, channel=_channel(args.channel), interval=args.poll)
+    poller.start()
+    try:
+        return serve(store, config)
+    finally:
+        poller.stop()
+
+
+def _channel(text: str) -> str:
+    from edgebundle.runtime.ota.fetch import channel_url  # see _run
+
+    with blame(ARGUMENTS):
+        try:
+            return channel_url(text)
+        except ChannelUnreachableError:  # a directory not mounted yet: each pass retries
+            return text
+
+
+def _capture(args: argparse.Namespace) -> Capture | None:
+    if args.capture is None:
+        return None
+    return Capture(args.capture, args.capture_rate, args.capture_max_bytes)

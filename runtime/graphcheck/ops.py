@@ -1,0 +1,284 @@
+"""Shape rules: each allowed op's one output from its inputs, exactly, or a refusal.
+
+``OPS`` is every (domain, op) that edgebundle's emitters write, at the opsets in ``OPSETS``
+where these rules match onnxruntime's. A rule sees a ``Node``: its inputs' shapes (and the
+contents of small integer tensors), its attributes, and how to refuse it in one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from edgebundle.runtime.errors import FormatError
+from edgebundle.runtime.graphcheck.protowire import Fields
+from edgebundle.runtime.graphcheck.schema import BOOL, DTYPES, INT64, WHAT
+from edgebundle.runtime.graphcheck.shapes import (
+    NONE,
+    ONE,
+    Dim,
+    Shape,
+    Tensor,
+    elements,
+    fixed,
+    shape_text,
+)
+
+OPSETS = {"": range(15, 23), "ai.onnx.ml": range(5, 6)}  # the ops' shape rules hold here
+# A float model's trees, all in one op: 10 classes x 1000 rounds. See _tree_ensemble_held.
+MAX_TREES = 10_000
+_ML = "ai.onnx.ml"
+_TREE_ENTRY_BYTES = 512  # see _tree_ensemble_held
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    label: str  # for messages: its name, or its position when it has none
+    op_type: str
+    inputs: tuple[Tensor, ...]
+    attributes: Mapping[str, Fields]
+
+    def fail(self, problem: str) -> FormatError:
+        return FormatError(f"{WHAT}: node {self.label} ({self.op_type}) {problem}")
+
+    def attr(self, name: str, default: int | None = None) -> int:
+        attribute = self.attributes.get(name)
+        if attribute is not None and attribute.has("i"):
+            return attribute.get_int("i")
+        if default is None:
+            raise self.fail(f"has no integer attribute {name!r}")
+        return default
+
+    def axis(self, name: str, rank: int, default: int | None = None) -> int:
+        axis = self.attr(name, default)
+        if not -rank <= axis < rank:
+            raise self.fail(f"has {name} {axis} for a rank-{rank} tensor")
+        return axis % rank
+
+    def constants(self, index: int, what: str) -> list[int]:
+        value = self.inputs[index].value
+        if value is None or any(entry.per_row for entry in value):
+            raise self.fail(f"takes its {what} from a tensor not known before scoring")
+        return [entry.fixed for entry in value]
+
+
+def _broadcast(node: Node, *shapes: Shape) -> Shape:
+    """numpy's broadcasting. A fixed size against an N-sized dimension is that fixed size:
+    onnxruntime refuses to run the node unless N is 1 or equals it."""
+    rank = max(len(shape) for shape in shapes)
+    padded = [(ONE,) * (rank - len(shape)) + shape for shape in shapes]
+    result = []
+    for dims in zip(*padded, strict=True):
+        sized = set(dims) - {ONE}
+        constant = {dim for dim in sized if not dim.per_row}
+        if len(sized) > 1 and len(constant) != 1:
+            listed = ", ".join(shape_text(shape) for shape in shapes)
+            raise node.fail(f"broadcasts {listed}, which do not fit together")
+        result.append(constant.pop() if constant else sized.pop() if sized else ONE)
+    return tuple(result)
+
+
+def _elementwise(node: Node) -> Tensor:
+    """Add, Mul: numpy broadcasting, the first input's type."""
+    first, second = node.inputs
+    return Tensor(_broadcast(node, first.shape, second.shape), first.dtype)
+
+
+def _comparison(node: Node) -> Tensor:
+    first, second = node.inputs
+    return Tensor(_broadcast(node, first.shape, second.shape), BOOL)
+
+
+def _where(node: Node) -> Tensor:
+    condition, chosen, other = node.inputs
+    return Tensor(_broadcast(node, condition.shape, chosen.shape, other.shape), chosen.dtype)
+
+
+def _unary(node: Node) -> Tensor:
+    """Identity, Sigmoid, Exp, Softmax: same shape and type."""
+    return Tensor(node.inputs[0].shape, node.inputs[0].dtype)
+
+
+def _is_nan(node: Node) -> Tensor:
+    return Tensor(node.inputs[0].shape, BOOL)
+
+
+def _cast(node: Node) -> Tensor:
+    to = node.attr("to")
+    if to not in DTYPES:
+        raise node.fail(f"casts to element type {to}, not one edgebundle writes")
+    return Tensor(node.inputs[0].shape, to)
+
+
+def _shape(node: Node) -> Tensor:
+    dims = node.inputs[0].shape
+    # ONNX clamps start and end like a Python slice does.
+    kept = dims[node.attr("start", 0) : node.attr("end", len(dims))]
+    return Tensor((fixed(len(kept)),), INT64, kept)
+
+
+def _concat(node: Node) -> Tensor:
+    first = node.inputs[0]
+    axis = node.axis("axis", len(first.shape))
+    for tensor in node.inputs:
+        others = [d for i, d in enumerate(tensor.shape) if i != axis]
+        if len(tensor.shape) != len(first.shape) or others != [
+            d for i, d in enumerate(first.shape) if i != axis
+        ]:
+            raise node.fail("joins tensors whose other dimensions differ")
+    joined_dims = [tensor.shape[axis] for tensor in node.inputs]
+    size = Dim(sum(d.per_row for d in joined_dims), sum(d.fixed for d in joined_dims))
+    shape = (*first.shape[:axis], size, *first.shape[axis + 1 :])
+    values = [tensor.value for tensor in node.inputs]
+    joined = None
+    if len(shape) == 1 and all(value is not None for value in values):
+        joined = tuple(dim for value in values if value is not None for dim in value)
+    return Tensor(shape, first.dtype, joined)
+
+
+def _expand(node: Node) -> Tensor:
+    """Broadcast to a shape that must be known before scoring: the one op that sizes its
+    output by a tensor's contents rather than by its inputs' shapes."""
+    data, target = node.inputs
+    if target.value is None or any(dim.per_row < 0 or dim.fixed < 0 for dim in target.value):
+        raise node.fail("expands to a shape not known before scoring")
+    return Tensor(_broadcast(node, data.shape, target.value), data.dtype)
+
+
+def _gather(node: Node) -> Tensor:
+    data, indices = node.inputs
+    axis = node.axis("axis", len(data.shape), 0)
+    return Tensor((*data.shape[:axis], *indices.shape, *data.shape[axis + 1 :]), data.dtype)
+
+
+def _gather_elements(node: Node) -> Tensor:
+    data, indices = node.inputs
+    if len(data.shape) != len(indices.shape):
+        raise node.fail("has data and indices of different ranks")
+    return Tensor(indices.shape, data.dtype)
+
+
+def _slice(node: Node) -> Tensor:
+    data = node.inputs[0]
+    rank = len(data.shape)
+    starts = node.constants(1, "starts")
+    ends = node.constants(2, "ends")
+    axes = node.constants(3, "axes") if len(node.inputs) > 3 else list(range(len(starts)))
+    steps = node.constants(4, "steps") if len(node.inputs) > 4 else [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps) or 0 in steps:
+        raise node.fail("has slice bounds that do not fit together")
+    shape = list(data.shape)
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        if not -rank <= axis < rank:
+            raise node.fail(f"slices axis {axis} of a rank-{rank} tensor")
+        dim = shape[axis % rank]
+        if dim.per_row:
+            raise node.fail("slices the batch dimension")
+        # ONNX clamps starts and ends exactly as Python's slice.indices does.
+        shape[axis % rank] = fixed(len(range(*slice(start, end, step).indices(dim.fixed))))
+    return Tensor(tuple(shape), data.dtype)
+
+
+def _squeeze(node: Node) -> Tensor:
+    data = node.inputs[0]
+    rank = len(data.shape)
+    axes = {axis % rank for axis in node.constants(1, "axes") if -rank <= axis < rank}
+    if len(axes) != len(node.constants(1, "axes")) or any(data.shape[a] != ONE for a in axes):
+        raise node.fail(f"squeezes axes that are not size-1 axes of {shape_text(data.shape)}")
+    return Tensor(tuple(d for i, d in enumerate(data.shape) if i not in axes), data.dtype)
+
+
+def _arg_max(node: Node) -> Tensor:
+    data = node.inputs[0]
+    axis = node.axis("axis", len(data.shape), 0)
+    kept = [ONE] if node.attr("keepdims", 1) else []
+    return Tensor((*data.shape[:axis], *kept, *data.shape[axis + 1 :]), INT64)
+
+
+def _gemm_dims(node: Node) -> tuple[Dim, Dim, Dim]:
+    """M, K and N of ``A' · B'`` (A' = A or its transpose, per transA; B' likewise)."""
+    a, b = node.inputs[0].shape, node.inputs[1].shape
+    if len(a) != 2 or len(b) != 2:
+        raise node.fail("multiplies tensors that are not matrices")
+    m, k = a[::-1] if node.attr("transA", 0) else a
+    k_b, n = b[::-1] if node.attr("transB", 0) else b
+    if k != k_b:
+        raise node.fail(f"multiplies {shape_text(a)} by {shape_text(b)}")
+    return m, k, n
+
+
+def _gemm(node: Node) -> Tensor:
+    m, _, n = _gemm_dims(node)
+    return Tensor((m, n), node.inputs[0].dtype)
+
+
+def _gemm_work(node: Node) -> Dim:
+    return elements(_gemm_dims(node), f"node {node.label} (Gemm)")
+
+
+def _tree_ensemble(node: Node) -> Tensor:
+    data = node.inputs[0]
+    targets = node.attr("n_targets")
+    if len(data.shape) != 2 or targets < 1:
+        raise node.fail(f"has {targets} targets for a {shape_text(data.shape)} input")
+    return Tensor((data.shape[0], fixed(targets)), data.dtype)
+
+
+def _tree_ensemble_held(node: Node) -> tuple[int, str]:
+    """onnxruntime turns the attribute lists into tree structures of its own: at the load
+    peak ~330 bytes per node and leaf (1000 trees, 176,114 of them: +58 MB), counted as 512.
+    Building them takes time that grows with trees x nodes: 100,000 one-node trees took 4 s
+    and 350,000 took 56 s; within the caps the worst measured is 1.8 s (10,000 trees of 48
+    nodes), against 0.08 s for 1000 trees of depth 8. onnxruntime refuses node and leaf lists
+    of unequal lengths, so one of each counts them."""
+    trees = _list_length(node, "tree_roots")
+    if trees > MAX_TREES:
+        raise node.fail(f"has {trees:,} trees, over the cap of {MAX_TREES:,}")
+    entries = _list_length(node, "nodes_featureids") + _list_length(node, "leaf_targetids")
+    return entries * _TREE_ENTRY_BYTES, f"{entries:,} tree nodes and leaves"
+
+
+def _list_length(node: Node, name: str) -> int:
+    attribute = node.attributes.get(name)
+    return 0 if attribute is None else attribute.get_int("ints")
+
+
+def _no_work(node: Node) -> Dim:
+    return NONE
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    rule: Callable[[Node], Tensor]
+    min_inputs: int
+    max_inputs: int
+    multiply_adds: Callable[[Node], Dim] = _no_work  # beyond one per element written
+    held: Callable[[Node], tuple[int, str]] | None = None  # the kernel's own memory, and why
+
+
+# Every (domain, op) that builder/convert/emit_float.py, int8/traversal.py and link.py write, with
+# its shape rule; tests/test_hostile_graph.py checks this is exactly their union.
+OPS: Mapping[tuple[str, str], Op] = {
+    (_ML, "TreeEnsemble"): Op(_tree_ensemble, 1, 1, held=_tree_ensemble_held),  # float
+    ("", "Add"): Op(_elementwise, 2, 2),
+    ("", "Mul"): Op(_elementwise, 2, 2),
+    ("", "Equal"): Op(_comparison, 2, 2),
+    ("", "Greater"): Op(_comparison, 2, 2),
+    ("", "GreaterOrEqual"): Op(_comparison, 2, 2),
+    ("", "Where"): Op(_where, 3, 3),
+    ("", "IsNaN"): Op(_is_nan, 1, 1),
+    ("", "Cast"): Op(_cast, 1, 1),
+    ("", "Identity"): Op(_unary, 1, 1),
+    ("", "Sigmoid"): Op(_unary, 1, 1),
+    ("", "Exp"): Op(_unary, 1, 1),
+    ("", "Softmax"): Op(_unary, 1, 1),
+    ("", "ArgMax"): Op(_arg_max, 1, 1),
+    ("", "Shape"): Op(_shape, 1, 1),
+    ("", "Concat"): Op(_concat, 1, 2),
+    ("", "Expand"): Op(_expand, 2, 2),
+    ("", "Gather"): Op(_gather, 2, 2),
+    ("", "GatherElements"): Op(_gather_elements, 2, 2),
+    ("", "Slice"): Op(_slice, 3, 5),
+    ("", "Squeeze"): Op(_squeeze, 2, 2),
+    ("", "Gemm"): Op(_gemm, 2, 3, _gemm_work),
+}

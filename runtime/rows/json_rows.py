@@ -1,0 +1,234 @@
+"""JSON rows: JSONL lines, or already-decoded JSON values, as rows of the model's features.
+
+A row is an object keyed by feature name (a missing key or ``null`` is a missing value,
+``"id"`` is echoed, any other key is refused so that a typo never turns into a silent missing
+value) or an array of exactly one value per feature in manifest order.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, TypeGuard
+
+import numpy as np
+import numpy.typing as npt
+
+from edgebundle.runtime._json import json_type, strict_decoder
+from edgebundle.runtime.errors import InputError
+from edgebundle.runtime.rows.parsed import Row, RowError, to_float32
+
+ID_KEY = "id"
+_MAX_NAMED = 5  # unknown keys named in one error message
+
+
+@functools.lru_cache(maxsize=16)
+def json_row_parser(features: tuple[str, ...]) -> JsonRowParser:
+    """The parser for ``features``, built once: an HTTP request must not rebuild the feature
+    index (a dict of every feature name) each time."""
+    return JsonRowParser(features)
+
+
+class JsonRowParser:
+    """Reads JSONL lines, or already-parsed JSON values, as rows of the model's features."""
+
+    def __init__(self, features: Sequence[str]) -> None:
+        self._features = tuple(features)
+        self._index = {name: i for i, name in enumerate(self._features)}
+        # A model may have a feature called "id"; then it is a feature, not an echo.
+        self._echo_id = ID_KEY not in self._index
+
+    def parse_line(self, line: bytes, where: str) -> Row | RowError:
+        value = _decode_line(line, where)
+        return value if isinstance(value, RowError) else self.parse_value(value, where)
+
+    def parse_lines(self, lines: Sequence[bytes], first_lineno: int) -> list[Row | RowError]:
+        """``parse_line`` of each line, numbered from ``first_lineno``, converted in one go."""
+        decoded = [_decode_line(line, f"line {first_lineno + i}") for i, line in enumerate(lines)]
+        good = [i for i, value in enumerate(decoded) if not isinstance(value, RowError)]
+        parsed = self._parse_decoded(
+            [decoded[i] for i in good],
+            lambda k: f"line {first_lineno + good[k]}",
+            numbers_only=_numbers_only(lines),
+        )
+        by_line = dict(zip(good, parsed, strict=True))
+        return [
+            value if isinstance(value, RowError) else by_line[i] for i, value in enumerate(decoded)
+        ]
+
+    def parse_values(
+        self, values: Sequence[object], where: Callable[[int], str]
+    ) -> list[Row | RowError]:
+        """``parse_value`` of each decoded value (``where(i)`` names the i-th in errors)."""
+        return self._parse_decoded(values, where, numbers_only=False)
+
+    def _parse_decoded(
+        self, values: Sequence[object], where: Callable[[int], str], numbers_only: bool
+    ) -> list[Row | RowError]:
+        """``parse_values``; ``numbers_only`` says that the JSON text of ``values`` holds no
+        string, boolean or object, so that any element of an array is a number, null or array.
+
+        Per value, ``_json_number`` costs more than decoding the JSON or scoring the row. An
+        array of exactly one plain number or null per feature cannot fail it except by
+        overflowing float64, so such arrays are converted together by numpy, which turns int,
+        float and None into float64 just as ``_json_number`` does. Any other value takes
+        ``parse_value``. Checking each element's type costs as much as numpy's conversion;
+        with ``numbers_only`` it is left out, and an array nesting another shows up as a
+        conversion of the wrong shape, after which every array is checked.
+        """
+        is_plain = self._has_one_per_feature if numbers_only else self._is_plain_array
+        plain_at = [i for i, value in enumerate(values) if is_plain(value)]
+        converted = self._from_plain_arrays([values[i] for i in plain_at], plain_at, where)
+        if converted is None:
+            return self._parse_decoded(values, where, numbers_only=False)
+        parsed: list[Row | RowError | None] = [None] * len(values)
+        for i, row in zip(plain_at, converted, strict=True):
+            parsed[i] = row
+        return [
+            self.parse_value(value, where(i)) if row is None else row
+            for i, (value, row) in enumerate(zip(values, parsed, strict=True))
+        ]
+
+    def _has_one_per_feature(self, value: object) -> TypeGuard[list[Any]]:
+        return type(value) is list and len(value) == len(self._features)
+
+    def _is_plain_array(self, value: object) -> TypeGuard[list[Any]]:
+        # Exact types: bool is an int subclass, and JSON true is not a number.
+        return self._has_one_per_feature(value) and set(map(type, value)) <= _PLAIN_TYPES
+
+    def _from_plain_arrays(
+        self, arrays: list[Any], positions: list[int], where: Callable[[int], str]
+    ) -> list[Row | RowError] | None:
+        """The rows of ``arrays``, or ``None`` if one of them nests arrays."""
+        if not arrays:
+            return []
+        shape = (len(arrays), len(self._features))
+        try:
+            wide = np.array(arrays, dtype=np.float64)
+        except OverflowError:  # an integer literal beyond float64: let each row say which
+            wide = np.full(shape, np.inf)
+        except ValueError:  # arrays nested unevenly
+            return None
+        if wide.shape != shape:  # arrays nested evenly
+            return None
+        out_of_range: list[bool] = np.any(np.isinf(wide), axis=1).tolist()
+        with np.errstate(over="ignore"):  # beyond float32 range is ±inf, as in to_float32
+            narrow = wide.astype(np.float32)
+        return [
+            self.parse_value(array, where(i)) if bad else Row(values=values, passthrough={})
+            for array, i, bad, values in zip(arrays, positions, out_of_range, narrow, strict=True)
+        ]
+
+    def parse_value(self, value: object, where: str) -> Row | RowError:
+        passthrough: dict[str, object] = {}
+        try:
+            if isinstance(value, dict):
+                passthrough = self._read_id(value)
+                values = self._from_object(value)
+            elif isinstance(value, list):
+                values = self._from_array(value)
+            else:
+                raise InputError(f"expected a JSON object or array, got {json_type(value)}")
+        except InputError as e:
+            return RowError(f"{where}: {e}", passthrough)
+        return Row(values=values, passthrough=passthrough)
+
+    def _read_id(self, obj: dict[str, Any]) -> dict[str, object]:
+        if not self._echo_id or ID_KEY not in obj:
+            return {}
+        value = obj[ID_KEY]
+        if isinstance(value, (dict, list)):
+            raise InputError(f"{ID_KEY!r} must be a JSON scalar, got {json_type(value)}")
+        if isinstance(value, float) and not math.isfinite(value):  # 1e400: no JSON to echo
+            raise InputError(f"{ID_KEY!r} is a number out of range")
+        return {ID_KEY: value}
+
+    def _from_object(self, obj: dict[str, Any]) -> npt.NDArray[np.float32]:
+        unknown = [k for k in obj if k not in self._index and not (k == ID_KEY and self._echo_id)]
+        if unknown:
+            names = ", ".join(repr(k) for k in unknown[:_MAX_NAMED])
+            more = f" and {len(unknown) - _MAX_NAMED} more" if len(unknown) > _MAX_NAMED else ""
+            raise InputError(f"unknown key{'s' if len(unknown) > 1 else ''} {names}{more}")
+        values = [math.nan] * len(self._features)
+        for name, value in obj.items():
+            if name in self._index:
+                values[self._index[name]] = _json_number(value, name)
+        return to_float32(values)
+
+    def _from_array(self, array: list[Any]) -> npt.NDArray[np.float32]:
+        if len(array) != len(self._features):
+            raise InputError(f"expected {len(self._features)} values, got {len(array)}")
+        return to_float32(
+            [_json_number(v, name) for v, name in zip(array, self._features, strict=True)]
+        )
+
+
+def _decode_line(line: bytes, where: str) -> object:
+    """The line's JSON value, or the ``RowError`` for a blank or undecodable line."""
+    if not line.strip():
+        return RowError(f"{where}: blank line", {})
+    try:
+        return _loads_row(line)
+    except InputError as e:
+        return RowError(f"{where}: {e}", {})
+
+
+def _numbers_only(lines: Sequence[bytes]) -> bool:
+    """Whether no line holds a JSON string, object or boolean: no ``"``, ``{``, ``t`` or ``f``."""
+    text = b"".join(lines)
+    return not any(mark in text for mark in _NOT_NUMBERS)
+
+
+def _loads_row(line: bytes) -> object:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"not valid UTF-8 (byte {e.start})") from None
+    try:
+        return _decode_json(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"invalid JSON: {e.msg} at column {e.colno}") from None
+    except ValueError as e:  # ints beyond the interpreter's digit limit
+        raise InputError(f"invalid JSON: {e}") from None
+    except RecursionError:
+        raise InputError("invalid JSON: nested too deeply") from None
+
+
+_PLAIN_TYPES = frozenset({float, int, type(None)})
+_NOT_NUMBERS = (b'"', b"{", b"t", b"f")
+_JSON_SPACE = " \t\n\r"
+
+_DECODER = strict_decoder(
+    lambda key: InputError(f"duplicate key {key!r}"),
+    lambda token: InputError(f"{token} is not a JSON number; leave the value out or use null"),
+)
+
+
+def _decode_json(text: str) -> object:
+    """``_DECODER.decode(text)``: the same value, or the same error.
+
+    ``decode`` is ``raw_decode`` with two regular-expression matches for the JSON whitespace
+    around the value, ~3% of the cost of decoding a row; a line rarely has any.
+    """
+    if text[:1] in _JSON_SPACE:  # also "": decode says why it is no JSON
+        return _DECODER.decode(text)
+    value, end = _DECODER.raw_decode(text)
+    if text[end:].strip(_JSON_SPACE):
+        return _DECODER.decode(text)  # says "Extra data" where it starts
+    return value
+
+
+def _json_number(value: object, feature: str) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"feature {feature!r}: expected a number, got {json_type(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer literal beyond float64; 1e400 already parsed as inf
+        number = math.inf
+    if not math.isfinite(number):
+        raise InputError(f"feature {feature!r}: number out of range")
+    return number

@@ -1,0 +1,98 @@
+"""``audit.log``: one JSON line per event, appended durably and never rewritten.
+
+The log records what the store did and what it refused, with where an install came from; the
+store appends under its exclusive lock, so lines never interleave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgebundle.runtime._json import (
+    dumps_canonical,
+    get_optional,
+    get_str,
+    join,
+    quote,
+    reject_unknown,
+)
+from edgebundle.runtime.errors import ManifestError
+from edgebundle.runtime.fsio import append_durably
+from edgebundle.runtime.manifest import get_sha256, get_timestamp
+from edgebundle.runtime.semver import Version
+from edgebundle.runtime.store._clock import now
+
+AUDIT_FILE = "audit.log"
+AUDIT_EVENTS = ("init", "installed", "refused", "rollback", "marked-bad", "keys-rotated")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AuditEvent:
+    """One line of ``audit.log``. ``model``/``version`` are null when a bundle was refused
+    before its manifest could be trusted; ``origin`` is where an install came from."""
+
+    time: str
+    event: str
+    model: str | None
+    version: str | None
+    sha256: str | None
+    origin: str | None
+    reason: str
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> AuditEvent:
+        keys = ("time", "event", "model", "version", "sha256", "origin", "reason")
+        reject_unknown(d, keys, context)
+        event = get_str(d, "event", context)
+        if event not in AUDIT_EVENTS:
+            raise ManifestError(f"unknown event {quote(event)}", context=join(context, "event"))
+        return cls(
+            time=get_timestamp(d, "time", context),
+            event=event,
+            model=get_optional(d, "model", context, get_str),
+            version=get_optional(d, "version", context, get_str),
+            sha256=get_optional(d, "sha256", context, get_sha256),
+            origin=get_optional(d, "origin", context, get_str),
+            reason=get_str(d, "reason", context),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time": self.time,
+            "event": self.event,
+            "model": self.model,
+            "version": self.version,
+            "sha256": self.sha256,
+            "origin": self.origin,
+            "reason": self.reason,
+        }
+
+    def to_line(self) -> bytes:
+        # Compact JSON escapes every newline inside values: one event is always one line.
+        return dumps_canonical(self.to_dict(), compact=True)
+
+
+def append(
+    root: Path,
+    event: str,
+    *,
+    reason: str,
+    model: str | None = None,
+    version: Version | None = None,
+    sha256: str | None = None,
+    origin: str | None = None,
+) -> None:
+    """Record ``event`` in ``root``'s log, stamped now."""
+    line = AuditEvent(
+        time=now(),
+        event=event,
+        model=model,
+        version=None if version is None else str(version),
+        sha256=sha256,
+        origin=origin,
+        reason=reason,
+    ).to_line()
+    append_durably(root / AUDIT_FILE, line)

@@ -1,0 +1,43 @@
+"""The store's reads and directory chores, with every OS error as a one-line ``StoreError``.
+
+Writes go through ``runtime.fsio``, which makes each one durable; these are what surrounds them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgebundle.runtime.errors import StoreError
+from edgebundle.runtime.fsio import fsync_dir
+
+
+def read_small(path: Path, cap: int) -> bytes | None:
+    """A small file's bytes, or None if it does not exist."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(cap + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror}") from None
+    if len(data) > cap:
+        raise StoreError(f"{path} is over the {cap}-byte cap")
+    return data
+
+
+def list_names(directory: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise StoreError(f"cannot list {directory}: {e.strerror}") from None
+
+
+def remove_dir(directory: Path) -> None:
+    try:
+        directory.rmdir()
+    except OSError as e:
+        raise StoreError(f"cannot remove {directory}: {e.strerror}") from None
+    fsync_dir(directory.parent)
