@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO := demo
 DEMO_BUNDLE := bundles/credit-score-1.0.0.bundle
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean device-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	command -v shellcheck >/dev/null || (apt-get update -qq && apt-get install -y -qq shellcheck)
+	shellcheck builder/kit/install.sh
+
+# The runtime on emulated aarch64 (qemu-user, no binfmt_misc needed): installs the device kit
+# offline and compares every prediction with x86's (minutes; downloads ~50 MB the first time).
+device-test: $(STAMP)
+	$(BIN)/python -m pytest -m device tests/device -q
 
 clean:
-	rm -rf $(VENV) $(DEMO) bundles/*.bundle
+	rm -rf $(VENV) $(DEMO) bundles/*.bundle build .cache

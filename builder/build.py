@@ -22,10 +22,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgebundle.builder.baseline import baseline
 from edgebundle.builder.convert.check import Reference, compare, default_budget, synthesize_rows
+from edgebundle.builder.convert.emit_float import MIN_ONNXRUNTIME as FLOAT_MIN_ONNXRUNTIME
 from edgebundle.builder.convert.emit_float import emit_float
+from edgebundle.builder.convert.emit_int8 import MIN_ONNXRUNTIME as INT8_MIN_ONNXRUNTIME
 from edgebundle.builder.convert.emit_int8 import emit_int8
 from edgebundle.builder.convert.graph import MarginGraph
-from edgebundle.builder.convert.link import MIN_ONNXRUNTIME, BuiltModel, assemble
+from edgebundle.builder.convert.link import BuiltModel, assemble
 from edgebundle.builder.convert.load import SourceModel, load_model
 from edgebundle.builder.convert.objectives import Link
 from edgebundle.builder.data import load_rows
@@ -288,7 +290,9 @@ def _manifest(
         precision="float" if chosen.precision == "float" else "int8",
         quantization=quantization,
         parity=chosen.parity,
-        requirements=Requirements(onnxruntime=MIN_ONNXRUNTIME, opsets=chosen.model.opsets),
+        requirements=Requirements(
+            onnxruntime=_min_onnxruntime(chosen.precision), opsets=chosen.model.opsets
+        ),
         files={
             name: FileEntry(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
             for name, data in sorted(payload.items())
@@ -316,3 +320,8 @@ def write_atomic(path: Path, data: bytes, force: bool) -> None:
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     write_durably(path, data)
+
+
+def _min_onnxruntime(precision: str) -> str:
+    """The oldest onnxruntime that runs the chosen model (the device refuses it below)."""
+    return FLOAT_MIN_ONNXRUNTIME if precision == "float" else INT8_MIN_ONNXRUNTIME

@@ -27,6 +27,7 @@ from edgebundle.builder.drift.text import format_text
 from edgebundle.builder.drill import make_broken
 from edgebundle.builder.inspect import inspect_bundle
 from edgebundle.builder.keys import generate_keypair, load_any_key
+from edgebundle.builder.kit.command import device_kit_command
 from edgebundle.builder.publish import parse_duration, publish, rotate_keys
 from edgebundle.builder.publish import refresh as refresh_channel
 from edgebundle.builder.report import candidate_dict, format_candidates, format_report, report_dict
@@ -469,3 +470,6 @@ def make_broken_command(
         path = out_dir / f"{name}-{version}.bundle"
         write_atomic(path, broken, force=False)
     click.echo(f"wrote {path}: signed, but its selftest fails; devices must refuse it")
+
+
+main.add_command(device_kit_command)

@@ -73,6 +73,7 @@ class Scorer:
     @classmethod
     def from_bundle(cls, bundle: VerifiedBundle, threads: int = DEFAULT_THREADS) -> Scorer:
         manifest = bundle.manifest
+        check_onnxruntime(manifest.requirements.onnxruntime, ort.__version__)
         features = [feature.name for feature in manifest.inputs.features]
         return cls(bundle.files["model.onnx"], features, manifest.outputs, threads)
 
@@ -111,6 +112,17 @@ class Scorer:
         except Exception as e:  # onnxruntime's errors share no base class below Exception
             raise CompatibilityError(f"onnxruntime failed to score: {_first_line(e)}") from None
         return results
+
+
+def check_onnxruntime(required: str, installed: str) -> None:
+    """Refuse a bundle built for a newer onnxruntime than this device has, in words, before
+    onnxruntime fails on an unknown kernel."""
+    have = tuple(int(part) for part in re.findall(r"\d+", installed)[:3])
+    need = tuple(int(part) for part in required.split("."))
+    if have < need:
+        raise CompatibilityError(
+            f"the bundle needs onnxruntime >= {required}; this device has {installed}"
+        )
 
 
 def _open_session(model_bytes: bytes, threads: int) -> ort.InferenceSession:

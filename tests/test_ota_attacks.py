@@ -26,9 +26,9 @@ from edgebundle.runtime.signing import load_private_key
 from edgebundle.runtime.store import Store
 from tests.channelkit import Channel, entry_for, served, write_index
 from tests.conftest import KeyFiles
-from tests.store_helpers import Spec, build_bundles, snapshot
+from tests.store_helpers import Spec, build_bundles, snapshot, with_wrong_selftest
 from tests.test_bundle_format import append, info
-from tests.xgbmodels import train
+from tests.xgbmodels import run, train
 
 V100, V110 = Spec("credit", "1.0.0"), Spec("credit", "1.1.0")
 NOW = datetime.now(timezone.utc)
@@ -187,3 +187,35 @@ def test_listed_bundle_with_a_hostile_member(
     assert after[0].state == before[0].state and after[1] == before[1]
     assert set(after[0].files) - {"ota.json"} == set(before[0].files) - {"ota.json"}
     assert not (tmp_path / "escaped").exists() and not (store.root / "escaped").exists()
+
+
+def test_a_new_model_failing_its_selftest_is_marked_bad_and_the_pass_goes_on(
+    tmp_path: Path, channel: Channel, keys: KeyFiles, built: dict[Spec, bytes]
+) -> None:
+    """A device that has never had the model: the failure is an outcome (the pass goes on,
+    exit 3), remembered so the version is never fetched again, and a later good version
+    installs."""
+    device = Store.init(tmp_path / "new-device", [keys.public])
+    signer = [load_private_key(keys.private, None)]
+    broken = with_wrong_selftest(built[V100], keys, "1.5.0")
+    write_index(channel.directory, signer, [(entry_for("credit", "1.5.0", broken), broken)], 1)
+    proc = run("bundle-runtime", ["update", "--store", str(device.root), "--channel", channel.url])
+    assert proc.returncode == 3, proc.stderr
+    assert "credit 1.5.0: refused and marked bad: selftest failed" in proc.stdout
+    model = device.state().models["credit"]
+    assert (model.active, model.highest_seen, [str(v) for v in model.bad]) == (
+        None,
+        None,
+        ["1.5.0"],
+    )
+    assert update_once(device, channel.url).outcomes == ()  # not fetched again
+    status = run("bundle-runtime", ["status", "--store", str(device.root)])
+    assert "  highest:  none (no version installed yet)" in status.stdout.splitlines()
+    good = built[V110]
+    files = [
+        (entry_for("credit", "1.5.0", broken), broken),
+        (entry_for("credit", "1.1.0", good), good),
+    ]
+    write_index(channel.directory, signer, files, 2)
+    assert update_once(device, channel.url).outcomes[0].installed
+    assert str(device.state().models["credit"].active) == "1.1.0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from edgebundle.builder.convert.link import assemble
 from edgebundle.builder.convert.load import load_model
 from edgebundle.runtime.errors import CompatibilityError, FormatError, InputError
 from edgebundle.runtime.manifest import OutputSpec
-from edgebundle.runtime.scoring import Scorer, to_python, to_records
+from edgebundle.runtime.scoring import Scorer, check_onnxruntime, to_python, to_records
 from tests.xgbmodels import NAMES, train
 
 MODELS = [regression, multiclass, binary]
@@ -320,3 +321,24 @@ def test_a_big_batch_leaves_no_memory_behind(tmp_path: Path) -> None:
     )
     loaded, after = map(float, proc.stdout.split())
     assert after - loaded < 2.0, (loaded, after)
+
+
+@pytest.mark.parametrize(
+    ("required", "installed", "refused"),
+    [
+        ("1.21.0", "1.20.1", True),
+        ("1.21.0", "1.21.0", False),
+        ("1.21.0", "1.32.0", False),
+        ("1.21.0", "1.21.0.dev20250101", False),
+        ("2.0.0", "1.99.9", True),
+    ],
+)
+def test_a_bundle_for_a_newer_onnxruntime_is_refused_in_words(
+    required: str, installed: str, refused: bool
+) -> None:
+    if refused:
+        message = f"the bundle needs onnxruntime >= {required}; this device has {installed}"
+        with pytest.raises(CompatibilityError, match=re.escape(message)):
+            check_onnxruntime(required, installed)
+    else:
+        check_onnxruntime(required, installed)

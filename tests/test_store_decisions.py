@@ -21,6 +21,7 @@ from edgebundle.runtime.store import (
 )
 from edgebundle.runtime.store._decisions import (
     admit,
+    first_bad,
     installed,
     kept_record,
     marked_bad,
@@ -277,3 +278,26 @@ def test_ota_state_reads_the_legacy_format_and_writes_the_current_one() -> None:
 def test_model_state_refuses_a_bad_previous_version() -> None:
     with pytest.raises(ManifestError, match=r"^previous version 1\.0\.0 is marked bad$"):
         model(V110, V100, bad=(V100,))
+
+
+def test_a_first_version_failing_its_selftest_is_remembered_with_nothing_installed() -> None:
+    model = first_bad(V120)
+    assert (model.active, model.highest_seen, model.bad, dict(model.installed)) == (
+        None,
+        None,
+        (V120,),
+        {},
+    )
+    assert ModelState.from_dict(model.to_dict()) == model
+    with pytest.raises(RollbackError, match="marked bad on this device"):
+        admit(NAME, V120, model, sha("a"))
+    assert admit(NAME, V100, model, sha("a")) is None  # lower versions were never installed
+    after = installed(model, V100, record())
+    assert (after.active, after.highest_seen, after.bad) == (V100, V100, (V120,))
+
+
+def test_installed_versions_need_a_highest_seen() -> None:
+    with pytest.raises(ManifestError, match="installed versions need a highest_seen"):
+        ModelState(
+            active=V100, previous=None, highest_seen=None, bad=(), installed={"1.0.0": record()}
+        )

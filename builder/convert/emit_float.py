@@ -19,6 +19,9 @@ from edgebundle.builder.convert.ir import LEAF, Ensemble, Tree
 
 _BRANCH_LT = 1  # TreeEnsemble nodes_modes: XGBoost sends x < threshold to the left ("true")
 _ML_DOMAIN = "ai.onnx.ml"
+# ai.onnx.ml opset 5's TreeEnsemble has a kernel from onnxruntime 1.21 on; 1.20 knows the
+# opset but refuses the node ("Could not find an implementation for TreeEnsemble(5)").
+MIN_ONNXRUNTIME = "1.21.0"
 
 
 @dataclass

@@ -18,7 +18,6 @@ from edgebundle.builder.convert.objectives import Link
 from edgebundle.runtime.manifest import OutputSpec
 
 IR_VERSION = 10  # onnx 1.16 / onnxruntime 1.20: the oldest that knows ai.onnx.ml opset 5
-MIN_ONNXRUNTIME = "1.20.0"
 _DEFAULT_OPSET = 17
 
 

@@ -157,7 +157,11 @@ def _model_lines(model: ModelState) -> list[str]:
     for role, version in (("active", model.active), ("previous", model.previous)):
         record = None if version is None else model.record(version)
         lines.append(f"  {role + ':':<10}{_version_line(version, record)}")
-    lines.append(f"  {'highest:':<10}{model.highest_seen} (anti-rollback: nothing lower installs)")
+    if model.highest_seen is None:
+        lines.append(f"  {'highest:':<10}none (no version installed yet)")
+    else:
+        highest = f"{model.highest_seen} (anti-rollback: nothing lower installs)"
+        lines.append(f"  {'highest:':<10}{highest}")
     lines.append(f"  {'bad:':<10}" + (", ".join(map(str, model.bad)) or "none"))
     return lines
 

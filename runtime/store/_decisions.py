@@ -33,7 +33,8 @@ def admit(
         return record
     if model.is_bad(version):
         raise RollbackError(f"refusing {name} {version}: it was marked bad on this device")
-    if version < model.highest_seen or (version == model.highest_seen and record is None):
+    highest = model.highest_seen
+    if highest is not None and (version < highest or (version == highest and record is None)):
         raise RollbackError(
             f"refusing {name} {version}: version {model.highest_seen} was already installed "
             "(anti-rollback)"
@@ -61,10 +62,16 @@ def installed(model: ModelState | None, version: Version, record: InstalledVersi
     return ModelState(
         active=version,
         previous=previous,
-        highest_seen=max(model.highest_seen, version),
+        highest_seen=version if model.highest_seen is None else max(model.highest_seen, version),
         bad=model.bad,
         installed=kept,
     )
+
+
+def first_bad(version: Version) -> ModelState:
+    """A model no version of which was installed, with ``version`` marked bad: its selftest
+    failed on the first install, and no later update pass must fetch it again."""
+    return ModelState(active=None, previous=None, highest_seen=None, bad=(version,), installed={})
 
 
 def marked_bad(model: ModelState, version: Version) -> tuple[ModelState, str]:

@@ -136,12 +136,14 @@ class ModelState:
     keyed by their text: the store keeps those two bundle files and no others.
 
     A bad version is never ``previous`` (it could not be rolled back to); it stays ``active``
-    only when there is no previous version to fall back to, since scoring must go on.
+    only when there is no previous version to fall back to, since scoring must go on. A model
+    none of whose versions was ever installed (``highest_seen`` None) is here only to remember
+    the versions that failed their selftest, so that no update pass fetches them again.
     """
 
     active: Version | None
     previous: Version | None
-    highest_seen: Version
+    highest_seen: Version | None
     bad: tuple[Version, ...]
     installed: Mapping[str, InstalledVersion]
 
@@ -162,8 +164,10 @@ class ModelState:
             raise ManifestError(
                 f"installed versions ({listed}) must be exactly the active and previous ones"
             )
+        if self.highest_seen is None and self.installed:
+            raise ManifestError("installed versions need a highest_seen")
         for text in self.installed:
-            if Version.parse(text) > self.highest_seen:
+            if self.highest_seen is not None and Version.parse(text) > self.highest_seen:
                 raise ManifestError(f"installed {text} is above highest_seen {self.highest_seen}")
         if len(set(self.bad)) != len(self.bad):
             raise ManifestError("lists a bad version twice")
@@ -194,7 +198,7 @@ class ModelState:
             return cls(
                 active=get_optional(d, "active", context, _version),
                 previous=get_optional(d, "previous", context, _version),
-                highest_seen=_version(d, "highest_seen", context),
+                highest_seen=get_optional(d, "highest_seen", context, _version),
                 bad=_bad(d, "bad", context),
                 installed={
                     text: InstalledVersion.from_dict(
@@ -212,7 +216,7 @@ class ModelState:
         return {
             "active": None if self.active is None else str(self.active),
             "previous": None if self.previous is None else str(self.previous),
-            "highest_seen": str(self.highest_seen),
+            "highest_seen": None if self.highest_seen is None else str(self.highest_seen),
             "bad": [str(v) for v in self.bad],
             "installed": {text: record.to_dict() for text, record in self.installed.items()},
         }

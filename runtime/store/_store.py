@@ -22,7 +22,7 @@ from edgebundle.runtime.semver import Version
 from edgebundle.runtime.stats import Baseline, baseline_of
 from edgebundle.runtime.store import _audit, _lock
 from edgebundle.runtime.store._bundles import BUNDLES_DIR, read_kept
-from edgebundle.runtime.store._decisions import kept_record, marked_bad, model_named
+from edgebundle.runtime.store._decisions import first_bad, kept_record, marked_bad, model_named
 from edgebundle.runtime.store._install import InstallResult, install
 from edgebundle.runtime.store._marker import check_marker, prepare_empty_dir, write_marker
 from edgebundle.runtime.store._ota import OtaState, read_ota, record_serial
@@ -187,10 +187,13 @@ class Store:
         """
         with _lock.exclusive(self.root, self.lock_timeout):
             state = self.state()
-            model = model_named(state, name)
-            if model.is_bad(version):
-                return
-            updated, note = marked_bad(model, version)
+            if name in state.models:
+                model = state.models[name]
+                if model.is_bad(version):
+                    return
+                updated, note = marked_bad(model, version)
+            else:
+                updated, note = first_bad(version), "; no version of it is installed"
             switch(self.root, state, name, updated)
             _audit.append(
                 self.root, "marked-bad", model=name, version=version, reason=reason + note

@@ -1,0 +1,3 @@
+"""Lines the device tests measured, printed by conftest at the end of the run."""
+
+REPORT: list[str] = []
