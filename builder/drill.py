@@ -12,7 +12,8 @@ from collections.abc import Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgebundle.runtime.bundle import read_members_unverified, write_bundle
+from edgebundle.runtime.bundle import read_members_unverified
+from edgebundle.runtime.container import write_bundle
 from edgebundle.runtime.manifest import FileEntry, parse_manifest
 from edgebundle.runtime.selftest import Number, Selftest, Value, parse_selftest
 from edgebundle.runtime.semver import Version

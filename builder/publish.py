@@ -23,14 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from edgebundle.builder.build import write_atomic
 from edgebundle.builder.keys import create_new
-from edgebundle.runtime.bundle import (
-    MANIFEST_NAME,
-    SIGNATURE_NAME,
-    open_bundle,
-    read_bundle_file,
-    read_members_unverified,
-    write_bundle,
-)
+from edgebundle.runtime.bundle import open_bundle, read_bundle_file, read_members_unverified
+from edgebundle.runtime.container import MANIFEST_NAME, SIGNATURE_NAME, write_bundle
 from edgebundle.runtime.errors import BundleError, ChannelError
 from edgebundle.runtime.ota.channel import (
     INDEX_CONTEXT,

@@ -9,8 +9,11 @@ infinity, and bytes that are not UTF-8. The ``get_*`` helpers read one field eac
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import re
+import unicodedata
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, NoReturn, TypeVar
 
@@ -196,3 +199,105 @@ def get_optional(
     if _require(d, key, context) is None:
         return None
     return getter(d, key, context)
+
+
+# --- constrained values, shared by every document ------------------------------------------
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+# Control characters and line breaks would let a field forge lines in logs and reports.
+_FORBIDDEN_CATEGORIES = ("Cc", "Zl", "Zp")
+
+
+def get_text(d: Mapping[str, Any], key: str, context: str) -> str:
+    value = get_str(d, key, context)
+    if not value:
+        raise ManifestError("must not be empty", context=join(context, key))
+    if any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in value):
+        raise ManifestError(
+            "must not contain control characters or line breaks", context=join(context, key)
+        )
+    return value
+
+
+def get_matching(
+    d: Mapping[str, Any], key: str, context: str, pattern: re.Pattern[str], rule: str
+) -> str:
+    value = get_str(d, key, context)
+    if not pattern.fullmatch(value):
+        raise ManifestError(f"{quote(value)} is not {rule}", context=join(context, key))
+    return value
+
+
+def get_sha256(d: Mapping[str, Any], key: str, context: str) -> str:
+    return get_matching(d, key, context, _SHA256, "a sha256 digest (64 lowercase hex digits)")
+
+
+def get_choice(d: Mapping[str, Any], key: str, context: str, choices: tuple[str, ...]) -> str:
+    value = get_str(d, key, context)
+    if value not in choices:
+        allowed = ", ".join(repr(choice) for choice in choices)
+        raise ManifestError(f"{quote(value)} is not one of {allowed}", join(context, key))
+    return value
+
+
+def get_count(d: Mapping[str, Any], key: str, context: str, minimum: int = 0) -> int:
+    value = get_int(d, key, context)
+    if value < minimum:
+        raise ManifestError(f"must be >= {minimum}, got {value}", context=join(context, key))
+    return value
+
+
+def get_non_negative(d: Mapping[str, Any], key: str, context: str) -> float:
+    value = get_float(d, key, context)
+    if value < 0:
+        raise ManifestError(f"must be >= 0, got {value!r}", context=join(context, key))
+    return value
+
+
+def get_positive(d: Mapping[str, Any], key: str, context: str) -> float:
+    value = get_float(d, key, context)
+    if value <= 0:
+        raise ManifestError(f"must be > 0, got {value!r}", context=join(context, key))
+    return value
+
+
+def get_fraction(d: Mapping[str, Any], key: str, context: str) -> float:
+    value = get_float(d, key, context)
+    if not 0 <= value <= 1:
+        raise ManifestError(f"must be between 0 and 1, got {value!r}", context=join(context, key))
+    return value
+
+
+def get_objects(d: Mapping[str, Any], key: str, context: str) -> list[tuple[dict[str, Any], str]]:
+    """A non-empty array of objects, each paired with its context (``outputs[2]``)."""
+    items = get_list(d, key, context)
+    if not items:
+        raise ManifestError("must not be empty", context=join(context, key))
+    pairs = []
+    for index, item in enumerate(items):
+        item_context = f"{join(context, key)}[{index}]"
+        if not isinstance(item, dict):
+            raise ManifestError(f"expected an object, got {json_type(item)}", item_context)
+        pairs.append((item, item_context))
+    return pairs
+
+
+def check_unique(names: list[str], what: str, context: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ManifestError(f"duplicate {what} {quote(name)}", context=context)
+        seen.add(name)
+
+
+def get_timestamp(d: Mapping[str, Any], key: str, context: str) -> str:
+    text = get_str(d, key, context)
+    rule = "an RFC 3339 UTC time like 2025-01-31T12:00:00Z"
+    if not _TIMESTAMP.fullmatch(text):
+        raise ManifestError(f"{quote(text)} is not {rule}", context=join(context, key))
+    try:
+        datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        raise ManifestError(f"{quote(text)} is not {rule}", context=join(context, key)) from None
+    return text

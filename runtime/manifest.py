@@ -8,23 +8,31 @@ written. A key whose value may be absent is always present and ``null``: absence
 
 from __future__ import annotations
 
-import datetime
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from edgebundle.runtime._json import (
+    check_unique,
     dumps_canonical,
     get_bool,
-    get_float,
+    get_choice,
+    get_count,
+    get_fraction,
     get_int,
     get_list,
+    get_matching,
+    get_non_negative,
     get_obj,
+    get_objects,
     get_optional,
+    get_positive,
+    get_sha256,
     get_str,
+    get_text,
+    get_timestamp,
     join,
     json_type,
     loads_strict,
@@ -55,99 +63,13 @@ RESERVED_FILES = ("manifest.json", "manifest.sig")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _OUTPUT_NAME = re.compile(r"[a-z][a-z0-9_]*")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_CREATED = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 _OPSET_DOMAIN = re.compile(r"(?:[A-Za-z][A-Za-z0-9._-]{0,99})?")
-# Control characters and line breaks would let a field forge lines in logs and reports.
-_FORBIDDEN_CATEGORIES = ("Cc", "Zl", "Zp")
 
 _V = TypeVar("_V")
 
 
 def _freeze(mapping: Mapping[str, _V]) -> Mapping[str, _V]:
     return MappingProxyType(dict(sorted(mapping.items())))
-
-
-def get_text(d: Mapping[str, Any], key: str, context: str) -> str:
-    value = get_str(d, key, context)
-    if not value:
-        raise ManifestError("must not be empty", context=join(context, key))
-    if any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in value):
-        raise ManifestError(
-            "must not contain control characters or line breaks", context=join(context, key)
-        )
-    return value
-
-
-def _matching(
-    d: Mapping[str, Any], key: str, context: str, pattern: re.Pattern[str], rule: str
-) -> str:
-    value = get_str(d, key, context)
-    if not pattern.fullmatch(value):
-        raise ManifestError(f"{quote(value)} is not {rule}", context=join(context, key))
-    return value
-
-
-def get_sha256(d: Mapping[str, Any], key: str, context: str) -> str:
-    return _matching(d, key, context, _SHA256, "a sha256 digest (64 lowercase hex digits)")
-
-
-def _choice(d: Mapping[str, Any], key: str, context: str, choices: tuple[str, ...]) -> str:
-    value = get_str(d, key, context)
-    if value not in choices:
-        allowed = ", ".join(repr(choice) for choice in choices)
-        raise ManifestError(f"{quote(value)} is not one of {allowed}", join(context, key))
-    return value
-
-
-def get_count(d: Mapping[str, Any], key: str, context: str, minimum: int = 0) -> int:
-    value = get_int(d, key, context)
-    if value < minimum:
-        raise ManifestError(f"must be >= {minimum}, got {value}", context=join(context, key))
-    return value
-
-
-def _non_negative(d: Mapping[str, Any], key: str, context: str) -> float:
-    value = get_float(d, key, context)
-    if value < 0:
-        raise ManifestError(f"must be >= 0, got {value!r}", context=join(context, key))
-    return value
-
-
-def _positive(d: Mapping[str, Any], key: str, context: str) -> float:
-    value = get_float(d, key, context)
-    if value <= 0:
-        raise ManifestError(f"must be > 0, got {value!r}", context=join(context, key))
-    return value
-
-
-def _fraction(d: Mapping[str, Any], key: str, context: str) -> float:
-    value = get_float(d, key, context)
-    if not 0 <= value <= 1:
-        raise ManifestError(f"must be between 0 and 1, got {value!r}", context=join(context, key))
-    return value
-
-
-def _objects(d: Mapping[str, Any], key: str, context: str) -> list[tuple[dict[str, Any], str]]:
-    """A non-empty array of objects, each paired with its context (``outputs[2]``)."""
-    items = get_list(d, key, context)
-    if not items:
-        raise ManifestError("must not be empty", context=join(context, key))
-    pairs = []
-    for index, item in enumerate(items):
-        item_context = f"{join(context, key)}[{index}]"
-        if not isinstance(item, dict):
-            raise ManifestError(f"expected an object, got {json_type(item)}", item_context)
-        pairs.append((item, item_context))
-    return pairs
-
-
-def _check_unique(names: list[str], what: str, context: str) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise ManifestError(f"duplicate {what} {quote(name)}", context=context)
-        seen.add(name)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -165,7 +87,7 @@ class Source:
     def from_dict(cls, d: Mapping[str, Any], context: str = "") -> Source:
         reject_unknown(d, _fields(cls), context)
         return cls(
-            framework=_choice(d, "framework", context, FRAMEWORKS),
+            framework=get_choice(d, "framework", context, FRAMEWORKS),
             framework_version=get_text(d, "framework_version", context),
             sha256=get_sha256(d, "sha256", context),
             objective=get_text(d, "objective", context),
@@ -198,7 +120,7 @@ class Feature:
         reject_unknown(d, _fields(cls), context)
         return cls(
             name=get_text(d, "name", context),
-            type=_choice(d, "type", context, FEATURE_TYPES),
+            type=get_choice(d, "type", context, FEATURE_TYPES),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -215,10 +137,11 @@ class InputSchema:
         reject_unknown(d, _fields(cls), context)
         features = tuple(
             Feature.from_dict(item, item_context)
-            for item, item_context in _objects(d, "features", context)
+            for item, item_context in get_objects(d, "features", context)
         )
-        _check_unique([f.name for f in features], "feature name", join(context, "features"))
-        return cls(features=features, missing=_choice(d, "missing", context, MISSING_CONVENTIONS))
+        check_unique([f.name for f in features], "feature name", join(context, "features"))
+        missing = get_choice(d, "missing", context, MISSING_CONVENTIONS)
+        return cls(features=features, missing=missing)
 
     def to_dict(self) -> dict[str, Any]:
         return {"features": [f.to_dict() for f in self.features], "missing": self.missing}
@@ -234,8 +157,8 @@ class OutputSpec:
     def from_dict(cls, d: Mapping[str, Any], context: str = "") -> OutputSpec:
         reject_unknown(d, _fields(cls), context)
         return cls(
-            name=_matching(d, "name", context, _OUTPUT_NAME, "a lowercase identifier"),
-            dtype=_choice(d, "dtype", context, OUTPUT_DTYPES),
+            name=get_matching(d, "name", context, _OUTPUT_NAME, "a lowercase identifier"),
+            dtype=get_choice(d, "dtype", context, OUTPUT_DTYPES),
             shape=_shape(d, "shape", context),
         )
 
@@ -283,11 +206,11 @@ class Quantization:
             )
         return cls(
             scheme=get_text(d, "scheme", context),
-            layout=_choice(d, "layout", context, LAYOUTS),
+            layout=get_choice(d, "layout", context, LAYOUTS),
             leaf_bits=leaf_bits,
             escalated=get_bool(d, "escalated", context),
             bin_dtypes=_bin_dtypes(d, "bin_dtypes", context),
-            margin_error_bound=_non_negative(d, "margin_error_bound", context),
+            margin_error_bound=get_non_negative(d, "margin_error_bound", context),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -317,8 +240,8 @@ class Budget:
     def from_dict(cls, d: Mapping[str, Any], context: str = "") -> Budget:
         reject_unknown(d, _fields(cls), context)
         return cls(
-            max_error=_non_negative(d, "max_error", context),
-            min_label_agreement=get_optional(d, "min_label_agreement", context, _fraction),
+            max_error=get_non_negative(d, "max_error", context),
+            min_label_agreement=get_optional(d, "min_label_agreement", context, get_fraction),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -346,10 +269,10 @@ class Parity:
             rows=get_count(d, "rows", context),
             data_rows=get_count(d, "data_rows", context),
             synthesized_rows=get_count(d, "synthesized_rows", context),
-            max_abs_error=_non_negative(d, "max_abs_error", context),
-            error_scale=_positive(d, "error_scale", context),
-            max_error=_non_negative(d, "max_error", context),
-            label_agreement=get_optional(d, "label_agreement", context, _fraction),
+            max_abs_error=get_non_negative(d, "max_abs_error", context),
+            error_scale=get_positive(d, "error_scale", context),
+            max_error=get_non_negative(d, "max_error", context),
+            label_agreement=get_optional(d, "label_agreement", context, get_fraction),
             budget=Budget.from_dict(get_obj(d, "budget", context), join(context, "budget")),
             passed=get_bool(d, "passed", context),
         )
@@ -479,14 +402,14 @@ class Manifest:
         reject_unknown(d, _fields(cls), context)
         manifest = cls(
             format=fmt,
-            name=_matching(d, "name", context, _NAME, "a valid model name"),
+            name=get_matching(d, "name", context, _NAME, "a valid model name"),
             version=Version.parse(get_str(d, "version", context), context=join(context, "version")),
             created=get_timestamp(d, "created", context),
             source=Source.from_dict(get_obj(d, "source", context), join(context, "source")),
-            task=_choice(d, "task", context, TASKS),
+            task=get_choice(d, "task", context, TASKS),
             inputs=InputSchema.from_dict(get_obj(d, "inputs", context), join(context, "inputs")),
             outputs=_outputs(d, "outputs", context),
-            precision=_choice(d, "precision", context, PRECISIONS),
+            precision=get_choice(d, "precision", context, PRECISIONS),
             quantization=get_optional(d, "quantization", context, _quantization),
             parity=Parity.from_dict(get_obj(d, "parity", context), join(context, "parity")),
             requirements=Requirements.from_dict(
@@ -547,23 +470,12 @@ class Manifest:
         return dumps_canonical(data)
 
 
-def get_timestamp(d: Mapping[str, Any], key: str, context: str) -> str:
-    text = get_str(d, key, context)
-    rule = "an RFC 3339 UTC time like 2025-01-31T12:00:00Z"
-    if not _CREATED.fullmatch(text):
-        raise ManifestError(f"{quote(text)} is not {rule}", context=join(context, key))
-    try:
-        datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
-        raise ManifestError(f"{quote(text)} is not {rule}", context=join(context, key)) from None
-    return text
-
-
 def _outputs(d: Mapping[str, Any], key: str, context: str) -> tuple[OutputSpec, ...]:
     outputs = tuple(
-        OutputSpec.from_dict(item, item_context) for item, item_context in _objects(d, key, context)
+        OutputSpec.from_dict(item, item_context)
+        for item, item_context in get_objects(d, key, context)
     )
-    _check_unique([o.name for o in outputs], "output name", join(context, key))
+    check_unique([o.name for o in outputs], "output name", join(context, key))
     return outputs
 
 

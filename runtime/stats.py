@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from edgebundle.runtime._json import (
     dumps_canonical,
+    get_count,
     get_float,
     get_list,
     get_obj,
@@ -31,7 +32,6 @@ from edgebundle.runtime._json import (
     reject_unknown,
 )
 from edgebundle.runtime.errors import ManifestError
-from edgebundle.runtime.manifest import get_count
 
 if TYPE_CHECKING:
     from edgebundle.runtime.bundle import VerifiedBundle

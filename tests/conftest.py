@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgebundle.builder.keys import generate_keypair
-from edgebundle.runtime.bundle import write_bundle
+from edgebundle.runtime.container import write_bundle
 from edgebundle.runtime.signing import MANIFEST_CONTEXT, SignatureFile, TrustedKeys, sign
 
 BundleFactory = Callable[..., bytes]

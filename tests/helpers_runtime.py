@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edgebundle.builder.convert.emit_float import emit_float
 from edgebundle.builder.convert.link import BuiltModel, assemble
 from edgebundle.builder.convert.load import load_model
-from edgebundle.runtime.bundle import write_bundle
+from edgebundle.runtime.container import write_bundle
 from edgebundle.runtime.manifest import Manifest, OutputSpec
 from edgebundle.runtime.selftest import Selftest, Tolerance
 from edgebundle.runtime.signing import MANIFEST_CONTEXT, SignatureFile, sign

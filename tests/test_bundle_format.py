@@ -15,15 +15,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgebundle.runtime.bundle import (
-    BLOCK,
     Limits,
     VerifiedBundle,
     check_bundle,
     open_bundle,
     read_bundle_file,
     read_members_unverified,
-    write_bundle,
 )
+from edgebundle.runtime.container import BLOCK, write_bundle
 from edgebundle.runtime.errors import (
     BundleError,
     FormatError,

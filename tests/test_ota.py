@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from edgebundle.builder.publish import publish
-from edgebundle.runtime.bundle import read_members_unverified, write_bundle
+from edgebundle.runtime.bundle import read_members_unverified
+from edgebundle.runtime.container import write_bundle
 from edgebundle.runtime.errors import ChannelError, RollbackError, SignatureError
 from edgebundle.runtime.ota.channel import ChannelEntry, ChannelIndex, bundle_file
 from edgebundle.runtime.ota.fetch import FetchLimits

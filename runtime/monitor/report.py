@@ -15,18 +15,19 @@ from typing import Any
 
 from edgebundle.runtime._json import (
     dumps_canonical,
+    get_count,
     get_float,
     get_list,
     get_obj,
     get_optional,
     get_str,
+    get_timestamp,
     join,
     json_type,
     loads_strict,
     reject_unknown,
 )
 from edgebundle.runtime.errors import ManifestError
-from edgebundle.runtime.manifest import get_count, get_timestamp
 from edgebundle.runtime.monitor.statistics import psi
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.stats import Baseline, FeatureBaseline

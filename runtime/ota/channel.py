@@ -25,15 +25,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgebundle.runtime._json import (
     dumps_canonical,
+    get_count,
     get_list,
+    get_sha256,
     get_str,
+    get_timestamp,
     join,
     json_type,
     loads_strict,
     reject_unknown,
 )
 from edgebundle.runtime.errors import ChannelError, ManifestError, RollbackError, SignatureError
-from edgebundle.runtime.manifest import get_count, get_sha256, get_timestamp
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.signing import SignatureFile, TrustedKeys, sign_all, verify
 

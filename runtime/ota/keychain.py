@@ -32,9 +32,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgebundle.runtime._json import (
     dumps_canonical,
+    get_count,
     get_list,
     get_optional,
     get_str,
+    get_timestamp,
     join,
     json_type,
     loads_strict,
@@ -42,7 +44,6 @@ from edgebundle.runtime._json import (
     reject_unknown,
 )
 from edgebundle.runtime.errors import ChannelError, KeyFileError, ManifestError, SignatureError
-from edgebundle.runtime.manifest import get_count, get_timestamp
 from edgebundle.runtime.ota.channel import TIME_FORMAT, Envelope, decode_base64
 from edgebundle.runtime.signing import MAX_SIGNATURES, TrustedKeys, keyid, load_public_key
 

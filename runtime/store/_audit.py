@@ -14,14 +14,15 @@ from typing import Any
 from edgebundle.runtime._json import (
     dumps_canonical,
     get_optional,
+    get_sha256,
     get_str,
+    get_timestamp,
     join,
     quote,
     reject_unknown,
 )
 from edgebundle.runtime.errors import ManifestError
 from edgebundle.runtime.fsio import append_durably
-from edgebundle.runtime.manifest import get_sha256, get_timestamp
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.store._clock import now
 

@@ -8,10 +8,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edgebundle.runtime._json import dumps_canonical, get_str, loads_strict, reject_unknown
+from edgebundle.runtime._json import (
+    dumps_canonical,
+    get_count,
+    get_str,
+    loads_strict,
+    reject_unknown,
+)
 from edgebundle.runtime.errors import ManifestError, RollbackError, StoreError
 from edgebundle.runtime.fsio import write_durably
-from edgebundle.runtime.manifest import get_count
 from edgebundle.runtime.store._files import read_small
 
 OTA_FORMAT = "edgebundle.ota/2"

@@ -15,18 +15,20 @@ from typing import Any
 from edgebundle.runtime._json import (
     dumps_canonical,
     get_bool,
+    get_count,
     get_float,
     get_list,
     get_obj,
     get_optional,
+    get_sha256,
     get_str,
+    get_timestamp,
     join,
     json_type,
     quote,
     reject_unknown,
 )
 from edgebundle.runtime.errors import ManifestError
-from edgebundle.runtime.manifest import get_count, get_sha256, get_timestamp
 from edgebundle.runtime.selftest import SelftestResult
 from edgebundle.runtime.semver import Version
 
