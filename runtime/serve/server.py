@@ -29,6 +29,7 @@ from edgebundle.runtime.serve.config import ServerConfig
 from edgebundle.runtime.serve.endpoints import App
 from edgebundle.runtime.serve.loop import Loop
 from edgebundle.runtime.serve.metrics import Metrics
+from edgebundle.runtime.serve.notify import notify
 from edgebundle.runtime.serve.serving import ServedModels
 from edgebundle.runtime.store import Store
 
@@ -165,6 +166,7 @@ def serve(store: Store, config: ServerConfig, log: Callable[[str], None] = log_l
             (signal.SIGHUP, signals.on_reload),
         )
     }
+    notify("READY=1")  # listening, models loaded, signals handled
     try:
         # Handlers only set flags: taking a lock inside one can deadlock the main thread.
         while not signals.stop:
@@ -173,6 +175,7 @@ def serve(store: Store, config: ServerConfig, log: Callable[[str], None] = log_l
                 signals.reload = False
                 running.reload()
     finally:
+        notify("STOPPING=1")
         drained = running.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
