@@ -9,7 +9,6 @@ verifies it, against the channel's own key chain before it lands.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,7 +32,6 @@ from edgebundle.runtime.ota.channel import (
     ChannelEntry,
     ChannelIndex,
     Envelope,
-    bundle_file,
     parse_index_payload,
 )
 from edgebundle.runtime.ota.keychain import (
@@ -45,7 +43,6 @@ from edgebundle.runtime.ota.keychain import (
     verify_own_signatures,
     verify_statement,
 )
-from edgebundle.runtime.semver import Version
 from edgebundle.runtime.signing import MANIFEST_CONTEXT, TrustedKeys, keyid, sign_all
 
 _DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
@@ -122,7 +119,7 @@ def publish(
         chain = channel_trust(channel)
         default = chain.trusted() if chain else TrustedKeys(k.public_key() for k in keys)
         verified = open_bundle(data, trust or default)
-        entry = _entry(verified.manifest.name, verified.manifest.version, data)
+        entry = ChannelEntry.of(verified.manifest.name, verified.manifest.version, data)
         old = current_index(channel)
         others = [e for e in (old.bundles if old else ()) if not _same_release(e, entry)]
         clash = [e for e in (old.bundles if old else ()) if _same_release(e, entry)]
@@ -154,16 +151,6 @@ def refresh(
         index, envelope = _next_index(keys, old, old.bundles, expires, _verifiers(chain))
         write_atomic(channel / INDEX_NAME, envelope.to_bytes(), force=True)
         return index
-
-
-def _entry(name: str, version: Version, data: bytes) -> ChannelEntry:
-    return ChannelEntry(
-        name=name,
-        version=version,
-        file=bundle_file(name, version),
-        sha256=hashlib.sha256(data).hexdigest(),
-        size=len(data),
-    )
 
 
 def _same_release(a: ChannelEntry, b: ChannelEntry) -> bool:
@@ -282,7 +269,7 @@ def _move_index(
     }
     for data in resigned.values():
         open_bundle(data, sets[1].trusted())
-    bundles = tuple(_entry(e.name, e.version, resigned[e.file]) for e in old.bundles)
+    bundles = tuple(ChannelEntry.of(e.name, e.version, resigned[e.file]) for e in old.bundles)
     verifiers = tuple(key_set.trusted() for key_set in sets)
     _, envelope = _next_index(signers, old, bundles, old.expires, verifiers)
     for file, data in resigned.items():

@@ -3,7 +3,6 @@ misbehaviour per path (python-tuf's tests serve metadata from a simulator; ours 
 
 from __future__ import annotations
 
-import hashlib
 import http.server
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +20,6 @@ from edgebundle.runtime.ota.channel import (
     ChannelEntry,
     ChannelIndex,
     Envelope,
-    bundle_file,
 )
 from edgebundle.runtime.semver import Version
 
@@ -74,14 +72,7 @@ def served(directory: Path) -> Iterator[Channel]:
 
 def entry_for(name: str, version: str, data: bytes) -> ChannelEntry:
     """The index entry for ``data`` published as ``name`` ``version``."""
-    parsed = Version.parse(version)
-    return ChannelEntry(
-        name=name,
-        version=parsed,
-        file=bundle_file(name, parsed),
-        sha256=hashlib.sha256(data).hexdigest(),
-        size=len(data),
-    )
+    return ChannelEntry.of(name, Version.parse(version), data)
 
 
 def write_index(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -98,6 +99,17 @@ class ChannelEntry:
     file: str  # path inside the channel, always bundles/<name>-<version>.bundle
     sha256: str
     size: int
+
+    @classmethod
+    def of(cls, name: str, version: Version, data: bytes) -> ChannelEntry:
+        """The entry for the bundle bytes ``data`` published as ``name`` ``version``."""
+        return cls(
+            name=name,
+            version=version,
+            file=bundle_file(name, version),
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+        )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], context: str = "") -> ChannelEntry:
