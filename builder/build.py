@@ -31,9 +31,10 @@ from edgebundle.builder.convert.link import BuiltModel, assemble
 from edgebundle.builder.convert.load import SourceModel, load_model
 from edgebundle.builder.convert.objectives import Link
 from edgebundle.builder.data import load_rows
+from edgebundle.builder.errors import ParityError
 from edgebundle.builder.timing import median_seconds
 from edgebundle.runtime.container import write_bundle
-from edgebundle.runtime.errors import BundleError, ParityError
+from edgebundle.runtime.errors import BundleError
 from edgebundle.runtime.fsio import write_durably
 from edgebundle.runtime.manifest import (
     FORMAT,

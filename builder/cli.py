@@ -25,6 +25,7 @@ from edgebundle.builder.drift.page import format_html
 from edgebundle.builder.drift.summary import summary_dict
 from edgebundle.builder.drift.text import format_text
 from edgebundle.builder.drill import make_broken
+from edgebundle.builder.errors import ParityError
 from edgebundle.builder.inspect import inspect_bundle
 from edgebundle.builder.keys import generate_keypair, load_any_key
 from edgebundle.builder.kit.command import device_kit_command
@@ -32,7 +33,7 @@ from edgebundle.builder.publish import parse_duration, publish, rotate_keys
 from edgebundle.builder.publish import refresh as refresh_channel
 from edgebundle.builder.report import candidate_dict, format_candidates, format_report, report_dict
 from edgebundle.runtime.bundle import Limits, check_bundle, read_bundle_file
-from edgebundle.runtime.errors import BundleError, ParityError
+from edgebundle.runtime.errors import BundleError
 from edgebundle.runtime.fsio import write_durably
 from edgebundle.runtime.ota.keychain import load_trust
 from edgebundle.runtime.semver import Version

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgebundle.runtime.errors import InputError
+from edgebundle.runtime.rows.csv_rows import csv_number
 
 if TYPE_CHECKING:
     from _csv import Reader as CsvReader
@@ -86,12 +87,10 @@ def _parse_row(
 
 def parse_cell(path: Path, line: int, column: str, text: str, limit: float = _F32_MAX) -> float:
     """A cell's number, NaN when empty; refused beyond ``limit`` (float32's range: features)."""
-    if text.strip() == "":
-        return math.nan
     try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"{path} line {line}: column {column!r}: not a number: {text!r}") from None
+        value = csv_number(text, column)
+    except InputError as exc:
+        raise InputError(f"{path} line {line}: {exc}") from None
     if math.isinf(value) or abs(value) > limit:
         raise InputError(f"{path} line {line}: column {column!r}: infinite or too large: {text!r}")
     return value

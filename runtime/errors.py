@@ -44,14 +44,6 @@ class InputError(BundleError):
     """A row to score is malformed: wrong feature count, a string where a number belongs..."""
 
 
-class ConversionError(BundleError):
-    """The model cannot be converted faithfully (unsupported objective, booster, split type...)."""
-
-
-class ParityError(BundleError):
-    """The converted model misses its error budget against XGBoost's own predictions."""
-
-
 class ChannelError(BundleError):
     """An OTA channel is refused: malformed, expired, replayed, a broken key chain, or a
     download that is not what the signed index lists."""

@@ -118,7 +118,7 @@ def test_build_with_npy_data(trained: Trained, keys: KeyFiles, tmp_path: Path) -
     ("content", "message"),
     [
         ("age,income\n1,2\n", "header lacks model features"),
-        ("id," + ",".join(NAMES) + "\nx,1,2,3,4,5,abc\n", "not a number"),
+        ("id," + ",".join(NAMES) + "\nx,1,2,3,4,5,abc\n", "expected a number, got 'abc'"),
         ("id," + ",".join(NAMES) + "\nx,1,2\n", "cells"),
         ("", "empty file"),
     ],

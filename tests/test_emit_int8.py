@@ -23,7 +23,7 @@ from edgebundle.builder.convert.emit_int8 import emit_int8
 from edgebundle.builder.convert.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
 from edgebundle.builder.convert.int8.leaves import quantize_leaves
 from edgebundle.builder.convert.ir import LEAF, Ensemble, Tree
-from edgebundle.runtime.errors import ConversionError
+from edgebundle.builder.errors import ConversionError
 
 LEAF_TENSOR = "int8/leaf"  # the emitter's [N, T] leaf codes (as float) before dequantization
 

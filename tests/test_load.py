@@ -12,7 +12,7 @@ import xgboost as xgb
 from edgebundle.builder.convert.emit_float import emit_float
 from edgebundle.builder.convert.link import assemble
 from edgebundle.builder.convert.load import load_model
-from edgebundle.runtime.errors import ConversionError
+from edgebundle.builder.errors import ConversionError
 from tests.xgbmodels import NAMES, features, labels, threshold_rows, train
 
 

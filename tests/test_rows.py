@@ -463,7 +463,7 @@ def test_decode_json_gives_what_decode_gives(text: str) -> None:
     assert outcome(_decode_json) == outcome(_DECODER.decode)
 
 
-# CSV cells of every kind _csv_number tells apart: numbers, blanks, missing, and not numbers.
+# CSV cells of every kind csv_number tells apart: numbers, blanks, missing, and not numbers.
 CSV_CELLS = [
     "1",
     "-0",

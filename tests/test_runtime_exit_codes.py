@@ -16,6 +16,7 @@ from helpers_runtime import BundleFiles, multiclass, write_signed_bundle
 from edgebundle.builder.build import BudgetMissedError
 from edgebundle.builder.cli import EXIT_CODES as BUILDER_EXIT_CODES
 from edgebundle.builder.cli import ExitCode as BuilderExitCode
+from edgebundle.builder.errors import ParityError
 from edgebundle.runtime import errors
 from edgebundle.runtime.cli import ExitCode, main
 from edgebundle.runtime.cli.exits import (
@@ -31,13 +32,11 @@ from edgebundle.runtime.errors import (
     ChannelError,
     ChannelUnreachableError,
     CompatibilityError,
-    ConversionError,
     FormatError,
     InputError,
     IntegrityError,
     KeyFileError,
     ManifestError,
-    ParityError,
     RollbackError,
     SelftestError,
     ServeError,
@@ -89,8 +88,6 @@ def test_no_two_meanings_share_a_number() -> None:
             IntegrityError,
             CompatibilityError,
             SelftestError,
-            ConversionError,
-            ParityError,
         },
         ExitCode.ROLLBACK_REFUSED: {RollbackError},
         ExitCode.CHANNEL_UNREACHABLE: {ChannelUnreachableError},
@@ -102,8 +99,8 @@ def test_the_nearest_class_with_an_entry_decides() -> None:
     assert exit_code(ChannelUnreachableError("down")) == ExitCode.CHANNEL_UNREACHABLE
     assert exit_code(ChannelError("forged")) == ExitCode.CHANNEL_REJECTED
     assert exit_code(ServeError("token file is empty")) == ExitCode.USAGE
-    # A subclass defined outside runtime/errors.py takes its base's entry.
-    assert exit_code(BudgetMissedError("missed", ())) == ExitCode.REJECTED
+    # The builder's errors are not the device's: they take their base's entry.
+    assert exit_code(BudgetMissedError("missed", ())) == ExitCode.USAGE
 
 
 @pytest.mark.parametrize(
@@ -119,7 +116,7 @@ def test_a_blame_overrides_every_class_but_those_it_keeps(blamed: Blame) -> None
 def test_the_builder_shares_codes_with_the_runtime_only_where_the_meaning_is_the_same() -> None:
     assert BuilderExitCode.USAGE == ExitCode.USAGE
     # `bundle build` missing its budget refuses the model, as a device refuses a bundle.
-    assert BUILDER_EXIT_CODES[ParityError] == EXIT_CODES[ParityError] == 3
+    assert BUILDER_EXIT_CODES[ParityError] == ExitCode.REJECTED == 3
     assert set(BUILDER_EXIT_CODES) == {BundleError, ParityError}
 
 

@@ -45,7 +45,7 @@ from edgebundle.builder.convert.int8.perfect import (
 )
 from edgebundle.builder.convert.int8.traversal import emit_traversal
 from edgebundle.builder.convert.ir import Ensemble
-from edgebundle.runtime.errors import ConversionError
+from edgebundle.builder.errors import ConversionError
 
 SCHEME = "threshold-codes+tree-scaled-leaves/1"
 LAYOUTS = ("perfect", "node-array")

@@ -20,7 +20,7 @@ import xgboost as xgb
 
 from edgebundle.builder.convert.ir import LEAF, Ensemble, Tree
 from edgebundle.builder.convert.objectives import OBJECTIVES, BaseSpace, Objective
-from edgebundle.runtime.errors import ConversionError
+from edgebundle.builder.errors import ConversionError
 
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".sav"}
 _FEATURE_TYPES = {"float", "int", "i", "q"}

@@ -21,13 +21,11 @@ from edgebundle.runtime.errors import (
     ChannelError,
     ChannelUnreachableError,
     CompatibilityError,
-    ConversionError,
     FormatError,
     InputError,
     IntegrityError,
     KeyFileError,
     ManifestError,
-    ParityError,
     RollbackError,
     SelftestError,
     ServeError,
@@ -66,8 +64,6 @@ EXIT_CODES: Mapping[type[BundleError], ExitCode] = MappingProxyType(
         SelftestError: ExitCode.REJECTED,
         # Only the builder raises these (`bundle` has its own table); on a device they could
         # only mean a model it must refuse.
-        ConversionError: ExitCode.REJECTED,
-        ParityError: ExitCode.REJECTED,
         RollbackError: ExitCode.ROLLBACK_REFUSED,
         ChannelError: ExitCode.CHANNEL_REJECTED,
         ChannelUnreachableError: ExitCode.CHANNEL_UNREACHABLE,

@@ -66,7 +66,7 @@ class CsvRowParser:
             for name, j in zip(self.passthrough_columns, self._passthrough_positions, strict=True)
         }
         try:
-            values = [_csv_number(cells[j], name) for name, j in self._feature_columns]
+            values = [csv_number(cells[j], name) for name, j in self._feature_columns]
         except InputError as e:
             return RowError(f"{where}: {e}", passthrough)
         return values, passthrough
@@ -92,7 +92,9 @@ def _check_header(
         raise InputError(f"CSV column {clashing[0]!r} clashes with an output column")
 
 
-def _csv_number(cell: str, column: str) -> float:
+def csv_number(cell: str, column: str) -> float:
+    """A CSV cell's number, NaN when blank: the one rule for cells on the device and on the
+    workstation (``bundle build --data``, ``bundle compare``)."""
     text = cell.strip()
     if not text:
         return math.nan

@@ -8,7 +8,7 @@ import numpy as np
 
 from edgebundle.builder.convert.int8.tables import FloatArray, IntArray
 from edgebundle.builder.convert.ir import Ensemble, Tree
-from edgebundle.runtime.errors import ConversionError
+from edgebundle.builder.errors import ConversionError
 
 CODES_PER_SEGMENT = 256  # uint8 threshold codes
 

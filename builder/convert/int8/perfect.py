@@ -12,7 +12,7 @@ from edgebundle.builder.convert.int8.codebook import Codebook
 from edgebundle.builder.convert.int8.leaves import LeafCodes
 from edgebundle.builder.convert.int8.tables import IntArray, Tables, index_itemsize
 from edgebundle.builder.convert.ir import LEAF, Ensemble, Tree
-from edgebundle.runtime.errors import ConversionError
+from edgebundle.builder.errors import ConversionError
 
 MAX_PERFECT_SLOTS = 1 << 24  # refuse to pad beyond this even when asked to
 
