@@ -257,7 +257,7 @@ class Op:
 
 
 # Every (domain, op) that builder/convert/emit_float.py, int8/traversal.py and link.py write, with
-# its shape rule; tests/test_hostile_graph.py checks this is exactly their union.
+# its shape rule; tests/runtime/test_hostile_graph.py checks this is exactly their union.
 OPS: Mapping[tuple[str, str], Op] = {
     (_ML, "TreeEnsemble"): Op(_tree_ensemble, 1, 1, held=_tree_ensemble_held),  # float
     ("", "Add"): Op(_elementwise, 2, 2),

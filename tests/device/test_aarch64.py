@@ -38,7 +38,7 @@ from edgebundle.builder.kit import KitOptions, make_kit, parse_target
 from tests.device.emulator import PYTHON, Device, cache_dir, device, offline
 from tests.device.parity import Record, csv_records, jsonl_records, max_difference
 from tests.device.report import REPORT
-from tests.xgbmodels import BIN, NAMES, OBJECTIVES, json_lines, threshold_rows, train
+from tests.support.xgbmodels import BIN, NAMES, OBJECTIVES, json_lines, threshold_rows, train
 
 pytestmark = pytest.mark.device
 

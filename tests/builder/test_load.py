@@ -1,0 +1,161 @@
+"""Loading real XGBoost models into the IR, and the clear refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import xgboost as xgb
+
+from edgebundle.builder.convert.emit_float import emit_float
+from edgebundle.builder.convert.link import assemble
+from edgebundle.builder.convert.load import load_model
+from edgebundle.builder.errors import ConversionError
+from tests.support.xgbmodels import NAMES, features, labels, threshold_rows, train
+
+
+def float_predict(path: Path, rows: np.ndarray, **kwargs: bool) -> np.ndarray:
+    source = load_model(path, **kwargs)
+    built = assemble(
+        emit_float(source.ensemble),
+        source.objective.link,
+        source.ensemble.num_features,
+        source.ensemble.num_outputs,
+    )
+    session = ort.InferenceSession(built.onnx_bytes, providers=["CPUExecutionProvider"])
+    return np.asarray(session.run([built.outputs[0].name], {"input": rows})[0])
+
+
+@pytest.mark.parametrize("filename", ["model.json", "model.ubj", "model.bin", "model"])
+def test_loads_every_format_xgboost_saves(tmp_path: Path, filename: str) -> None:
+    trained = train("binary:logistic", tmp_path, filename=filename)
+    source = load_model(trained.path)
+    assert source.feature_names == NAMES
+    assert len(source.ensemble.trees) == 20
+    np.testing.assert_allclose(
+        float_predict(trained.path, trained.x_test), trained.predict(trained.x_test), atol=2e-7
+    )
+
+
+def test_sklearn_wrapper_with_early_stopping_uses_best_iteration(tmp_path: Path) -> None:
+    x = features(1500)
+    y = labels("binary:logistic", x)
+    model = xgb.XGBClassifier(
+        n_estimators=300, learning_rate=0.5, max_depth=4, early_stopping_rounds=5, n_jobs=1
+    )
+    model.fit(x[:1000], y[:1000], eval_set=[(x[1000:1200], y[1000:1200])], verbose=False)
+    assert model.best_iteration < 299
+    path = tmp_path / "clf.json"
+    model.save_model(path)
+    source = load_model(path)
+    assert source.best_iteration == model.best_iteration
+    assert source.iterations == model.best_iteration + 1
+    rows = x[1200:]
+    np.testing.assert_allclose(
+        float_predict(path, rows), model.predict_proba(rows)[:, 1], atol=2e-7
+    )
+    assert len(load_model(path, use_best_iteration=False).ensemble.trees) > source.iterations
+
+
+def test_deep_lossguide_trees(tmp_path: Path) -> None:
+    trained = train(
+        "reg:squarederror",
+        tmp_path,
+        rounds=5,
+        grow_policy="lossguide",
+        max_depth=0,
+        max_leaves=400,
+        min_child_weight=0,
+        reg_lambda=0,
+        max_bin=1024,
+    )
+    source = load_model(trained.path)
+    assert max(t.depth() for t in source.ensemble.trees) >= 15
+    rows = np.concatenate([trained.x_test, threshold_rows(trained.booster, len(NAMES))])
+    expected = trained.predict(rows)
+    np.testing.assert_allclose(
+        float_predict(trained.path, rows), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max()
+    )
+
+
+@pytest.mark.parametrize("method", ["exact", "approx"])
+def test_exact_and_approx_tree_methods(tmp_path: Path, method: str) -> None:
+    trained = train("binary:logistic", tmp_path, tree_method=method)
+    rows = np.concatenate([trained.x_test, threshold_rows(trained.booster, len(NAMES))])
+    np.testing.assert_allclose(float_predict(trained.path, rows), trained.predict(rows), atol=2e-7)
+
+
+def test_default_feature_names_are_positional(tmp_path: Path) -> None:
+    x = features(300)
+    booster = xgb.train({"max_depth": 3}, xgb.DMatrix(x, label=np.arange(300.0)), 3)
+    booster.save_model(tmp_path / "m.json")
+    assert load_model(tmp_path / "m.json").feature_names == tuple(f"f{i}" for i in range(6))
+
+
+def refused(path: Path) -> str:
+    with pytest.raises(ConversionError) as info:
+        load_model(path)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_refuses_gblinear(tmp_path: Path) -> None:
+    train("reg:squarederror", tmp_path, booster="gblinear")
+    assert "gblinear" in refused(tmp_path / "model.json")
+
+
+def test_refuses_dart(tmp_path: Path) -> None:
+    train("reg:squarederror", tmp_path, booster="dart", rate_drop=0.1)
+    assert "dart" in refused(tmp_path / "model.json")
+
+
+def test_refuses_multi_quantile(tmp_path: Path) -> None:
+    x = features(300)
+    dm = xgb.DMatrix(x, label=np.nan_to_num(x[:, 0]))
+    booster = xgb.train(
+        {"objective": "reg:quantileerror", "quantile_alpha": [0.2, 0.8]}, dm, 3
+    )
+    booster.save_model(tmp_path / "q.json")
+    assert "quantile" in refused(tmp_path / "q.json")
+
+
+def test_refuses_multi_target_trees(tmp_path: Path) -> None:
+    x = features(300)
+    y = np.stack([np.nan_to_num(x[:, 0]), np.nan_to_num(x[:, 2])], axis=1)
+    booster = xgb.train(
+        {"tree_method": "hist", "multi_strategy": "multi_output_tree"}, xgb.DMatrix(x, y), 3
+    )
+    booster.save_model(tmp_path / "mt.json")
+    assert "target" in refused(tmp_path / "mt.json")
+
+
+def test_refuses_categorical_splits(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    cat = rng.integers(0, 5, 400).astype(np.float32)
+    x = np.stack([cat, rng.normal(size=400).astype(np.float32)], axis=1)
+    dm = xgb.DMatrix(x, label=(cat == 2).astype(float), feature_types=["c", "q"],
+                     enable_categorical=True)
+    xgb.train({"tree_method": "hist", "max_cat_to_onehot": 1}, dm, 3).save_model(
+        tmp_path / "cat.json"
+    )
+    assert "categorical" in refused(tmp_path / "cat.json")
+
+
+def test_refuses_pickles_without_reading_them(tmp_path: Path) -> None:
+    path = tmp_path / "model.pkl"
+    path.write_bytes(b"not even read")
+    assert "pickle" in refused(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json", b"\x00\x01garbage"])
+def test_refuses_garbage(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "model.json"
+    path.write_bytes(content)
+    assert "cannot load" in refused(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert "cannot read" in refused(tmp_path / "nope.json")

@@ -1,0 +1,51 @@
+"""systemd readiness: ``serve`` says READY=1 on $NOTIFY_SOCKET once it answers, STOPPING=1 when
+SIGTERM starts the drain, and nothing (no error) without a notify socket."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+from edgebundle.runtime.store import Store
+from tests.conftest import KeyFiles
+from tests.support.xgbmodels import BIN
+
+
+def test_serve_notifies_systemd_when_ready_and_when_stopping(
+    tmp_path: Path, keys: KeyFiles
+) -> None:
+    store = Store.init(tmp_path / "store", [keys.public])
+    address = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.settimeout(60)
+        proc = subprocess.Popen(
+            [str(BIN / "bundle-runtime"), "serve", "--store", str(store.root), "--port", "0"],
+            env={"NOTIFY_SOCKET": address, "PATH": "/usr/bin:/bin"},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert listener.recv(4096) == b"READY=1"
+            assert proc.stderr is not None
+            line = proc.stderr.readline().decode()
+            port = int(line.rsplit(":", 1)[1].strip().rstrip("/"))
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                connection.request("GET", "/v2/health/live")
+                assert connection.getresponse().status == 200  # ready meant answering
+            finally:
+                connection.close()
+            proc.send_signal(signal.SIGTERM)
+            assert listener.recv(4096) == b"STOPPING=1"
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=15)
+            assert proc.stderr is not None
+            proc.stderr.close()
