@@ -1,6 +1,6 @@
 """One scorer for stdin, HTTP and the install-time selftest: an onnxruntime session on the bundle.
 
-The graph contract (DESIGN §5): one input ``"input"`` float32 ``[N, F]`` with NaN for missing
+The graph contract: one input ``"input"`` float32 ``[N, F]`` with NaN for missing
 values, and one graph output per manifest ``OutputSpec`` carrying the same name, element type
 and rank. It is checked once at load, so a bundle that would score wrongly is refused before
 the first row rather than failing on every row. Even earlier, ``runtime.graphcheck`` reads the

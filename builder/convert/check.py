@@ -1,7 +1,7 @@
 """Parity: compare a converted model's outputs with XGBoost's ``predict()`` on check rows.
 
 Check rows are the user's data (if any) plus rows synthesized from the model's own thresholds,
-so every branch and every missing-value direction is exercised even without data (DESIGN §2.4).
+so every branch and every missing-value direction is exercised even without data.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Lossless float model: the IR as one ai.onnx.ml opset-5 ``TreeEnsemble`` node.
 
 Opset 5 keeps node modes and splits as tensors instead of per-node string lists, which makes
-the file ~2.5× smaller than onnxmltools' TreeEnsembleRegressor (DESIGN §3) at the same
+the file ~2.5× smaller than onnxmltools' TreeEnsembleRegressor at the same
 latency. Thresholds and leaves are XGBoost's float32 values, so the margins equal XGBoost's up
 to float32 summation order.
 """

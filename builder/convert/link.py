@@ -1,6 +1,6 @@
 """Append the objective's link to a margin graph and assemble the ONNX model.
 
-The graph's outputs are the scoring contract's record keys (DESIGN §5), first the value equal
+The graph's outputs are the scoring contract's record keys, first the value equal
 to ``Booster.predict()``; the runtime turns them into records without knowing objectives.
 """
 

@@ -1,6 +1,6 @@
 """Which endpoint answers a request: its path picks a route, its method the route's endpoint.
 
-Routes (DESIGN §5):
+Routes (the README's "HTTP" section):
 
 - Open Inference Protocol v2 (``oip.py``): ``GET /v2/health/live``, ``/v2/health/ready``
   (ready when every model with an active version in the store is loaded), ``/v2``,
