@@ -4,8 +4,9 @@ Every failure is one ``error: ...`` line on stderr and an exit code from ``ExitC
 traceback never reaches the user. Commands raise, and ``main`` alone prints and exits, with the
 code ``exits.EXIT_CODES`` gives the error's class (or the ``Blame`` a command's step names).
 
-One module per command group: ``score``, ``store`` (init, install, status, rollback), ``serve``
-and ``update``.
+One module per command group: ``score``, ``store`` (init, install, rollback, remove: the
+commands that change a store), ``status`` (status, audit: those that read one), ``serve`` and
+``update``; ``help`` gives every command's ``--help`` the same shape.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgebundle.runtime import __version__
 from edgebundle.runtime.cli.exits import ExitCode, Failure
+from edgebundle.runtime.cli.help import MEANINGS, HelpFormatter, epilog
 from edgebundle.runtime.errors import BundleError
 
 __all__ = ["ExitCode", "main"]
@@ -34,8 +36,10 @@ _COMMANDS = {
     "score": ("score", "score rows from stdin to stdout"),
     "init": ("store", "create a model store"),
     "install": ("store", "verify, selftest and activate a bundle in a store"),
-    "status": ("store", "show a store's models"),
+    "status": ("status", "show a store's models, versions, trust and drift"),
     "rollback": ("store", "switch a model back to its previous version"),
+    "remove": ("store", "delete a model's bundles (anti-rollback memory stays)"),
+    "audit": ("status", "print the store's audit log"),
     "serve": ("serve", "serve a store's models over HTTP"),
     "update": ("update", "one pass of over-the-air updates from a channel"),
 }
@@ -65,7 +69,19 @@ def _fail(failure: Failure) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bundle-runtime", description="Verify signed model bundles and score them."
+        prog="bundle-runtime",
+        description="Verify signed model bundles, keep them in a store, score them, update "
+        "them over the air. `bundle-runtime COMMAND --help` shows each command's options, "
+        "examples and exit codes.",
+        formatter_class=HelpFormatter,
+        epilog=epilog(
+            [
+                "bundle-runtime init --store /var/lib/edgebundle --trust signing.pub",
+                "bundle-runtime install credit-score-1.4.0.bundle --store /var/lib/edgebundle",
+                "bundle-runtime serve --store /var/lib/edgebundle --port 8080",
+            ],
+            MEANINGS,
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgebundle.runtime.bundle import open_bundle, read_bundle_file
 from edgebundle.runtime.cli.exits import STORED_BUNDLE, ExitCode, Failure, blame, usage
+from edgebundle.runtime.cli.help import MEANINGS, document
 from edgebundle.runtime.cli.options import LIMITS, non_negative_int
 from edgebundle.runtime.fsio import write_durably
 from edgebundle.runtime.manifest import OutputSpec
@@ -21,10 +22,22 @@ from edgebundle.runtime.stream import LineSource, StreamStats, score_csv, score_
 
 
 def add_score(score: argparse.ArgumentParser) -> None:
-    score.description = (
+    document(
+        score,
         "Verify a bundle (or load a store's active model), then score JSONL or CSV rows from "
         "stdin to stdout, one output record per input record, answering each line as soon as "
-        "it arrives."
+        "it arrives. A row that cannot be scored gets an error record; the others go on.",
+        examples=[
+            "bundle-runtime score --bundle credit-score-1.4.0.bundle --trust signing.pub "
+            "< rows.jsonl",
+            "bundle-runtime score --store /var/lib/edgebundle --format csv < applicants.csv",
+        ],
+        exits={
+            ExitCode.ROW_ERRORS: MEANINGS[ExitCode.ROW_ERRORS],
+            ExitCode.USAGE: "bad arguments, output that cannot be written, or a store that "
+            "cannot be used",
+            ExitCode.REJECTED: MEANINGS[ExitCode.REJECTED],
+        },
     )
     source = score.add_mutually_exclusive_group(required=True)
     source.add_argument("--bundle", type=Path, help="the .bundle file to score with")

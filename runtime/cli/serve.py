@@ -6,7 +6,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from edgebundle.runtime.cli.exits import ARGUMENTS, blame, usage
+from edgebundle.runtime.cli.exits import ARGUMENTS, ExitCode, blame, usage
+from edgebundle.runtime.cli.help import document
 from edgebundle.runtime.cli.options import LIMITS, add_store_option, non_negative_int
 from edgebundle.runtime.errors import ChannelUnreachableError
 from edgebundle.runtime.monitor.counting import DEFAULT_WINDOW_ROWS
@@ -74,11 +75,21 @@ def _fraction(text: str) -> float:
 
 
 def add_serve(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
+    document(
+        parser,
         "Serve every model in the store over HTTP/1.1: Open Inference Protocol v2, "
         "MLflow-style /invocations and Prometheus /metrics. Installs and rollbacks are picked "
         "up without a restart (SIGHUP reloads at once); SIGTERM drains requests in flight, then "
-        "exits."
+        "exits.",
+        examples=[
+            "bundle-runtime serve --store /var/lib/edgebundle --port 8080",
+            "bundle-runtime serve --store /var/lib/edgebundle --host 0.0.0.0 "
+            "--token-file /etc/edgebundle/token --channel https://models.example.com/stable/",
+        ],
+        exits={
+            ExitCode.OK: "stopped by SIGTERM or SIGINT after answering the requests in flight",
+            ExitCode.USAGE: "bad arguments, the address cannot be used, or the store cannot",
+        },
     )
     add_store_option(parser)
     parser.add_argument(

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from edgebundle.runtime.bundle import open_bundle
 from edgebundle.runtime.errors import (
@@ -86,6 +87,21 @@ class UpdateReport:
         body = [f"{o.name} {o.version}: {o.detail}" for o in self.outcomes]
         return [head, *(body or ["everything is up to date"])]
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "serial": self.serial,
+            "key_set_adopted": self.key_rotation,
+            "outcomes": [
+                {
+                    "model": o.name,
+                    "version": o.version,
+                    "installed": o.installed,
+                    "detail": o.detail,
+                }
+                for o in self.outcomes
+            ],
+        }
+
 
 def update_once(
     store: Store, channel: str, *, limits: FetchLimits = DEFAULT_FETCH_LIMITS, now: Clock = utc_now
@@ -125,9 +141,7 @@ def _fetch_index(
     store: Store, trust: KeySet, channel: str, limits: FetchLimits, now: datetime
 ) -> ChannelIndex:
     data = fetch(join_url(channel, INDEX_NAME), limits.max_index_bytes, limits)
-    index = read_index(
-        data, trust.trusted(), last_serial=store.ota_state().last_serial, now=now
-    )
+    index = read_index(data, trust.trusted(), last_serial=store.ota_state().last_serial, now=now)
     store.record_serial(index.serial)
     return index
 
@@ -176,7 +190,7 @@ def _update_model(store: Store, channel: str, entry: ChannelEntry, limits: Fetch
         name=entry.name,
         version=version,
         installed=True,
-        detail=f"installed (previous: {result.previous}), selftest passed",
+        detail=f"installed (previous: {result.previous or 'none'}), selftest passed",
     )
 
 

@@ -33,7 +33,8 @@ Per model the store keeps exactly the active and the previous version's files. A
 a version below the highest ever installed, or equal to an installed one with other content,
 or marked bad, is refused; reinstalling the active version's exact bytes is a no-op.
 ``rollback`` swaps active and previous (so rolling back twice restores the original);
-``highest_seen`` is unchanged by it, since anti-rollback is about what was installed.
+``highest_seen`` is unchanged by it, since anti-rollback is about what was installed. ``remove``
+deletes a model's files but keeps its ``highest_seen`` and bad versions for the same reason.
 
 One module per concern, each private: ``_store`` (``Store``: the lock around each change, and
 loading), ``_install`` (the install transaction), ``_decisions`` (what a change does to a
@@ -56,7 +57,7 @@ from edgebundle.runtime.store._state import (
     SelftestSummary,
     StoreState,
 )
-from edgebundle.runtime.store._store import LoadedModel, RollbackResult, Store
+from edgebundle.runtime.store._store import LoadedModel, RemoveResult, RollbackResult, Store
 from edgebundle.runtime.store._trust import KEYS_DIR, TRUST_FILE
 
 __all__ = [
@@ -80,6 +81,7 @@ __all__ = [
     "LoadedModel",
     "ModelState",
     "OtaState",
+    "RemoveResult",
     "RollbackResult",
     "SelftestSummary",
     "Store",

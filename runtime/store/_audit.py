@@ -6,10 +6,10 @@ store appends under its exclusive lock, so lines never interleave.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from edgebundle.runtime._json import (
     dumps_canonical,
@@ -18,16 +18,19 @@ from edgebundle.runtime._json import (
     get_str,
     get_timestamp,
     join,
+    loads_strict,
     quote,
     reject_unknown,
 )
-from edgebundle.runtime.errors import ManifestError
+from edgebundle.runtime.errors import ManifestError, StoreError
 from edgebundle.runtime.fsio import append_durably
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.store._clock import now
 
 AUDIT_FILE = "audit.log"
-AUDIT_EVENTS = ("init", "installed", "refused", "rollback", "marked-bad", "keys-rotated")
+AUDIT_EVENTS = ("init", "installed", "refused", "rollback", "marked-bad", "keys-rotated", "removed")
+# One line is a few hundred bytes; a longer one is not a line this store wrote.
+MAX_LINE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -97,3 +100,35 @@ def append(
         reason=reason,
     ).to_line()
     append_durably(root / AUDIT_FILE, line)
+
+
+def read(root: Path) -> Iterator[AuditEvent | str]:
+    """``root``'s log in order, one event per line, streamed (the log is never truncated). A
+    line that does not parse — a crash's torn last line, a hand edit — comes as a one-line
+    description instead of ending the read: the rest of the log still tells its story."""
+    path = root / AUDIT_FILE
+    try:
+        file = path.open("rb")
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror}") from None
+    with file:
+        try:
+            yield from _events(file)
+        except OSError as e:
+            raise StoreError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _events(file: BinaryIO) -> Iterator[AuditEvent | str]:
+    for number, line in enumerate(iter(lambda: file.readline(MAX_LINE_BYTES + 1), b""), 1):
+        what = f"{AUDIT_FILE} line {number}"
+        if len(line) > MAX_LINE_BYTES:
+            yield f"{what} is over {MAX_LINE_BYTES} bytes; skipped"
+            while line and not line.endswith(b"\n"):  # the rest of it, a bounded bit at a time
+                line = file.readline(MAX_LINE_BYTES)
+            continue
+        try:
+            yield AuditEvent.from_dict(loads_strict(line, what))
+        except ManifestError as e:
+            yield f"{what} is unreadable: {e}"

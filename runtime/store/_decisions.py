@@ -91,6 +91,12 @@ def marked_bad(model: ModelState, version: Version) -> tuple[ModelState, str]:
     return replace(model, bad=bad), ""
 
 
+def removed(model: ModelState) -> ModelState:
+    """``model`` with no version kept. What anti-rollback knows stays: the highest version seen
+    and the bad ones, so removing a model cannot be used to install an older one afterwards."""
+    return replace(model, active=None, previous=None, installed={})
+
+
 def model_named(state: StoreState, name: str) -> ModelState:
     model = state.models.get(name)
     if model is None:

@@ -8,7 +8,7 @@ pointers after a change), ``_switch`` (``state.json``), ``_bundles`` (the kept f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,8 +21,15 @@ from edgebundle.runtime.scoring import DEFAULT_THREADS, Scorer
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.stats import Baseline, baseline_of
 from edgebundle.runtime.store import _audit, _lock
+from edgebundle.runtime.store._audit import AuditEvent
 from edgebundle.runtime.store._bundles import BUNDLES_DIR, read_kept
-from edgebundle.runtime.store._decisions import first_bad, kept_record, marked_bad, model_named
+from edgebundle.runtime.store._decisions import (
+    first_bad,
+    kept_record,
+    marked_bad,
+    model_named,
+    removed,
+)
 from edgebundle.runtime.store._install import InstallResult, install
 from edgebundle.runtime.store._marker import check_marker, prepare_empty_dir, write_marker
 from edgebundle.runtime.store._ota import OtaState, read_ota, record_serial
@@ -40,6 +47,18 @@ class RollbackResult:
     name: str
     active: Version  # the version now active (the former previous)
     previous: Version  # the former active version, now the one a second rollback restores
+
+    @property
+    def forward(self) -> bool:
+        """A second rollback returns to the newer version: it undoes the first."""
+        return self.active > self.previous
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RemoveResult:
+    name: str
+    removed: tuple[Version, ...]  # the versions whose files went: active, then previous
+    highest_seen: Version | None  # anti-rollback's floor, which the removal keeps
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -174,9 +193,37 @@ class Store:
             # Never switch to a file that changed on disk since it was installed.
             read_kept(self.root, name, previous, kept_record(model, previous).sha256, self.limits)
             switch(self.root, state, name, replace(model, active=previous, previous=active))
-            reason = f"rolled back from {active}"
+            direction = "forward" if previous > active else "back"
+            reason = f"rolled {direction} from {active}"
             _audit.append(self.root, "rollback", model=name, version=previous, reason=reason)
             return RollbackResult(name=name, active=previous, previous=active)
+
+    def remove(self, name: str, *, force: bool = False) -> RemoveResult:
+        """Delete ``name``'s bundle files; its anti-rollback floor and bad versions stay.
+
+        Refused, unless ``force``, when ``name`` is the only model with an active version: a
+        server on this store would be left with nothing to serve.
+        """
+        with _lock.exclusive(self.root, self.lock_timeout):
+            state = self.state()
+            model = model_named(state, name)
+            if model.active is None:
+                raise StoreError(f"{name} has no installed version to remove")
+            others = [n for n, m in state.models.items() if n != name and m.active is not None]
+            if not others and not force:
+                raise StoreError(
+                    f"{name} is the only model this store serves: a server on it would have "
+                    "nothing left to serve (--force removes it anyway)"
+                )
+            gone = tuple(v for v in (model.active, model.previous) if v is not None)
+            switch(self.root, state, name, removed(model))
+            reason = "removed " + ", ".join(map(str, gone)) + "; anti-rollback floor kept"
+            _audit.append(self.root, "removed", model=name, version=model.active, reason=reason)
+            return RemoveResult(name=name, removed=gone, highest_seen=model.highest_seen)
+
+    def audit(self) -> Iterator[AuditEvent | str]:
+        """The audit log in order; an unreadable line comes as a description (see ``_audit``)."""
+        return _audit.read(self.root)
 
     def mark_bad(self, name: str, version: Version, reason: str) -> None:
         """Record ``version`` of ``name`` as bad so it is never installed again.

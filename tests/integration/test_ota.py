@@ -113,8 +113,17 @@ def test_update_cli_over_file_url(
         "bundle-runtime", ["update", "--store", str(store.root), "--channel", directory.as_uri()]
     )
     assert proc.returncode == 0, proc.stderr
-    assert "credit 1.2.0: installed" in proc.stdout
+    assert "credit 1.2.0: installed (previous: 1.0.0), selftest passed" in proc.stdout
     assert active(store) == "1.2.0"
+    again = run(
+        "bundle-runtime",
+        ["update", "--store", str(store.root), "--channel", directory.as_uri(), "--json"],
+    )
+    assert json.loads(again.stdout) == {
+        "serial": store.ota_state().last_serial,
+        "key_set_adopted": None,
+        "outcomes": [],
+    }
 
 
 # --- attacks and faults on the index ---------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from edgebundle.runtime.cli import main
+from edgebundle.runtime.cli import ExitCode, main
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.signing import keyid, load_public_key
 from edgebundle.runtime.store import Store
@@ -232,7 +232,7 @@ def test_rollback_twice_and_without_previous(store: Path, bundles: dict[Spec, Pa
         "rolled back credit to 1.0.0 (previous: 1.1.0; roll back again to undo)\n"
     )
     proc = cli(["rollback", "--store", str(store), "--model", "credit"])
-    assert proc.stdout.startswith("rolled back credit to 1.1.0 (previous: 1.0.0;")
+    assert proc.stdout.startswith("rolled credit forward to 1.1.0, undoing the last rollback")
     events = [(e.event, e.version) for e in audit_events(store)]
     assert events[-2:] == [("rollback", "1.0.0"), ("rollback", "1.1.0")]
 
@@ -305,3 +305,141 @@ def test_two_concurrent_installers_end_consistent(store: Path, bundles: dict[Spe
     assert opened.load_active("fraud").version == Version.parse("2.0.0")
     installed = [(e.model, e.version) for e in audit_events(store) if e.event == "installed"]
     assert sorted(installed) == [("credit", "1.0.0"), ("credit", "1.1.0"), ("fraud", "2.0.0")]
+
+
+def test_a_second_rollback_says_it_goes_forward(store: Path, bundles: dict[Spec, Path]) -> None:
+    install(store, bundles[V100])
+    install(store, bundles[V110])
+    back = cli(["rollback", "--store", str(store), "--model", "credit", "--json"])
+    forward = cli(["rollback", "--store", str(store), "--model", "credit"])
+    assert json.loads(back.stdout) == {
+        "model": "credit",
+        "active": "1.0.0",
+        "previous": "1.1.0",
+        "direction": "back",
+    }
+    assert forward.stdout == (
+        "rolled credit forward to 1.1.0, undoing the last rollback (previous: 1.0.0)\n"
+    )
+    reasons = [e.reason for e in audit_events(store) if e.event == "rollback"]
+    assert reasons == ["rolled back from 1.1.0", "rolled forward from 1.0.0"]
+
+
+def test_json_results_of_init_and_install(
+    tmp_path: Path, keys: KeyFiles, bundles: dict[Spec, Path]
+) -> None:
+    root = tmp_path / "store"
+    init = cli(["init", "--store", str(root), "--trust", str(keys.public), "--json"])
+    key_id = keyid(load_public_key(keys.public))
+    assert json.loads(init.stdout) == {
+        "store": str(root),
+        "key_set": {"version": 0, "threshold": 1},
+        "trusted_keys": [key_id],
+    }
+    first = json.loads(cli(["install", str(bundles[V100]), "--store", str(root), "--json"]).stdout)
+    again = json.loads(cli(["install", str(bundles[V100]), "--store", str(root), "--json"]).stdout)
+    recorded = Store.open(root).state().models["credit"].installed["1.0.0"]
+    assert first == {
+        "model": "credit",
+        "version": "1.0.0",
+        "previous": None,
+        "sha256": recorded.sha256,
+        "changed": True,
+        "selftest": {"passed": True, "rows": recorded.selftest.rows},
+    }
+    assert again == {**first, "changed": False}
+
+
+def test_remove_keeps_the_anti_rollback_floor(store: Path, bundles: dict[Spec, Path]) -> None:
+    install(store, bundles[V100])
+    install(store, bundles[V110])
+    only = cli(["remove", "credit", "--store", str(store)])
+    assert (only.returncode, only.stdout) == (2, "")
+    assert only.stderr == (
+        "error: credit is the only model this store serves: a server on it would have nothing "
+        "left to serve (--force removes it anyway)\n"
+    )
+    install(store, bundles[FRAUD])  # with a second model served, no --force is needed
+    removed = cli(["remove", "credit", "--store", str(store), "--json"])
+    assert removed.returncode == 0, removed.stderr
+    assert json.loads(removed.stdout) == {
+        "model": "credit",
+        "removed": ["1.1.0", "1.0.0"],
+        "highest_seen": "1.1.0",
+    }
+    assert not (store / "bundles" / "credit").exists()
+    credit = Store.open(store).state().models["credit"]
+    assert (credit.active, credit.previous, str(credit.highest_seen)) == (None, None, "1.1.0")
+    assert [e.event for e in audit_events(store)][-1] == "removed"
+
+    status = cli(["status", "--store", str(store)]).stdout
+    assert "None" not in status
+    assert "  active:   none\n  previous: none\n  highest:  1.1.0" in status
+    # Removing is not a way around anti-rollback: the old version stays refused.
+    again = install(store, bundles[V100])
+    assert again.returncode == 4 and "anti-rollback" in again.stderr
+    twice = cli(["remove", "credit", "--store", str(store)])
+    assert (twice.returncode, twice.stderr) == (
+        2,
+        "error: credit has no installed version to remove\n",
+    )
+
+
+def test_remove_the_only_model_with_force(store: Path, bundles: dict[Spec, Path]) -> None:
+    install(store, bundles[V100])
+    proc = cli(["remove", "credit", "--store", str(store), "--force"])
+    assert proc.stdout == "removed credit 1.0.0; only versions above 1.0.0 install from now on\n"
+    assert cli(["score", "--store", str(store)]).returncode == 2  # nothing left to score with
+    missing = cli(["remove", "nope", "--store", str(store)])
+    assert missing.stderr == "error: no model named 'nope' in the store (installed: credit)\n"
+
+
+def test_audit_lists_filters_and_survives_a_torn_line(
+    store: Path, bundles: dict[Spec, Path]
+) -> None:
+    install(store, bundles[V100])
+    install(store, bundles[V110])
+    install(store, bundles[V100])  # refused: anti-rollback
+    install(store, bundles[FRAUD])
+    with (store / "audit.log").open("ab") as log:
+        log.write(b'{"time": "2026-')  # what a crash mid-append could leave
+    every = runtime(["audit", "--store", str(store)])
+    assert every.returncode == 0
+    assert every.stderr.startswith("warning: audit.log line 6 is unreadable: ")
+    lines = every.stdout.splitlines()
+    assert [line.split()[1] for line in lines] == [
+        "init",
+        "installed",
+        "installed",
+        "refused",
+        "installed",
+    ]
+    assert " refused      credit 1.0.0 " in lines[3] and "anti-rollback" in lines[3]
+
+    refused = cli(["audit", "--store", str(store), "--event", "refused", "--json"])
+    (event,) = records(refused.stdout)
+    assert (event["event"], event["model"], event["version"]) == ("refused", "credit", "1.0.0")
+    assert event["origin"] == str(bundles[V100].absolute())
+
+    fraud = records(cli(["audit", "--store", str(store), "--model", "fraud", "--json"]).stdout)
+    assert [(e["event"], e["version"]) for e in fraud] == [("installed", "2.0.0")]
+    last = records(cli(["audit", "--store", str(store), "--last", "2", "--json"]).stdout)
+    assert [e["event"] for e in last] == ["refused", "installed"]
+    future = cli(["audit", "--store", str(store), "--since", "2999-01-01"])
+    assert (future.returncode, future.stdout) == (0, "")
+    bad = cli(["audit", "--store", str(store), "--since", "yesterday"])
+    assert bad.returncode == 2
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["score", "init", "install", "status", "rollback", "remove", "audit", "serve", "update"],
+)
+def test_every_help_shows_examples_and_real_exit_codes(command: str) -> None:
+    proc = cli([command, "--help"])
+    assert proc.returncode == 0
+    examples = proc.stdout.split("Examples:\n")[1].split("\n\n")[0].splitlines()
+    assert examples and all(line.startswith(f"  bundle-runtime {command}") for line in examples)
+    table = proc.stdout.split("Exit codes:\n")[1].splitlines()
+    codes = {int(line.split()[0]) for line in table}
+    assert 0 in codes and codes <= {int(code) for code in ExitCode}

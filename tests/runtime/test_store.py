@@ -366,7 +366,7 @@ def test_rollback_and_rollback_twice(store: Store, bundles: dict[Spec, bytes]) -
     events = [(e.event, e.version, e.reason) for e in audit_events(store.root)[-2:]]
     assert events == [
         ("rollback", "1.0.0", "rolled back from 1.1.0"),
-        ("rollback", "1.1.0", "rolled back from 1.0.0"),
+        ("rollback", "1.1.0", "rolled forward from 1.0.0"),
     ]
 
 
