@@ -3,9 +3,12 @@ here in a temporary directory with the same commands)."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -71,3 +74,84 @@ def test_the_python_api_examples_run_as_written(demo: Path, index: int) -> None:
         assert lines[1].startswith("[{'id': 'a-17', 'probability': ")
     else:
         assert "credit-score 1.1.0 → demo/out/credit-score-1.1.0.bundle" in proc.stdout
+
+
+def shell_lines(section: str) -> list[str]:
+    """The commands of a section's ``sh`` blocks, comments dropped."""
+    text = README.read_text()
+    start = text.index(f"\n## {section}\n")
+    end = text.index("\n## ", start + 1)
+    blocks = re.findall(r"```sh\n(.*?)```", text[start:end], re.DOTALL)
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+@pytest.fixture(scope="module")
+def device(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A device's working directory as the walk-through assumes it: bundles of credit-score
+    1.3.0, 1.4.0 and 1.5.0 copied over with signing.pub, and rows to score."""
+    root = tmp_path_factory.mktemp("device")
+    for version in ("1.3.0", "1.4.0", "1.5.0"):
+        build = [
+            str(BIN / "bundle"),
+            "build",
+            "demo/model.json",
+            "--name",
+            "credit-score",
+            "--version",
+            version,
+            "--key",
+            "demo/keys/signing.key",
+            "--out",
+            str(root),
+        ]
+        proc = subprocess.run(build, cwd=demo, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    (root / "signing.pub").write_bytes((demo / "demo/keys/signing.pub").read_bytes())
+    (root / "rows.jsonl").write_bytes((demo / "demo/rows.jsonl").read_bytes())
+    csv_lines = (demo / "demo/data.csv").read_text().splitlines(keepends=True)
+    (root / "rows.csv").write_text("".join(csv_lines[:6]))
+    return root
+
+
+def test_the_device_walk_through_runs_in_order_on_a_fresh_store(device: Path) -> None:
+    """Every command of the walk-through, as written but for the store's path, exits as its
+    comment says (0 unless "exit N") and prints no traceback and no Python "None"; `serve`
+    is started, asked whether it is ready, and stopped with SIGTERM."""
+    # The section's other blocks (the device kit, offline install) have tests of their own.
+    commands = [c for c in shell_lines("Device walk-through") if c.startswith("bundle-runtime")]
+    assert any(c.startswith("bundle-runtime remove") for c in commands)
+    store = device / "store"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    expected = {"credit-score-1.3.0.bundle": 4}  # the one the README marks "refused, exit 4"
+    for command in commands:
+        command = command.replace("/var/lib/edgebundle", str(store))
+        if command.startswith("bundle-runtime serve"):
+            check_serve(command.replace("--port 8080", "--port 0"), device, env)
+            continue
+        proc = subprocess.run(
+            command, shell=True, cwd=device, env=env, capture_output=True, text=True, timeout=120
+        )
+        want = next((code for name, code in expected.items() if name in command), 0)
+        assert proc.returncode == want, (command, proc.stderr)
+        assert "Traceback" not in proc.stderr and "None" not in proc.stdout, command
+        if want:
+            assert proc.stderr.startswith("error: refusing credit-score 1.3.0: "), proc.stderr
+
+
+def check_serve(command: str, cwd: Path, env: dict[str, str]) -> None:
+    server = subprocess.Popen(
+        command.split(), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stderr is not None
+        # The server logs to stderr; it names its address once it listens.
+        lines = iter(server.stderr.readline, "")
+        first = next(line for line in lines if "serving on" in line)
+        port = int(first.rsplit(":", 1)[1])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=30) as r:
+            assert r.status == 200
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=30)
+    assert server.returncode == 0 and "Traceback" not in err, err
