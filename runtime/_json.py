@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 from edgebundle.runtime.errors import ManifestError
 
 _T = TypeVar("_T")
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
 def loads_strict(data: bytes, what: str) -> dict[str, Any]:
@@ -126,15 +127,17 @@ def _require(d: Mapping[str, Any], key: str, context: str) -> Any:
     return d[key]
 
 
-def _wrong_type(value: object, expected: str, context: str) -> ManifestError:
-    return ManifestError(f"expected {expected}, got {json_type(value)}", context=context)
+# --- one JSON value each, ``path`` naming it in errors (``runtime.document`` builds on these) --
 
 
-def get_str(d: Mapping[str, Any], key: str, context: str) -> str:
-    value = _require(d, key, context)
+def _wrong(value: object, expected: str, path: str) -> ManifestError:
+    return ManifestError(f"expected {expected}, got {json_type(value)}", context=path)
+
+
+def read_string(value: object, path: str) -> str:
     if not isinstance(value, str):
-        raise _wrong_type(value, "a string", join(context, key))
-    check_unicode(value, join(context, key))
+        raise _wrong(value, "a string", path)
+    check_unicode(value, path)
     return value
 
 
@@ -146,47 +149,86 @@ def check_unicode(value: str, context: str) -> None:
         raise ManifestError("string holds a lone surrogate escape", context=context) from None
 
 
-def get_int(d: Mapping[str, Any], key: str, context: str) -> int:
-    value = _require(d, key, context)
+def read_integer(value: object, path: str) -> int:
     # bool is an int subclass in Python; JSON true is never a count.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _wrong_type(value, "an integer", join(context, key))
+        raise _wrong(value, "an integer", path)
     return value
 
 
-def get_float(d: Mapping[str, Any], key: str, context: str) -> float:
+def read_number(value: object, path: str) -> float:
     """A finite number; JSON integers are accepted (``0`` for ``0.0``)."""
-    value = _require(d, key, context)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _wrong_type(value, "a number", join(context, key))
+        raise _wrong(value, "a number", path)
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
-        raise ManifestError("number must be finite", context=join(context, key))
+        raise ManifestError("number must be finite", context=path)
     return number
 
 
-def get_bool(d: Mapping[str, Any], key: str, context: str) -> bool:
-    value = _require(d, key, context)
+def read_boolean(value: object, path: str) -> bool:
     if not isinstance(value, bool):
-        raise _wrong_type(value, "a boolean", join(context, key))
+        raise _wrong(value, "a boolean", path)
     return value
+
+
+def read_object(value: object, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _wrong(value, "an object", path)
+    return value
+
+
+def read_array(value: object, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _wrong(value, "an array", path)
+    return value
+
+
+def read_timestamp(value: object, path: str) -> str:
+    """RFC 3339 UTC, whole seconds: ``2025-01-31T12:00:00Z``."""
+    text = read_string(value, path)
+    rule = "an RFC 3339 UTC time like 2025-01-31T12:00:00Z"
+    if not _TIMESTAMP.fullmatch(text):
+        raise ManifestError(f"{quote(text)} is not {rule}", context=path)
+    try:
+        datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        raise ManifestError(f"{quote(text)} is not {rule}", context=path) from None
+    return text
+
+
+# --- one field of an object each --------------------------------------------------------------
+
+
+def get_str(d: Mapping[str, Any], key: str, context: str) -> str:
+    return read_string(_require(d, key, context), join(context, key))
+
+
+def get_int(d: Mapping[str, Any], key: str, context: str) -> int:
+    return read_integer(_require(d, key, context), join(context, key))
+
+
+def get_float(d: Mapping[str, Any], key: str, context: str) -> float:
+    return read_number(_require(d, key, context), join(context, key))
+
+
+def get_bool(d: Mapping[str, Any], key: str, context: str) -> bool:
+    return read_boolean(_require(d, key, context), join(context, key))
 
 
 def get_obj(d: Mapping[str, Any], key: str, context: str) -> dict[str, Any]:
-    value = _require(d, key, context)
-    if not isinstance(value, dict):
-        raise _wrong_type(value, "an object", join(context, key))
-    return value
+    return read_object(_require(d, key, context), join(context, key))
 
 
 def get_list(d: Mapping[str, Any], key: str, context: str) -> list[Any]:
-    value = _require(d, key, context)
-    if not isinstance(value, list):
-        raise _wrong_type(value, "an array", join(context, key))
-    return value
+    return read_array(_require(d, key, context), join(context, key))
+
+
+def get_timestamp(d: Mapping[str, Any], key: str, context: str) -> str:
+    return read_timestamp(_require(d, key, context), join(context, key))
 
 
 def get_optional(
@@ -204,7 +246,6 @@ def get_optional(
 # --- constrained values, shared by every document ------------------------------------------
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 # Control characters and line breaks would let a field forge lines in logs and reports.
 _FORBIDDEN_CATEGORIES = ("Cc", "Zl", "Zp")
 
@@ -289,15 +330,3 @@ def check_unique(names: list[str], what: str, context: str) -> None:
         if name in seen:
             raise ManifestError(f"duplicate {what} {quote(name)}", context=context)
         seen.add(name)
-
-
-def get_timestamp(d: Mapping[str, Any], key: str, context: str) -> str:
-    text = get_str(d, key, context)
-    rule = "an RFC 3339 UTC time like 2025-01-31T12:00:00Z"
-    if not _TIMESTAMP.fullmatch(text):
-        raise ManifestError(f"{quote(text)} is not {rule}", context=join(context, key))
-    try:
-        datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
-        raise ManifestError(f"{quote(text)} is not {rule}", context=join(context, key)) from None
-    return text

@@ -7,23 +7,28 @@ A rule's reader gets the JSON value and its dotted path (``files.model.onnx.sha2
 present and ``null`` (``optional``), since absence is a typo. Unknown keys are refused. A field
 named ``format`` is read first, so a document of another format version is refused as such
 rather than for the keys that version defines. Rules that tie fields together go in the
-class's ``check(context)`` method, which ``load`` runs once the fields are read.
+class's ``check()`` method, which ``load`` runs once the fields are read; it (and a
+``__post_init__``) raises ``ManifestError`` with a path relative to the document (``keys``, or
+``""`` for the document itself), which ``load`` places under the document's own path.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import re
 import typing
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from datetime import datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from edgebundle.runtime._json import check_unicode, join, json_type, quote, reject_unknown
+from edgebundle.runtime._json import join, quote, read_array, read_object, reject_unknown
+from edgebundle.runtime._json import read_boolean as read_boolean
+from edgebundle.runtime._json import read_integer as read_integer
+from edgebundle.runtime._json import read_number as read_number
+from edgebundle.runtime._json import read_string as read_string
+from edgebundle.runtime._json import read_timestamp as read_timestamp
 from edgebundle.runtime.errors import ManifestError
 from edgebundle.runtime.semver import Version
 
@@ -32,9 +37,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 D = TypeVar("D", bound="DataclassInstance")
+_Doc = TypeVar("_Doc", bound="Document")
 
-_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
-_TIMESTAMP_RULE = "an RFC 3339 UTC time like 2025-01-31T12:00:00Z"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # Control characters and line breaks would let a field forge lines in logs and reports.
 _FORBIDDEN_CATEGORIES = ("Cc", "Zl", "Zp")
@@ -57,27 +61,56 @@ class Rule(Generic[T]):
 
 def load(cls: type[D], value: object, context: str = "") -> D:
     """``cls`` read from the JSON ``value``, strictly."""
-    if not isinstance(value, dict):
-        raise ManifestError(f"expected an object, got {json_type(value)}", context)
+    values = read_object(value, context)
     rules = _rules(cls)
-    values: dict[str, Any] = {}
+    fields_read: dict[str, Any] = {}
     if "format" in rules:
-        values["format"] = _field(rules["format"], value, "format", context)
-    reject_unknown(value, rules, context)
+        fields_read["format"] = _field(rules["format"], values, "format", context)
+    reject_unknown(values, rules, context)
     for name, rule in rules.items():
-        if name not in values:
-            values[name] = _field(rule, value, name, context)
-    document = cls(**values)
-    check = getattr(document, "check", None)
-    if check is not None:
-        check(context)
+        if name not in fields_read:
+            fields_read[name] = _field(rule, values, name, context)
+    try:
+        document = cls(**fields_read)
+        check = getattr(document, "check", None)
+        if check is not None:
+            check()
+    except ManifestError as e:  # a rule of the class's own: its path is relative to it
+        raise ManifestError(e.detail, context=under(context, e.context)) from None
     return document
+
+
+def under(context: str, path: str) -> str:
+    """``path`` (``keys``, ``[2].sha256`` or ``""`` for the document itself) inside ``context``."""
+    if not context or not path:
+        return context or path
+    return context + path if path.startswith("[") else f"{context}.{path}"
 
 
 def dump(document: DataclassInstance) -> dict[str, Any]:
     """The JSON value of ``document``: what ``load`` reads back as an equal document."""
     rules = _rules(type(document))
     return {name: rule.write(getattr(document, name)) for name, rule in rules.items()}
+
+
+def check_fields(document: DataclassInstance) -> None:
+    """Hold a document built in code to the rules it would be read by (for a ``__post_init__``
+    whose class is also built outside the loader, such as a fresh signature)."""
+    for name, rule in _rules(type(document)).items():
+        rule.read(rule.write(getattr(document, name)), name)
+
+
+class Document:
+    """``from_dict`` / ``to_dict`` for a dataclass whose fields carry their rules."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_dict(cls: type[_Doc], d: Mapping[str, Any], context: str = "") -> _Doc:
+        return cast(_Doc, load(cast(Any, cls), d, context))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dump(cast(Any, self))
 
 
 def _field(rule: Rule[Any], d: Mapping[str, Any], name: str, context: str) -> Any:
@@ -102,43 +135,6 @@ def _rules(cls: type[DataclassInstance]) -> Mapping[str, Rule[Any]]:
 # --- values ----------------------------------------------------------------------------------
 
 
-def _wrong(value: object, expected: str, path: str) -> ManifestError:
-    return ManifestError(f"expected {expected}, got {json_type(value)}", context=path)
-
-
-def read_string(value: object, path: str) -> str:
-    if not isinstance(value, str):
-        raise _wrong(value, "a string", path)
-    check_unicode(value, path)
-    return value
-
-
-def read_integer(value: object, path: str) -> int:
-    # bool is an int subclass in Python; JSON true is never a count.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _wrong(value, "an integer", path)
-    return value
-
-
-def read_number(value: object, path: str) -> float:
-    """A finite number; JSON integers are accepted (``0`` for ``0.0``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _wrong(value, "a number", path)
-    try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf
-    if not math.isfinite(number):
-        raise ManifestError("number must be finite", context=path)
-    return number
-
-
-def read_boolean(value: object, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise _wrong(value, "a boolean", path)
-    return value
-
-
 def read_text(value: object, path: str) -> str:
     """A non-empty string free of control characters and line breaks."""
     text = read_string(value, path)
@@ -146,17 +142,6 @@ def read_text(value: object, path: str) -> str:
         raise ManifestError("must not be empty", context=path)
     if any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in text):
         raise ManifestError("must not contain control characters or line breaks", context=path)
-    return text
-
-
-def read_timestamp(value: object, path: str) -> str:
-    text = read_string(value, path)
-    if not _TIMESTAMP.fullmatch(text):
-        raise ManifestError(f"{quote(text)} is not {_TIMESTAMP_RULE}", context=path)
-    try:
-        datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
-        raise ManifestError(f"{quote(text)} is not {_TIMESTAMP_RULE}", context=path) from None
     return text
 
 
@@ -169,6 +154,7 @@ def read_version(value: object, path: str) -> Version:
 STRING: Rule[str] = Rule(read_string)
 TEXT: Rule[str] = Rule(read_text)
 BOOLEAN: Rule[bool] = Rule(read_boolean)
+NUMBER: Rule[float] = Rule(read_number)
 TIMESTAMP: Rule[str] = Rule(read_timestamp)
 VERSION: Rule[Version] = Rule(read_version, str)
 
@@ -197,14 +183,17 @@ def choice(options: tuple[str, ...]) -> Rule[str]:
     return Rule(read)
 
 
-def constant(expected: str, what: str) -> Rule[str]:
-    """A format id: anything else is another format, refused by name."""
+def constant(expected: str | tuple[str, ...], what: str) -> Rule[str]:
+    """A format id (or one of several a class reads): anything else is another format,
+    refused by name."""
+    accepted = (expected,) if isinstance(expected, str) else expected
 
     def read(value: object, path: str) -> str:
         text = read_string(value, path)
-        if text != expected:
+        if text not in accepted:
+            reads = " or ".join(repr(item) for item in accepted)
             raise ManifestError(
-                f"unsupported {what} format {quote(text)} (this runtime reads {expected!r})",
+                f"unsupported {what} format {quote(text)} (this runtime reads {reads})",
                 context=path,
             )
         return text
@@ -262,8 +251,7 @@ def array(
     """A JSON array read into a tuple; ``unique=(key, what)`` refuses two items with one key."""
 
     def read(value: object, path: str) -> tuple[T, ...]:
-        if not isinstance(value, list):
-            raise _wrong(value, "an array", path)
+        value = read_array(value, path)
         if nonempty and not value:
             raise ManifestError("must not be empty", context=path)
         items = tuple(rule.read(item, f"{path}[{index}]") for index, item in enumerate(value))
@@ -281,8 +269,7 @@ def mapping(
     each key (raising ``ManifestError``) before its value is read."""
 
     def read(value: object, path: str) -> Mapping[str, T]:
-        if not isinstance(value, dict):
-            raise _wrong(value, "an object", path)
+        value = read_object(value, path)
         if nonempty and not value:
             raise ManifestError("must not be empty", context=path)
         if key is not None:

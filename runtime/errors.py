@@ -20,6 +20,7 @@ class ManifestError(BundleError):
     """
 
     def __init__(self, message: str, context: str = "") -> None:
+        self.detail = message  # the message without its path, to re-raise under another path
         self.context = context
         super().__init__(f"{context}: {message}" if context else message)
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated
 
-from edgebundle.runtime._json import dumps_canonical, join, json_type, loads_strict, quote
+from edgebundle.runtime._json import dumps_canonical, json_type, loads_strict, quote
 from edgebundle.runtime.document import (
     BOOLEAN,
     COUNT,
@@ -26,6 +26,7 @@ from edgebundle.runtime.document import (
     TEXT,
     TIMESTAMP,
     VERSION,
+    Document,
     Rule,
     array,
     choice,
@@ -33,7 +34,6 @@ from edgebundle.runtime.document import (
     count,
     dump,
     freeze,
-    load,
     mapping,
     matching,
     nested,
@@ -61,22 +61,6 @@ RESERVED_FILES = ("manifest.json", "manifest.sig")
 
 MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _OPSET_DOMAIN = re.compile(r"(?:[A-Za-z][A-Za-z0-9._-]{0,99})?")
-
-_D = TypeVar("_D", bound="Part")
-
-
-class Part:
-    """``from_dict`` / ``to_dict`` for the manifest's parts, by their declared rules."""
-
-    __slots__ = ()
-
-    @classmethod
-    def from_dict(cls: type[_D], d: Mapping[str, Any], context: str = "") -> _D:
-        return cast(_D, load(cast(Any, cls), d, context))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dump(cast(Any, self))
-
 
 # --- field rules only the manifest has ---------------------------------------------------
 
@@ -140,7 +124,7 @@ def _member_name(name: str, path: str) -> None:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Source(Part):
+class Source(Document):
     framework: Annotated[str, choice(FRAMEWORKS)]
     framework_version: Annotated[str, TEXT]
     sha256: Annotated[str, SHA256]  # of the model file the bundle was built from
@@ -152,13 +136,13 @@ class Source(Part):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Feature(Part):
+class Feature(Document):
     name: Annotated[str, TEXT]
     type: Annotated[str, choice(FEATURE_TYPES)]  # XGBoost's feature type; "float" if none
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class InputSchema(Part):
+class InputSchema(Document):
     # in the model's column order
     features: Annotated[
         tuple[Feature, ...],
@@ -169,14 +153,14 @@ class InputSchema(Part):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class OutputSpec(Part):
+class OutputSpec(Document):
     name: Annotated[str, matching(re.compile(r"[a-z][a-z0-9_]*"), "a lowercase identifier")]
     dtype: Annotated[str, choice(OUTPUT_DTYPES)]
     shape: Annotated[tuple[int, ...], Rule(_read_shape, list)]  # -1 first: the batch dimension
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Quantization(Part):
+class Quantization(Document):
     scheme: Annotated[str, TEXT]
     layout: Annotated[str, choice(LAYOUTS)]
     leaf_bits: Annotated[int, Rule(_read_leaf_bits)]
@@ -191,14 +175,14 @@ class Quantization(Part):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Budget(Part):
+class Budget(Document):
     max_error: Annotated[float, NON_NEGATIVE]
     # None: the task has no labels (regression, ranking)
     min_label_agreement: Annotated[float | None, optional(FRACTION)]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Parity(Part):
+class Parity(Document):
     reference: Annotated[str, TEXT]
     rows: Annotated[int, COUNT]
     data_rows: Annotated[int, COUNT]
@@ -210,17 +194,17 @@ class Parity(Part):
     budget: Annotated[Budget, nested(Budget)]
     passed: Annotated[bool, BOOLEAN]
 
-    def check(self, context: str) -> None:
+    def check(self) -> None:
         if self.rows != self.data_rows + self.synthesized_rows:
             raise ManifestError(
                 f"{self.rows} is not data_rows + synthesized_rows "
                 f"({self.data_rows} + {self.synthesized_rows})",
-                context=join(context, "rows"),
+                context="rows",
             )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Requirements(Part):
+class Requirements(Document):
     # minimum onnxruntime version, plain X.Y.Z
     onnxruntime: Annotated[str, Rule(_read_plain_version)]
     # domain ("" = default ONNX domain) -> minimum opset version
@@ -231,7 +215,7 @@ class Requirements(Part):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class FileEntry(Part):
+class FileEntry(Document):
     sha256: Annotated[str, SHA256]
     size: Annotated[int, COUNT]
 
@@ -250,7 +234,7 @@ _FILES: Rule[Mapping[str, FileEntry]] = Rule(
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Manifest(Part):
+class Manifest(Document):
     format: Annotated[str, constant(FORMAT, "manifest")]
     name: Annotated[
         str, matching(re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"), "a valid model name")
@@ -275,30 +259,30 @@ class Manifest(Part):
     def __post_init__(self) -> None:
         object.__setattr__(self, "files", freeze(self.files))
 
-    def check(self, context: str) -> None:
+    def check(self) -> None:
         """Rules that tie one section to another."""
         num_features = self.source.num_features
         if len(self.inputs.features) != num_features:
             raise ManifestError(
                 f"lists {len(self.inputs.features)} features, source.num_features is "
                 f"{num_features}",
-                context=join(context, "inputs.features"),
+                context="inputs.features",
             )
         if self.task != "multiclass" and self.source.num_class != 1:
             raise ManifestError(
                 f"must be 1 for task {self.task!r}, got {self.source.num_class}",
-                context=join(context, "source.num_class"),
+                context="source.num_class",
             )
         if (self.quantization is None) != (self.precision == "float"):
             raise ManifestError(
                 f"must be null exactly when precision is 'float' (precision is {self.precision!r})",
-                context=join(context, "quantization"),
+                context="quantization",
             )
         binned = 0 if self.quantization is None else sum(self.quantization.bin_dtypes.values())
         if binned > num_features:
             raise ManifestError(
                 f"bins {binned} features, the model has {num_features}",
-                context=join(context, "quantization.bin_dtypes"),
+                context="quantization.bin_dtypes",
             )
 
     def to_bytes(self) -> bytes:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -24,15 +24,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from edgebundle.runtime._json import (
-    dumps_canonical,
-    get_list,
-    get_str,
-    join,
-    json_type,
-    loads_strict,
-    quote,
-    reject_unknown,
+from edgebundle.runtime._json import dumps_canonical, loads_strict
+from edgebundle.runtime.document import (
+    Document,
+    Rule,
+    array,
+    check_fields,
+    matching,
+    nested,
+    read_string,
 )
 from edgebundle.runtime.errors import KeyFileError, ManifestError, SignatureError
 
@@ -129,74 +129,66 @@ class TrustedKeys(Mapping[str, Ed25519PublicKey]):
         return f"TrustedKeys({sorted(self._keys)}, threshold={self.threshold})"
 
 
+def _read_signature(value: object, path: str) -> str:
+    """Standard base64 (with padding) of a 64-byte Ed25519 signature, in its one canonical
+    spelling."""
+    text = read_string(value, path)
+    _decode_signature(text, path)
+    return text
+
+
+def _decode_signature(text: str, path: str = "") -> bytes:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ManifestError("signature is not standard base64", path) from None
+    # Exactly one text per signature: refuse non-canonical padding bits and lengths.
+    if len(raw) != _SIGNATURE_BYTES or base64.b64encode(raw).decode("ascii") != text:
+        raise ManifestError(
+            f"signature is not a canonical base64 {_SIGNATURE_BYTES}-byte value", path
+        )
+    return raw
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class SignatureEntry:
-    keyid: str
-    sig: str  # standard base64 (with padding) of the 64-byte Ed25519 signature
+class SignatureEntry(Document):
+    keyid: Annotated[str, matching(_KEYID, "a keyid (64 lowercase hex digits)")]
+    sig: Annotated[str, Rule(_read_signature)]
 
     def __post_init__(self) -> None:
-        if not _KEYID.fullmatch(self.keyid):
-            raise ManifestError(f"{quote(self.keyid)} is not a keyid (64 lowercase hex digits)")
-        _decode_signature(self.sig)
+        check_fields(self)  # sign() builds entries: they obey the rules of read ones
 
     @property
     def signature(self) -> bytes:
         return _decode_signature(self.sig)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> SignatureEntry:
-        reject_unknown(d, ("keyid", "sig"), context)
-        keyid_text, sig = get_str(d, "keyid", context), get_str(d, "sig", context)
-        try:
-            return cls(keyid=keyid_text, sig=sig)
-        except ManifestError as e:
-            raise ManifestError(str(e), context=context) from None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"keyid": self.keyid, "sig": self.sig}
+def _read_signatures(value: object, path: str) -> tuple[SignatureEntry, ...]:
+    entries = array(nested(SignatureEntry)).read(value, path)
+    _check_signatures(entries, path)
+    return entries
 
 
-def _decode_signature(text: str) -> bytes:
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ManifestError("signature is not standard base64") from None
-    # Exactly one text per signature: refuse non-canonical padding bits and lengths.
-    if len(raw) != _SIGNATURE_BYTES or base64.b64encode(raw).decode("ascii") != text:
-        raise ManifestError(f"signature is not a canonical base64 {_SIGNATURE_BYTES}-byte value")
-    return raw
+def _check_signatures(entries: Sequence[SignatureEntry], path: str) -> None:
+    if not 1 <= len(entries) <= MAX_SIGNATURES:
+        raise ManifestError(f"must hold 1 to {MAX_SIGNATURES} signatures, got {len(entries)}", path)
+    keyids = [entry.keyid for entry in entries]
+    if len(set(keyids)) != len(keyids):
+        raise ManifestError("holds two signatures by the same key", path)
+
+
+# A signature list: in manifest.sig, and in every envelope of an OTA channel.
+SIGNATURES: Rule[tuple[SignatureEntry, ...]] = Rule(
+    _read_signatures, lambda entries: [entry.to_dict() for entry in entries]
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class SignatureFile:
-    signatures: tuple[SignatureEntry, ...]
+class SignatureFile(Document):
+    signatures: Annotated[tuple[SignatureEntry, ...], SIGNATURES]
 
     def __post_init__(self) -> None:
-        if not 1 <= len(self.signatures) <= MAX_SIGNATURES:
-            raise ManifestError(
-                f"must hold 1 to {MAX_SIGNATURES} signatures, got {len(self.signatures)}"
-            )
-        keyids = [entry.keyid for entry in self.signatures]
-        if len(set(keyids)) != len(keyids):
-            raise ManifestError("holds two signatures by the same key")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> SignatureFile:
-        reject_unknown(d, ("signatures",), context)
-        list_context = join(context, "signatures")
-        entries = []
-        for index, item in enumerate(get_list(d, "signatures", context)):
-            item_context = f"{list_context}[{index}]"
-            if not isinstance(item, dict):
-                raise ManifestError(f"expected an object, got {json_type(item)}", item_context)
-            entries.append(SignatureEntry.from_dict(item, item_context))
-        try:
-            return cls(signatures=tuple(entries))
-        except ManifestError as e:
-            raise ManifestError(str(e), context=list_context) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"signatures": [entry.to_dict() for entry in self.signatures]}
+        _check_signatures(self.signatures, "signatures")
 
     def to_bytes(self) -> bytes:
         """Canonical JSON, formatted like ``manifest.json``."""
@@ -227,14 +219,10 @@ def sign(private_key: Ed25519PrivateKey, context: bytes, message: bytes) -> Sign
     )
 
 
-def sign_all(
-    keys: Sequence[Ed25519PrivateKey], context: bytes, message: bytes
-) -> SignatureFile:
+def sign_all(keys: Sequence[Ed25519PrivateKey], context: bytes, message: bytes) -> SignatureFile:
     """One signature per distinct key (a key named twice signs once)."""
     distinct = {keyid(key.public_key()): key for key in keys}
-    return SignatureFile(
-        signatures=tuple(sign(key, context, message) for key in distinct.values())
-    )
+    return SignatureFile(signatures=tuple(sign(key, context, message) for key in distinct.values()))
 
 
 def verify(

@@ -17,28 +17,32 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgebundle.runtime._json import (
-    dumps_canonical,
-    get_count,
-    get_list,
-    get_sha256,
-    get_str,
-    get_timestamp,
-    join,
-    json_type,
-    loads_strict,
-    reject_unknown,
+from edgebundle.runtime._json import dumps_canonical, loads_strict
+from edgebundle.runtime.document import (
+    SHA256,
+    STRING,
+    TIMESTAMP,
+    VERSION,
+    Document,
+    Rule,
+    array,
+    constant,
+    count,
+    dump,
+    load,
+    nested,
+    read_string,
 )
 from edgebundle.runtime.errors import ChannelError, ManifestError, RollbackError, SignatureError
 from edgebundle.runtime.semver import Version
-from edgebundle.runtime.signing import SignatureFile, TrustedKeys, sign_all, verify
+from edgebundle.runtime.signing import SIGNATURES, SignatureFile, TrustedKeys, sign_all, verify
 
 INDEX_CONTEXT = b"edgebundle/channel-index/v1\x00"
 INDEX_FORMAT = "edgebundle.channel/1"
@@ -48,12 +52,29 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _FILE = re.compile(r"bundles/[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.bundle")
 
 
+def decode_base64(text: str, context: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ManifestError("is not standard base64", context=context) from None
+
+
+_PAYLOAD: Rule[bytes] = Rule(
+    lambda value, path: decode_base64(read_string(value, path), path),
+    lambda payload: base64.b64encode(payload).decode("ascii"),
+)
+_SIGNATURE_FILE: Rule[SignatureFile] = Rule(
+    lambda value, path: SignatureFile(signatures=SIGNATURES.read(value, path)),
+    lambda file: SIGNATURES.write(file.signatures),
+)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Envelope:
     """Payload bytes plus signatures over ``context + payload``."""
 
-    payload: bytes
-    signatures: SignatureFile
+    payload: Annotated[bytes, _PAYLOAD]
+    signatures: Annotated[SignatureFile, _SIGNATURE_FILE]
 
     @classmethod
     def signed(cls, payload: bytes, keys: Sequence[Ed25519PrivateKey], context: bytes) -> Envelope:
@@ -64,41 +85,30 @@ class Envelope:
         """Parse the envelope only (base64 text and signature entries); the payload stays
         opaque bytes until ``verified_payload`` checks it."""
         try:
-            d = loads_strict(data, what)
-            reject_unknown(d, ("payload", "signatures"), "")
-            payload = decode_base64(get_str(d, "payload", ""), "payload")
-            signatures = SignatureFile.from_dict({"signatures": get_list(d, "signatures", "")})
+            return load(cls, loads_strict(data, what))
         except ManifestError as e:
             raise SignatureError(f"malformed {what}: {e}") from None
-        return cls(payload=payload, signatures=signatures)
 
     def to_bytes(self) -> bytes:
-        return dumps_canonical(
-            {
-                "payload": base64.b64encode(self.payload).decode("ascii"),
-                "signatures": self.signatures.to_dict()["signatures"],
-            }
-        )
+        return dumps_canonical(dump(self))
 
     def verified_payload(self, trusted: TrustedKeys, context: bytes) -> bytes:
         verify(self.signatures.signatures, trusted, context, self.payload)
         return self.payload
 
 
-def decode_base64(text: str, context: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ManifestError("is not standard base64", context=context) from None
+def bundle_file(name: str, version: Version) -> str:
+    return f"bundles/{name}-{version}.bundle"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ChannelEntry:
-    name: str
-    version: Version
-    file: str  # path inside the channel, always bundles/<name>-<version>.bundle
-    sha256: str
-    size: int
+class ChannelEntry(Document):
+    name: Annotated[str, STRING]
+    version: Annotated[Version, VERSION]
+    # path inside the channel, always bundles/<name>-<version>.bundle
+    file: Annotated[str, STRING]
+    sha256: Annotated[str, SHA256]
+    size: Annotated[int, count(minimum=1)]
 
     @classmethod
     def of(cls, name: str, version: Version, data: bytes) -> ChannelEntry:
@@ -111,73 +121,29 @@ class ChannelEntry:
             size=len(data),
         )
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> ChannelEntry:
-        reject_unknown(d, ("name", "version", "file", "sha256", "size"), context)
-        name = get_str(d, "name", context)
-        version = Version.parse(get_str(d, "version", context), context=join(context, "version"))
-        file = get_str(d, "file", context)
+    def check(self) -> None:
         # The file name is derived, never free text: a device can only be sent to the
         # canonical place, which rules out path tricks and mix-ups between entries.
-        if file != bundle_file(name, version) or not _FILE.fullmatch(file):
-            raise ManifestError(
-                f"must be {bundle_file(name, version)!r}", context=join(context, "file")
-            )
-        return cls(
-            name=name,
-            version=version,
-            file=file,
-            sha256=get_sha256(d, "sha256", context),
-            size=get_count(d, "size", context, minimum=1),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": str(self.version),
-            "file": self.file,
-            "sha256": self.sha256,
-            "size": self.size,
-        }
+        expected = bundle_file(self.name, self.version)
+        if self.file != expected or not _FILE.fullmatch(self.file):
+            raise ManifestError(f"must be {expected!r}", context="file")
 
 
-def bundle_file(name: str, version: Version) -> str:
-    return f"bundles/{name}-{version}.bundle"
+def _entry_key(entry: ChannelEntry) -> str:
+    return f"{entry.name} {entry.version}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ChannelIndex:
-    serial: int  # strictly increases with every publish: a device refuses to go back
-    expires: str  # RFC 3339 UTC; a device refuses an expired index (freeze attacks)
-    bundles: tuple[ChannelEntry, ...]
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> ChannelIndex:
-        reject_unknown(d, ("format", "serial", "expires", "bundles"), context)
-        if get_str(d, "format", context) != INDEX_FORMAT:
-            raise ManifestError(f"unsupported channel index format (expected {INDEX_FORMAT})")
-        entries = []
-        for i, item in enumerate(get_list(d, "bundles", context)):
-            item_context = f"{join(context, 'bundles')}[{i}]"
-            if not isinstance(item, dict):
-                raise ManifestError(f"expected an object, got {json_type(item)}", item_context)
-            entries.append(ChannelEntry.from_dict(item, item_context))
-        keys = [(e.name, str(e.version)) for e in entries]
-        if len(set(keys)) != len(keys):
-            raise ManifestError("lists the same name and version twice", join(context, "bundles"))
-        return cls(
-            serial=get_count(d, "serial", context, minimum=1),
-            expires=get_timestamp(d, "expires", context),
-            bundles=tuple(entries),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": INDEX_FORMAT,
-            "serial": self.serial,
-            "expires": self.expires,
-            "bundles": [e.to_dict() for e in self.bundles],
-        }
+class ChannelIndex(Document):
+    format: Annotated[str, constant(INDEX_FORMAT, "channel index")] = INDEX_FORMAT
+    # strictly increases with every publish: a device refuses to go back
+    serial: Annotated[int, count(minimum=1)]
+    # RFC 3339 UTC; a device refuses an expired index (freeze attacks)
+    expires: Annotated[str, TIMESTAMP]
+    bundles: Annotated[
+        tuple[ChannelEntry, ...],
+        array(nested(ChannelEntry), unique=(_entry_key, "name and version")),
+    ]
 
     def to_bytes(self) -> bytes:
         data = self.to_dict()

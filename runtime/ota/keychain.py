@@ -21,27 +21,26 @@ Statements are envelopes (``runtime.ota.channel.Envelope``): the signed payload 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edgebundle.runtime._json import (
-    dumps_canonical,
-    get_count,
-    get_list,
-    get_optional,
-    get_str,
-    get_timestamp,
-    join,
-    json_type,
-    loads_strict,
-    quote,
-    reject_unknown,
+from edgebundle.runtime._json import dumps_canonical, json_type, loads_strict
+from edgebundle.runtime.document import (
+    COUNT,
+    TIMESTAMP,
+    Document,
+    Rule,
+    array,
+    constant,
+    count,
+    dump,
+    optional,
 )
 from edgebundle.runtime.errors import ChannelError, KeyFileError, ManifestError, SignatureError
 from edgebundle.runtime.ota.channel import TIME_FORMAT, Envelope, decode_base64
@@ -64,57 +63,69 @@ def statement_file(version: int) -> str:
     return f"{KEYS_DIR}/{version}.json"
 
 
+def raw_key(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _read_public_key(value: object, path: str) -> Ed25519PublicKey:
+    if not isinstance(value, str):
+        raise ManifestError(f"expected a base64 public key, got {json_type(value)}", path)
+    raw = decode_base64(value, path)
+    if len(raw) != _RAW_KEY_BYTES:
+        raise ManifestError(f"expected a {_RAW_KEY_BYTES}-byte Ed25519 public key", path)
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+_PUBLIC_KEY: Rule[Ed25519PublicKey] = Rule(
+    _read_public_key, lambda key: base64.b64encode(raw_key(key)).decode("ascii")
+)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class KeySet:
+class KeySet(Document):
     """A set of keys, the threshold of them that must sign, and the statement that made it.
 
     Two documents carry it: a signed statement of a channel's chain (``edgebundle.keys/2``,
     version >= 1, always expiring) and a store's ``trust.json`` (``edgebundle.trust/1``, which
-    also holds version 0, the provisioned keys, with no expiry).
+    also holds version 0, the provisioned keys, with no expiry). ``format`` says which one it
+    was read from; it is not part of the key set's value, so it takes no part in comparisons.
     """
 
-    version: int
-    threshold: int
-    keys: tuple[Ed25519PublicKey, ...]
-    expires: str | None  # RFC 3339 UTC; None only for version 0
+    format: Annotated[str, constant(_FORMATS, "key set")] = field(
+        default=TRUST_FORMAT, compare=False
+    )
+    version: Annotated[int, COUNT]
+    threshold: Annotated[int, count(minimum=1)]
+    keys: Annotated[tuple[Ed25519PublicKey, ...], array(_PUBLIC_KEY)]
+    expires: Annotated[str | None, optional(TIMESTAMP)]  # RFC 3339 UTC; None only for version 0
 
     def __post_init__(self) -> None:
-        problem = _problem(self.version, self.threshold, self.keys, self.expires)
-        if problem is not None:
-            raise ManifestError(problem[1], problem[0])
+        self.check()
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> KeySet:
-        reject_unknown(d, ("format", "version", "threshold", "keys", "expires"), context)
-        fmt = get_str(d, "format", context)
-        if fmt not in _FORMATS:
-            raise ManifestError(f"unsupported format {quote(fmt)}", join(context, "format"))
-        version = get_count(d, "version", context, minimum=1 if fmt == STATEMENT_FORMAT else 0)
-        threshold = get_count(d, "threshold", context, minimum=1)
-        keys = tuple(
-            _public_key(item, f"{join(context, 'keys')}[{i}]")
-            for i, item in enumerate(get_list(d, "keys", context))
-        )
-        expires = get_optional(d, "expires", context, get_timestamp)
-        problem = _problem(version, threshold, keys, expires)
-        if problem is not None:
-            raise ManifestError(problem[1], join(context, problem[0]))
-        return cls(version=version, threshold=threshold, keys=keys, expires=expires)
+    def check(self) -> None:
+        if self.format == STATEMENT_FORMAT and self.version < 1:
+            raise ManifestError(
+                f"a signed statement starts at version 1, got {self.version}", "version"
+            )
+        if not 1 <= len(self.keys) <= MAX_SIGNATURES:
+            raise ManifestError(f"must list 1 to {MAX_SIGNATURES} keys", "keys")
+        if len({keyid(k) for k in self.keys}) != len(self.keys):
+            raise ManifestError("lists a key twice", "keys")
+        if not 1 <= self.threshold <= len(self.keys):
+            raise ManifestError(
+                f"must be between 1 and the {len(self.keys)} key(s), got {self.threshold}",
+                "threshold",
+            )
+        if (self.version == 0) != (self.expires is None):
+            raise ManifestError("is required from version 1 on, and only there", "expires")
 
-    def to_dict(self, fmt: str) -> dict[str, Any]:
-        return {
-            "format": fmt,
-            "version": self.version,
-            "threshold": self.threshold,
-            "keys": [base64.b64encode(raw_key(k)).decode("ascii") for k in self.keys],
-            "expires": self.expires,
-        }
+    def to_dict(self, fmt: str | None = None) -> dict[str, Any]:
+        """The document of format ``fmt`` (by default the one it was read from)."""
+        return dump(self if fmt is None else replace(self, format=fmt))
 
     def to_bytes(self, fmt: str) -> bytes:
         """Canonical bytes of ``fmt``; refuses to write what it could not read back."""
         data = self.to_dict(fmt)
-        if fmt == STATEMENT_FORMAT and self.version < 1:
-            raise ManifestError("a signed statement starts at version 1", "version")
         KeySet.from_dict(data)
         return dumps_canonical(data)
 
@@ -136,42 +147,13 @@ class KeySet:
         return f"{where}: {self.threshold} of {len(self.keys)} key(s) must sign{until}"
 
 
-def raw_key(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def _problem(
-    version: int, threshold: int, keys: Sequence[Ed25519PublicKey], expires: str | None
-) -> tuple[str, str] | None:
-    """The field at fault and what is wrong with it, or None."""
-    if not 1 <= len(keys) <= MAX_SIGNATURES:
-        return "keys", f"must list 1 to {MAX_SIGNATURES} keys"
-    if len({keyid(k) for k in keys}) != len(keys):
-        return "keys", "lists a key twice"
-    if not 1 <= threshold <= len(keys):
-        return "threshold", f"must be between 1 and the {len(keys)} key(s), got {threshold}"
-    if (version == 0) != (expires is None):
-        return "expires", "is required from version 1 on, and only there"
-    return None
-
-
-def _public_key(item: object, context: str) -> Ed25519PublicKey:
-    if not isinstance(item, str):
-        raise ManifestError(f"expected a base64 public key, got {json_type(item)}", context)
-    raw = decode_base64(item, context)
-    if len(raw) != _RAW_KEY_BYTES:
-        raise ManifestError(f"expected a {_RAW_KEY_BYTES}-byte Ed25519 public key", context)
-    return Ed25519PublicKey.from_public_bytes(raw)
-
-
 def parse_key_set(data: bytes, what: str, fmt: str) -> KeySet:
     """A statement payload or a ``trust.json`` that must be of format ``fmt``."""
     try:
-        d = loads_strict(data, what)
-        key_set = KeySet.from_dict(d)
+        key_set = KeySet.from_dict(loads_strict(data, what))
     except ManifestError as e:
         raise ChannelError(f"invalid {what}: {e}") from None
-    if d["format"] != fmt:
+    if key_set.format != fmt:
         raise ChannelError(f"invalid {what}: format must be {fmt!r}")
     return key_set
 
