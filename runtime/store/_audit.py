@@ -6,22 +6,13 @@ store appends under its exclusive lock, so lines never interleave.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Annotated, BinaryIO
 
-from edgebundle.runtime._json import (
-    dumps_canonical,
-    get_optional,
-    get_sha256,
-    get_str,
-    get_timestamp,
-    join,
-    loads_strict,
-    quote,
-    reject_unknown,
-)
+from edgebundle.runtime._json import dumps_canonical, loads_strict
+from edgebundle.runtime.document import SHA256, STRING, TIMESTAMP, Document, choice, optional
 from edgebundle.runtime.errors import ManifestError, StoreError
 from edgebundle.runtime.fsio import append_durably
 from edgebundle.runtime.semver import Version
@@ -34,45 +25,17 @@ MAX_LINE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class AuditEvent:
+class AuditEvent(Document):
     """One line of ``audit.log``. ``model``/``version`` are null when a bundle was refused
     before its manifest could be trusted; ``origin`` is where an install came from."""
 
-    time: str
-    event: str
-    model: str | None
-    version: str | None
-    sha256: str | None
-    origin: str | None
-    reason: str
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> AuditEvent:
-        keys = ("time", "event", "model", "version", "sha256", "origin", "reason")
-        reject_unknown(d, keys, context)
-        event = get_str(d, "event", context)
-        if event not in AUDIT_EVENTS:
-            raise ManifestError(f"unknown event {quote(event)}", context=join(context, "event"))
-        return cls(
-            time=get_timestamp(d, "time", context),
-            event=event,
-            model=get_optional(d, "model", context, get_str),
-            version=get_optional(d, "version", context, get_str),
-            sha256=get_optional(d, "sha256", context, get_sha256),
-            origin=get_optional(d, "origin", context, get_str),
-            reason=get_str(d, "reason", context),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "time": self.time,
-            "event": self.event,
-            "model": self.model,
-            "version": self.version,
-            "sha256": self.sha256,
-            "origin": self.origin,
-            "reason": self.reason,
-        }
+    time: Annotated[str, TIMESTAMP]
+    event: Annotated[str, choice(AUDIT_EVENTS)]
+    model: Annotated[str | None, optional(STRING)]
+    version: Annotated[str | None, optional(STRING)]
+    sha256: Annotated[str | None, optional(SHA256)]
+    origin: Annotated[str | None, optional(STRING)]
+    reason: Annotated[str, STRING]
 
     def to_line(self) -> bytes:
         # Compact JSON escapes every newline inside values: one event is always one line.

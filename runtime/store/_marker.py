@@ -6,19 +6,12 @@ directory without the marker or with a format this runtime does not read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-from edgebundle.runtime._json import (
-    dumps_canonical,
-    get_str,
-    join,
-    loads_strict,
-    quote,
-    reject_unknown,
-)
+from edgebundle.runtime._json import dumps_canonical, loads_strict
+from edgebundle.runtime.document import Document, constant
 from edgebundle.runtime.errors import ManifestError, StoreError
 from edgebundle.runtime.fsio import fsync_dir, write_durably
 from edgebundle.runtime.store._files import read_small
@@ -29,24 +22,10 @@ _MAX_MARKER_BYTES = 4096
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class StoreMarker:
+class StoreMarker(Document):
     """``store.json``: its presence makes a directory a store; its format gates everything."""
 
-    format: str = STORE_FORMAT
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> StoreMarker:
-        fmt = get_str(d, "format", context)
-        if fmt != STORE_FORMAT:
-            raise ManifestError(
-                f"unsupported store format {quote(fmt)} (this runtime reads {STORE_FORMAT!r})",
-                context=join(context, "format"),
-            )
-        reject_unknown(d, ("format",), context)
-        return cls(format=fmt)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": self.format}
+    format: Annotated[str, constant(STORE_FORMAT, "store")] = STORE_FORMAT
 
 
 def prepare_empty_dir(root: Path) -> None:

@@ -6,15 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from edgebundle.runtime._json import (
-    dumps_canonical,
-    get_count,
-    get_str,
-    loads_strict,
-    reject_unknown,
-)
+from edgebundle.runtime._json import dumps_canonical, loads_strict
+from edgebundle.runtime.document import COUNT, Document, constant, load
 from edgebundle.runtime.errors import ManifestError, RollbackError, StoreError
 from edgebundle.runtime.fsio import write_durably
 from edgebundle.runtime.store._files import read_small
@@ -27,22 +22,26 @@ _MAX_OTA_BYTES = 4096
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class OtaState:
+class OtaState(Document):
     """``ota.json``: the highest channel index serial accepted, so no older one is replayed."""
 
-    last_serial: int = 0
+    format: Annotated[str, constant(OTA_FORMAT, "OTA state")] = OTA_FORMAT
+    last_serial: Annotated[int, COUNT] = 0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], context: str = "") -> OtaState:
-        fmt = get_str(d, "format", context)
-        legacy = fmt == _LEGACY_OTA_FORMAT
-        if fmt != OTA_FORMAT and not legacy:
-            raise ManifestError(f"unsupported format (expected {OTA_FORMAT!r})", context)
-        reject_unknown(d, ("format", "last_serial", *(("key_version",) if legacy else ())), context)
-        return cls(last_serial=get_count(d, "last_serial", context))
+        if d.get("format") == _LEGACY_OTA_FORMAT:
+            return cls(last_serial=load(_LegacyOtaState, d, context).last_serial)
+        return load(cls, d, context)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": OTA_FORMAT, "last_serial": self.last_serial}
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _LegacyOtaState:
+    """``ota.json`` as stores wrote it before ``trust.json`` took over ``key_version``."""
+
+    format: Annotated[str, constant(_LEGACY_OTA_FORMAT, "OTA state")]
+    last_serial: Annotated[int, COUNT]
+    key_version: Annotated[int, COUNT]
 
 
 def read_ota(root: Path) -> OtaState:
