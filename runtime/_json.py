@@ -2,9 +2,10 @@
 
 Signed bytes must mean exactly one thing, so the parser refuses what ``json.loads`` tolerates:
 duplicate keys (last one silently wins), ``NaN``/``Infinity`` tokens, numbers that overflow to
-infinity, and bytes that are not UTF-8. The ``get_*`` helpers read one field each and raise
-``ManifestError`` carrying the dotted path of the field, in the style of pypa/packaging's
-``direct_url.py``.
+infinity, and bytes that are not UTF-8. The ``read_*`` functions check one parsed value each and
+raise ``ManifestError`` carrying its dotted path, in the style of pypa/packaging's
+``direct_url.py``; ``runtime.document`` builds its rules on them, and the ``get_*`` helpers read
+one field of an object with them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import datetime
 import json
 import math
 import re
-import unicodedata
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, NoReturn, TypeVar
 
@@ -156,6 +156,13 @@ def read_integer(value: object, path: str) -> int:
     return value
 
 
+def read_count(value: object, path: str, minimum: int = 0) -> int:
+    number = read_integer(value, path)
+    if number < minimum:
+        raise ManifestError(f"must be >= {minimum}, got {number}", context=path)
+    return number
+
+
 def read_number(value: object, path: str) -> float:
     """A finite number; JSON integers are accepted (``0`` for ``0.0``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -207,16 +214,12 @@ def get_str(d: Mapping[str, Any], key: str, context: str) -> str:
     return read_string(_require(d, key, context), join(context, key))
 
 
-def get_int(d: Mapping[str, Any], key: str, context: str) -> int:
-    return read_integer(_require(d, key, context), join(context, key))
+def get_count(d: Mapping[str, Any], key: str, context: str, minimum: int = 0) -> int:
+    return read_count(_require(d, key, context), join(context, key), minimum)
 
 
 def get_float(d: Mapping[str, Any], key: str, context: str) -> float:
     return read_number(_require(d, key, context), join(context, key))
-
-
-def get_bool(d: Mapping[str, Any], key: str, context: str) -> bool:
-    return read_boolean(_require(d, key, context), join(context, key))
 
 
 def get_obj(d: Mapping[str, Any], key: str, context: str) -> dict[str, Any]:
@@ -241,92 +244,3 @@ def get_optional(
     if _require(d, key, context) is None:
         return None
     return getter(d, key, context)
-
-
-# --- constrained values, shared by every document ------------------------------------------
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-# Control characters and line breaks would let a field forge lines in logs and reports.
-_FORBIDDEN_CATEGORIES = ("Cc", "Zl", "Zp")
-
-
-def get_text(d: Mapping[str, Any], key: str, context: str) -> str:
-    value = get_str(d, key, context)
-    if not value:
-        raise ManifestError("must not be empty", context=join(context, key))
-    if any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in value):
-        raise ManifestError(
-            "must not contain control characters or line breaks", context=join(context, key)
-        )
-    return value
-
-
-def get_matching(
-    d: Mapping[str, Any], key: str, context: str, pattern: re.Pattern[str], rule: str
-) -> str:
-    value = get_str(d, key, context)
-    if not pattern.fullmatch(value):
-        raise ManifestError(f"{quote(value)} is not {rule}", context=join(context, key))
-    return value
-
-
-def get_sha256(d: Mapping[str, Any], key: str, context: str) -> str:
-    return get_matching(d, key, context, _SHA256, "a sha256 digest (64 lowercase hex digits)")
-
-
-def get_choice(d: Mapping[str, Any], key: str, context: str, choices: tuple[str, ...]) -> str:
-    value = get_str(d, key, context)
-    if value not in choices:
-        allowed = ", ".join(repr(choice) for choice in choices)
-        raise ManifestError(f"{quote(value)} is not one of {allowed}", join(context, key))
-    return value
-
-
-def get_count(d: Mapping[str, Any], key: str, context: str, minimum: int = 0) -> int:
-    value = get_int(d, key, context)
-    if value < minimum:
-        raise ManifestError(f"must be >= {minimum}, got {value}", context=join(context, key))
-    return value
-
-
-def get_non_negative(d: Mapping[str, Any], key: str, context: str) -> float:
-    value = get_float(d, key, context)
-    if value < 0:
-        raise ManifestError(f"must be >= 0, got {value!r}", context=join(context, key))
-    return value
-
-
-def get_positive(d: Mapping[str, Any], key: str, context: str) -> float:
-    value = get_float(d, key, context)
-    if value <= 0:
-        raise ManifestError(f"must be > 0, got {value!r}", context=join(context, key))
-    return value
-
-
-def get_fraction(d: Mapping[str, Any], key: str, context: str) -> float:
-    value = get_float(d, key, context)
-    if not 0 <= value <= 1:
-        raise ManifestError(f"must be between 0 and 1, got {value!r}", context=join(context, key))
-    return value
-
-
-def get_objects(d: Mapping[str, Any], key: str, context: str) -> list[tuple[dict[str, Any], str]]:
-    """A non-empty array of objects, each paired with its context (``outputs[2]``)."""
-    items = get_list(d, key, context)
-    if not items:
-        raise ManifestError("must not be empty", context=join(context, key))
-    pairs = []
-    for index, item in enumerate(items):
-        item_context = f"{join(context, key)}[{index}]"
-        if not isinstance(item, dict):
-            raise ManifestError(f"expected an object, got {json_type(item)}", item_context)
-        pairs.append((item, item_context))
-    return pairs
-
-
-def check_unique(names: list[str], what: str, context: str) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise ManifestError(f"duplicate {what} {quote(name)}", context=context)
-        seen.add(name)

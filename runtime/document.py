@@ -23,7 +23,14 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from edgebundle.runtime._json import join, quote, read_array, read_object, reject_unknown
+from edgebundle.runtime._json import (
+    join,
+    quote,
+    read_array,
+    read_count,
+    read_object,
+    reject_unknown,
+)
 from edgebundle.runtime._json import read_boolean as read_boolean
 from edgebundle.runtime._json import read_integer as read_integer
 from edgebundle.runtime._json import read_number as read_number
@@ -202,13 +209,7 @@ def constant(expected: str | tuple[str, ...], what: str) -> Rule[str]:
 
 
 def count(minimum: int = 0) -> Rule[int]:
-    def read(value: object, path: str) -> int:
-        number = read_integer(value, path)
-        if number < minimum:
-            raise ManifestError(f"must be >= {minimum}, got {number}", context=path)
-        return number
-
-    return Rule(read)
+    return Rule(lambda value, path: read_count(value, path, minimum))
 
 
 COUNT = count()

@@ -15,21 +15,25 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from edgebundle.runtime._json import (
     dumps_canonical,
-    get_float,
-    get_list,
-    get_obj,
-    get_str,
     join,
     json_type,
     loads_strict,
-    reject_unknown,
+    read_array,
+    read_object,
+)
+from edgebundle.runtime.document import (
+    NON_NEGATIVE,
+    Document,
+    Rule,
+    constant,
+    nested,
 )
 from edgebundle.runtime.errors import InputError, ManifestError
 from edgebundle.runtime.scoring import Scorer, to_python
@@ -40,48 +44,95 @@ Number = int | float
 Value = Number | tuple[Number, ...]  # one row of an [N] output, or of an [N, C] output
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Tolerance:
-    abs: float
-    rel: float
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> Tolerance:
-        reject_unknown(d, ("abs", "rel"), context)
-        return cls(abs=_non_negative(d, "abs", context), rel=_non_negative(d, "rel", context))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"abs": self.abs, "rel": self.rel}
+Row = tuple[Number | None, ...]  # None = missing
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Selftest:
-    format: str
-    rows: tuple[tuple[Number | None, ...], ...]  # None = missing
-    expected: Mapping[str, tuple[Value, ...]]  # output name -> one value per row
-    tolerance: Tolerance
+class Tolerance(Document):
+    abs: Annotated[float, NON_NEGATIVE]
+    rel: Annotated[float, NON_NEGATIVE]
+
+
+def _number(value: object, context: str) -> Number:
+    """A finite JSON number, kept as the int or float it was written as (labels are ints)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ManifestError(f"expected a number, got {json_type(value)}", context=context)
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer beyond float64
+        finite = False
+    if not finite:
+        raise ManifestError("number out of range", context=context)
+    return value
+
+
+def _read_rows(value: object, path: str) -> tuple[Row, ...]:
+    items = read_array(value, path)
+    if not items:
+        raise ManifestError("must hold at least one row", context=path)
+    return tuple(_row(item, f"{path}[{i}]", items[0]) for i, item in enumerate(items))
+
+
+def _row(item: object, path: str, first: list[Any]) -> Row:
+    row = read_array(item, path)
+    if not row:
+        raise ManifestError("must not be empty", context=path)
+    if len(row) != len(first):
+        raise ManifestError(f"expected {len(first)} values like row 0, got {len(row)}", path)
+    return tuple(None if v is None else _number(v, f"{path}[{j}]") for j, v in enumerate(row))
+
+
+def _read_expected(value: object, path: str) -> Mapping[str, tuple[Value, ...]]:
+    outputs = read_object(value, path)
+    if not outputs:
+        raise ManifestError("must name at least one output", context=path)
+    # In the document's order, which is the order run_selftest reports failures in.
+    return MappingProxyType(
+        {name: _output_values(items, join(path, name)) for name, items in outputs.items()}
+    )
+
+
+def _output_values(value: object, path: str) -> tuple[Value, ...]:
+    items = read_array(value, path)
+    if not items or not isinstance(items[0], list):
+        return tuple(_number(v, f"{path}[{i}]") for i, v in enumerate(items))
+    width = len(items[0])
+    values: list[Value] = []
+    for i, item in enumerate(items):
+        item_path = f"{path}[{i}]"
+        if not isinstance(item, list) or len(item) != width:
+            raise ManifestError(f"expected an array of {width} numbers", item_path)
+        if not item:
+            raise ManifestError("must not be empty", item_path)
+        values.append(tuple(_number(v, f"{item_path}[{j}]") for j, v in enumerate(item)))
+    return tuple(values)
+
+
+def _write_expected(expected: Mapping[str, tuple[Value, ...]]) -> dict[str, list[Any]]:
+    return {
+        name: [list(v) if isinstance(v, tuple) else v for v in values]
+        for name, values in expected.items()
+    }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Selftest(Document):
+    format: Annotated[str, constant(FORMAT, "selftest")]
+    rows: Annotated[tuple[Row, ...], Rule(_read_rows, lambda rows: [list(row) for row in rows])]
+    # output name -> one value per row
+    expected: Annotated[Mapping[str, tuple[Value, ...]], Rule(_read_expected, _write_expected)]
+    tolerance: Annotated[Tolerance, nested(Tolerance)]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expected", MappingProxyType(dict(self.expected)))
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> Selftest:
-        fmt = get_str(d, "format", context)
-        if fmt != FORMAT:
-            raise ManifestError(
-                f"unsupported selftest format {fmt!r} (this runtime reads {FORMAT!r})",
-                context=join(context, "format"),
-            )
-        reject_unknown(d, ("format", "rows", "expected", "tolerance"), context)
-        rows = _rows(d, "rows", context)
-        return cls(
-            format=fmt,
-            rows=rows,
-            expected=_expected(d, "expected", context, len(rows)),
-            tolerance=Tolerance.from_dict(
-                get_obj(d, "tolerance", context), join(context, "tolerance")
-            ),
-        )
+    def check(self) -> None:
+        for name, values in self.expected.items():
+            if len(values) != len(self.rows):
+                raise ManifestError(
+                    f"expected one value per row ({len(self.rows)}), got {len(values)}",
+                    context=join("expected", name),
+                )
 
     @classmethod
     def from_arrays(
@@ -102,17 +153,6 @@ class Selftest:
             }
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": self.format,
-            "rows": [list(row) for row in self.rows],
-            "expected": {
-                name: [list(v) if isinstance(v, tuple) else v for v in values]
-                for name, values in self.expected.items()
-            },
-            "tolerance": self.tolerance.to_dict(),
-        }
-
     def to_bytes(self) -> bytes:
         """Canonical ``selftest.json``; refuses to write an invalid selftest."""
         data = self.to_dict()
@@ -122,82 +162,6 @@ class Selftest:
 
 def parse_selftest(data: bytes) -> Selftest:
     return Selftest.from_dict(loads_strict(data, "selftest.json"), "selftest")
-
-
-def _non_negative(d: Mapping[str, Any], key: str, context: str) -> float:
-    value = get_float(d, key, context)
-    if value < 0:
-        raise ManifestError(f"must be >= 0, got {value!r}", context=join(context, key))
-    return value
-
-
-def _number(value: object, context: str) -> Number:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ManifestError(f"expected a number, got {json_type(value)}", context=context)
-    try:
-        finite = math.isfinite(value)
-    except OverflowError:  # an integer beyond float64
-        finite = False
-    if not finite:
-        raise ManifestError("number out of range", context=context)
-    return value
-
-
-def _rows(d: Mapping[str, Any], key: str, context: str) -> tuple[tuple[Number | None, ...], ...]:
-    items = get_list(d, key, context)
-    rows_context = join(context, key)
-    if not items:
-        raise ManifestError("must hold at least one row", context=rows_context)
-    rows = []
-    for i, item in enumerate(items):
-        row_context = f"{rows_context}[{i}]"
-        if not isinstance(item, list):
-            raise ManifestError(f"expected an array, got {json_type(item)}", context=row_context)
-        if not item:
-            raise ManifestError("must not be empty", context=row_context)
-        if len(item) != len(items[0]):
-            raise ManifestError(
-                f"expected {len(items[0])} values like row 0, got {len(item)}", row_context
-            )
-        rows.append(
-            tuple(
-                None if v is None else _number(v, f"{row_context}[{j}]") for j, v in enumerate(item)
-            )
-        )
-    return tuple(rows)
-
-
-def _expected(
-    d: Mapping[str, Any], key: str, context: str, num_rows: int
-) -> dict[str, tuple[Value, ...]]:
-    outputs = get_obj(d, key, context)
-    expected_context = join(context, key)
-    if not outputs:
-        raise ManifestError("must name at least one output", context=expected_context)
-    return {name: _output_values(outputs, name, expected_context, num_rows) for name in outputs}
-
-
-def _output_values(
-    d: Mapping[str, Any], key: str, context: str, num_rows: int
-) -> tuple[Value, ...]:
-    items = get_list(d, key, context)
-    values_context = join(context, key)
-    if len(items) != num_rows:
-        raise ManifestError(
-            f"expected one value per row ({num_rows}), got {len(items)}", context=values_context
-        )
-    if isinstance(items[0], list):
-        width = len(items[0])
-        values: list[Value] = []
-        for i, item in enumerate(items):
-            item_context = f"{values_context}[{i}]"
-            if not isinstance(item, list) or len(item) != width:
-                raise ManifestError(f"expected an array of {width} numbers", item_context)
-            if not item:
-                raise ManifestError("must not be empty", item_context)
-            values.append(tuple(_number(v, f"{item_context}[{j}]") for j, v in enumerate(item)))
-        return tuple(values)
-    return tuple(_number(v, f"{values_context}[{i}]") for i, v in enumerate(items))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

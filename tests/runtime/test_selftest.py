@@ -46,6 +46,12 @@ def test_round_trip() -> None:
     assert parse_selftest(selftest.to_bytes()) == selftest
 
 
+def test_outputs_keep_the_order_they_were_recorded_in() -> None:
+    # run_selftest reports the first failure in this order: a reader must not reorder them.
+    d = with_change("expected", {"z": [1, 0], "a": [0, 1]})
+    assert list(Selftest.from_dict(d).expected) == ["z", "a"]
+
+
 def test_to_bytes_is_canonical_json() -> None:
     data = Selftest.from_dict(VALID).to_bytes()
     assert data.endswith(b"}\n")
