@@ -1,5 +1,5 @@
 """The store's timestamps (``installed_at``, an audit event's ``time``): UTC, whole seconds, in
-the one form ``manifest.get_timestamp`` reads back."""
+the one form ``runtime.document.TIMESTAMP`` reads back."""
 
 from __future__ import annotations
 
