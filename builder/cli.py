@@ -23,7 +23,7 @@ from edgebundle.builder.compare.text import format_comparison
 from edgebundle.builder.drift.analysis import WINDOWS, analyse, read_report
 from edgebundle.builder.drift.page import format_html
 from edgebundle.builder.drift.summary import summary_dict
-from edgebundle.builder.drift.text import format_text
+from edgebundle.builder.drift.text import format_text, printable
 from edgebundle.builder.drill import make_broken
 from edgebundle.builder.errors import ParityError
 from edgebundle.builder.inspect import inspect_bundle
@@ -33,6 +33,7 @@ from edgebundle.builder.publish import parse_duration, publish, rotate_keys
 from edgebundle.builder.publish import refresh as refresh_channel
 from edgebundle.builder.report import candidate_dict, format_candidates, format_report, report_dict
 from edgebundle.runtime.bundle import Limits, check_bundle, read_bundle_file
+from edgebundle.runtime.cli.exits import ExitCode as RuntimeExit
 from edgebundle.runtime.errors import BundleError
 from edgebundle.runtime.fsio import write_durably
 from edgebundle.runtime.ota.keychain import load_trust
@@ -48,6 +49,8 @@ class ExitCode(enum.IntEnum):
     ERROR = 1  # a bad model, key or data; `verify`: every problem listed
     USAGE = 2  # bad arguments: click's own code
     BUDGET_MISSED = 3  # build: the converted model misses its error budget; nothing signed
+    # drift --fail-on shift: a feature shifted; the number is bundle-runtime's table's
+    DRIFT_SHIFT = RuntimeExit.DRIFT_SHIFT.value
 
 
 # Each domain error class's code; the nearest class with an entry decides.
@@ -333,9 +336,21 @@ def compare_command(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Also write a self-contained HTML page with a chart per feature.",
 )
+@click.option(
+    "--fail-on",
+    type=click.Choice(["shift"]),
+    default=None,
+    help=f"Exit {ExitCode.DRIFT_SHIFT} (naming them on stderr) when a feature shifted.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
-def drift_command(stats: Path, window: str | None, html_path: Path | None, as_json: bool) -> None:
-    """Show the drift in STATS, a device's answer to GET /v2/models/NAME/stats."""
+def drift_command(
+    stats: Path, window: str | None, html_path: Path | None, fail_on: str | None, as_json: bool
+) -> None:
+    """Show the drift in STATS, a device's answer to GET /v2/models/NAME/stats.
+
+    Each feature gets a verdict: shift (PSI above 0.2 and a chi-square test says it is not
+    noise), ok, or too_few_rows (fewer rows than the report's minimum, 200 by default).
+    """
     try:
         data = stats.read_bytes()
     except OSError as exc:
@@ -347,21 +362,44 @@ def drift_command(stats: Path, window: str | None, html_path: Path | None, as_js
     click.echo(json.dumps(summary_dict(drift), indent=2) if as_json else format_text(drift))
     if html_path is not None:
         click.echo(f"wrote {html_path}", err=True)
+    if fail_on == "shift" and drift.shifted:
+        names = ", ".join(printable(name) for name in drift.shifted)
+        click.echo(f"error: shifted: {names}", err=True)
+        sys.exit(ExitCode.DRIFT_SHIFT)
 
 
 @main.command(name="publish")
 @click.argument("bundle", required=False, type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--channel", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Channel directory to serve with any static HTTP server.")
-@click.option("--key", "keys", type=click.Path(path_type=Path, dir_okay=False), multiple=True,
-              required=True, help="Private key that signs the channel index (repeatable: a "
-              "threshold of the channel's newest key set must sign).")
+@click.option(
+    "--channel",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Channel directory to serve with any static HTTP server.",
+)
+@click.option(
+    "--key",
+    "keys",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    required=True,
+    help="Private key that signs the channel index (repeatable: a "
+    "threshold of the channel's newest key set must sign).",
+)
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
-@click.option("--expires", "expires", default="30d", show_default=True,
-              help="How long the signed index stays valid: 30d, 12h, 90m, 3600s.")
-@click.option("--trust", type=click.Path(path_type=Path, dir_okay=False), multiple=True,
-              help="Key the bundle must be signed by (default: the channel's newest key set, "
-              "or the signing keys on a channel that never rotated).")
+@click.option(
+    "--expires",
+    "expires",
+    default="30d",
+    show_default=True,
+    help="How long the signed index stays valid: 30d, 12h, 90m, 3600s.",
+)
+@click.option(
+    "--trust",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    help="Key the bundle must be signed by (default: the channel's newest key set, "
+    "or the signing keys on a channel that never rotated).",
+)
 @click.option("--refresh", is_flag=True, help="Re-sign the index with a new expiry, no bundle.")
 def publish_command(
     bundle: Path | None,
@@ -395,20 +433,46 @@ def publish_command(
 
 
 @main.command(name="rotate-keys")
-@click.option("--channel", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Channel directory.")
-@click.option("--key", "keys", type=click.Path(path_type=Path, dir_okay=False), multiple=True,
-              required=True, help="A CURRENT private key (repeatable): a threshold of the key "
-              "set devices trust now must sign the rotation.")
-@click.option("--new-key", "new_keys", type=click.Path(path_type=Path, dir_okay=False),
-              multiple=True, required=True, help="A key of the NEXT set (repeatable): a "
-              "private key signs too (a threshold of the new set must), a public key (.pub) is "
-              "only listed.")
-@click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True,
-              help="How many keys of the new set must sign an index, bundle or the next rotation.")
-@click.option("--expires", "expires", default="365d", show_default=True,
-              help="How long the new key statement stays valid; rotate again (even to the same "
-              "keys) before then.")
+@click.option(
+    "--channel",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Channel directory.",
+)
+@click.option(
+    "--key",
+    "keys",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    required=True,
+    help="A CURRENT private key (repeatable): a threshold of the key "
+    "set devices trust now must sign the rotation.",
+)
+@click.option(
+    "--new-key",
+    "new_keys",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    required=True,
+    help="A key of the NEXT set (repeatable): a "
+    "private key signs too (a threshold of the new set must), a public key (.pub) is "
+    "only listed.",
+)
+@click.option(
+    "--threshold",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="How many keys of the new set must sign an index, bundle or the next rotation.",
+)
+@click.option(
+    "--expires",
+    "expires",
+    default="365d",
+    show_default=True,
+    help="How long the new key statement stays valid; rotate again (even to the same "
+    "keys) before then.",
+)
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP + " For --key.")
 @click.option("--new-passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP + " For --new-key.")
 def rotate_keys_command(
@@ -453,13 +517,28 @@ def rotate_keys_command(
 
 @main.command(name="make-broken")
 @click.argument("bundle", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--version", "version", required=True, callback=_version,
-              help="Version of the broken copy (publish it above the current one).")
-@click.option("--key", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="Private signing key.")
+@click.option(
+    "--version",
+    "version",
+    required=True,
+    callback=_version,
+    help="Version of the broken copy (publish it above the current one).",
+)
+@click.option(
+    "--key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Private signing key.",
+)
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-              default=Path("bundles"), show_default=True, help="Output directory.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("bundles"),
+    show_default=True,
+    help="Output directory.",
+)
 def make_broken_command(
     bundle: Path, version: Version, key: Path, passphrase_env: str | None, out_dir: Path
 ) -> None:

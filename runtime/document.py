@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 D = TypeVar("D", bound="DataclassInstance")
+P = TypeVar("P", bound="Part")
 
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 _TIMESTAMP_RULE = "an RFC 3339 UTC time like 2025-01-31T12:00:00Z"
@@ -50,6 +51,19 @@ class Rule(Generic[T]):
 
     read: Callable[[Any, str], T]
     write: Callable[[T], Any] = _same
+
+
+class Part:
+    """``from_dict`` / ``to_dict`` for a document class, by its declared rules."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_dict(cls: type[P], d: Mapping[str, Any], context: str = "") -> P:
+        return typing.cast(P, load(typing.cast(Any, cls), d, context))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dump(typing.cast(Any, self))
 
 
 # --- the loader ------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated
 
 from edgebundle.runtime._json import dumps_canonical, join, json_type, loads_strict, quote
 from edgebundle.runtime.document import (
@@ -26,6 +26,7 @@ from edgebundle.runtime.document import (
     TEXT,
     TIMESTAMP,
     VERSION,
+    Part,
     Rule,
     array,
     choice,
@@ -33,7 +34,6 @@ from edgebundle.runtime.document import (
     count,
     dump,
     freeze,
-    load,
     mapping,
     matching,
     nested,
@@ -61,22 +61,6 @@ RESERVED_FILES = ("manifest.json", "manifest.sig")
 
 MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _OPSET_DOMAIN = re.compile(r"(?:[A-Za-z][A-Za-z0-9._-]{0,99})?")
-
-_D = TypeVar("_D", bound="Part")
-
-
-class Part:
-    """``from_dict`` / ``to_dict`` for the manifest's parts, by their declared rules."""
-
-    __slots__ = ()
-
-    @classmethod
-    def from_dict(cls: type[_D], d: Mapping[str, Any], context: str = "") -> _D:
-        return cast(_D, load(cast(Any, cls), d, context))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dump(cast(Any, self))
-
 
 # --- field rules only the manifest has ---------------------------------------------------
 
