@@ -10,3 +10,6 @@ device's report (``runtime.monitor``), so that workstation and device never disa
 Feature and model names come from the device and are untrusted: the HTML escapes every one,
 the text replaces control characters so a name cannot drive the terminal.
 """
+
+# The report's two windows: "recent" (the last rows) and "since_start" (since the model loaded).
+WINDOWS = ("recent", "since_start")

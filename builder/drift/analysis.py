@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from edgebundle.builder.drift import WINDOWS
 from edgebundle.builder.drift.formats import bin_labels, class_labels
 from edgebundle.runtime.errors import ManifestError
 from edgebundle.runtime.monitor.report import (
@@ -20,7 +21,6 @@ from edgebundle.runtime.monitor.report import (
 from edgebundle.runtime.monitor.statistics import SHIFT, TOO_FEW_ROWS
 from edgebundle.runtime.stats import FeatureBaseline
 
-WINDOWS = ("recent", "since_start")
 NO_BASELINE = "no baseline: the bundle was built without --data, so only row counts are known"
 
 
