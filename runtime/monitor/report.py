@@ -252,7 +252,7 @@ def window_summary(report: DriftReport, window: Window) -> str:
     shifted = sorted(window.shifted, key=lambda f: -(math.inf if f.psi is None else f.psi))
     parts = [
         f"{window.rows:,} rows: {len(shifted)} of {len(window.features)} features shifted"
-        + (": " + ", ".join(_shift_text(f) for f in shifted) if shifted else "")
+        + (": " + ", ".join(_shift_text(f, t) for f in shifted) if shifted else "")
     ]
     few = [f.name for f in window.features if f.verdict == TOO_FEW_ROWS]
     if few:
@@ -263,9 +263,17 @@ def window_summary(report: DriftReport, window: Window) -> str:
     return "; ".join(parts)
 
 
-def _shift_text(f: FeatureWindow) -> str:
-    psi_text = "all missing" if f.psi is None else f"PSI {f.psi:.2f}"
-    return f"{f.name} ({psi_text}, {p_text(f.p_value)})"
+def _shift_text(f: FeatureWindow, t: Thresholds) -> str:
+    """The name and what moved: the values (PSI), the missing rate, or both."""
+    moved = []
+    if f.psi is None:
+        moved.append("all missing")
+    elif f.psi > t.psi:
+        moved.append(f"PSI {f.psi:.2f}")
+    shift = f.missing_rate_shift
+    if f.psi is not None and shift is not None and abs(shift) > t.missing_rate_shift:
+        moved.append(f"missing {100 * shift:+.1f} pp")
+    return f"{f.name} ({', '.join([*moved, p_text(f.p_value)])})"
 
 
 def p_text(value: float | None) -> str:
