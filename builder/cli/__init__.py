@@ -2,7 +2,7 @@
 
 Domain errors become one-line ClickExceptions in ``_common`` only, with the exit code
 ``EXIT_CODES`` gives their class. Every ``--help`` ends with ``Examples:`` and ``Exit
-codes:`` (the convention ``runtime.cli.helptext`` gives both command lines), and every command
+codes:`` (the convention ``runtime.cli.help`` gives both command lines), and every command
 that changes or reports state takes ``--json``. Command modules import xgboost, onnx and the
 rest of the conversion only inside the commands that convert: ``bundle --help``, ``keygen``,
 ``verify``, ``inspect``, ``publish`` and ``drift`` never load them.

@@ -20,7 +20,7 @@ import click
 
 from edgebundle.builder.errors import ParityError
 from edgebundle.runtime.cli.exits import ExitCode as RuntimeExit
-from edgebundle.runtime.cli.helptext import epilog
+from edgebundle.runtime.cli.help import sections
 from edgebundle.runtime.errors import BundleError
 from edgebundle.runtime.semver import Version
 
@@ -69,7 +69,9 @@ def help_epilog(examples: Sequence[str], *extra: ExitCode) -> str:
     """The ``Examples:`` and ``Exit codes:`` sections: 0, 1 and 2 for every command, and the
     codes only this command uses."""
     codes = (ExitCode.OK, ExitCode.ERROR, ExitCode.USAGE, *extra)
-    return epilog(examples, [(int(code), MEANINGS[code]) for code in codes], keep="\b")
+    text = sections(examples, {int(code): MEANINGS[code] for code in codes})
+    # click re-wraps a paragraph unless its first line is \b
+    return "\n\n".join(f"\b\n{paragraph}" for paragraph in text.split("\n\n"))
 
 
 def json_option(function: Any) -> Any:

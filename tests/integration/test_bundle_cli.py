@@ -97,7 +97,7 @@ def test_every_help_shows_examples_and_exit_codes(command: str) -> None:
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     examples = text.index("\n  Examples:\n    ")
-    codes = text.index("\n  Exit codes:\n    0  done\n    1  error")
+    codes = text.index("\n  Exit codes:\n    0   done\n    1   error")
     assert examples < codes and "bundle " in text[examples:codes]
     assert command == "" or "--json" in text
 
