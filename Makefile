@@ -15,11 +15,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	@echo "--- training an example credit-score model (XGBoost) into $(DEMO)/"
 	rm -rf $(DEMO)
 	$(BIN)/python -m edgebundle.builder.example --out $(DEMO)
+	@echo "--- creating a signing key pair"
 	$(BIN)/bundle keygen --out $(DEMO)/keys
+	@echo "--- building the signed int8 bundle (conversion, parity check against XGBoost)"
 	$(BIN)/bundle build $(DEMO)/model.json --name credit-score --version 1.0.0 \
 		--key $(DEMO)/keys/signing.key --data $(DEMO)/data.csv --force
+	@echo "--- verifying the bundle as a device would"
 	$(BIN)/bundle verify $(DEMO_BUNDLE) --trust $(DEMO)/keys/signing.pub
 	@echo "--- scoring JSON lines through bundle-runtime (stdin → stdout)"
 	$(BIN)/bundle-runtime score --bundle $(DEMO_BUNDLE) --trust $(DEMO)/keys/signing.pub \
@@ -31,9 +35,10 @@ demo: $(STAMP)
 	$(BIN)/bundle-runtime score --bundle $(DEMO_BUNDLE) --trust $(DEMO)/keys/signing.pub \
 		--format csv --drift-report $(DEMO)/drift.json < $(DEMO)/live.csv > /dev/null
 	$(BIN)/bundle drift $(DEMO)/drift.json --html $(DEMO)/drift.html
-	@echo "--- installing into a device store and scoring over HTTP"
+	@echo "--- installing into a device store (verify, selftest, activate)"
 	$(BIN)/bundle-runtime init --store $(DEMO)/store --trust $(DEMO)/keys/signing.pub
 	$(BIN)/bundle-runtime install $(DEMO_BUNDLE) --store $(DEMO)/store
+	@echo "--- serving the store over HTTP and scoring the example rows"
 	$(BIN)/python -m edgebundle.builder.example --serve-demo $(DEMO)
 
 test: $(STAMP)

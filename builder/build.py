@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edgebundle.builder.advice import missed
 from edgebundle.builder.baseline import baseline
 from edgebundle.builder.convert.check import Reference, compare, default_budget, synthesize_rows
 from edgebundle.builder.convert.emit_float import MIN_ONNXRUNTIME as FLOAT_MIN_ONNXRUNTIME
@@ -32,10 +33,11 @@ from edgebundle.builder.convert.load import SourceModel, load_model
 from edgebundle.builder.convert.objectives import Link
 from edgebundle.builder.data import load_rows
 from edgebundle.builder.errors import ParityError
+from edgebundle.builder.files import write_atomic
+from edgebundle.builder.progress import SILENT, Progress
 from edgebundle.builder.timing import median_seconds
 from edgebundle.runtime.container import write_bundle
 from edgebundle.runtime.errors import BundleError
-from edgebundle.runtime.fsio import write_durably
 from edgebundle.runtime.manifest import (
     FORMAT,
     Budget,
@@ -99,6 +101,7 @@ class BuildResult:
     candidates: tuple[Candidate, ...]
     chosen: Candidate
     bundle_bytes: int
+    trees_in_file: int  # more than the manifest's num_trees when best_iteration dropped some
 
 
 class BudgetMissedError(ParityError):
@@ -109,42 +112,56 @@ class BudgetMissedError(ParityError):
         self.candidates = candidates
 
 
-def build(options: BuildOptions) -> BuildResult:
-    """The whole pipeline; raises a BundleError (never signs) when something is off."""
-    source = load_model(options.model, options.use_best_iteration)
-    data = load_rows(options.data, source.feature_names) if options.data else _no_rows(source)
-    rows = np.concatenate([data, synthesize_rows(source.ensemble)])
-    link = source.objective.link
-    reference = Reference.from_predictions(
-        link, source.reference_predict(rows), source.reference_predict(rows, margin=True)
-    )
+def build(options: BuildOptions, progress: Progress = SILENT) -> BuildResult:
+    """The whole pipeline; raises a BundleError (never signs) when something is off.
+    ``progress`` hears of each stage (``Progress.to_stderr()`` on a terminal)."""
+    with progress.stage(f"loading {options.model.name}"):
+        source = load_model(options.model, options.use_best_iteration)
+    with progress.stage(f"reading check rows ({len(source.ensemble.trees)} trees)"):
+        data = load_rows(options.data, source.feature_names) if options.data else _no_rows(source)
+        rows = np.concatenate([data, synthesize_rows(source.ensemble)])
+        link = source.objective.link
+        reference = Reference.from_predictions(
+            link, source.reference_predict(rows), source.reference_predict(rows, margin=True)
+        )
     budget = _budget(options, link)
 
-    def evaluate(precision: str, graph: MarginGraph) -> Candidate:
-        return _evaluate(precision, graph, source, rows, reference, budget, len(data))
+    def evaluate(precision: str, graph: Callable[[], MarginGraph]) -> Candidate:
+        with progress.stage(f"{precision}: converting, checking {len(rows):,} rows, timing"):
+            return _evaluate(precision, graph(), source, rows, reference, budget, len(data))
 
     candidates = _candidates(options.precision, source, evaluate)
-    chosen = _choose(options.precision, candidates)
-    selftest = _selftest(chosen, rows, len(data))
-    payload = {"model.onnx": chosen.model.onnx_bytes, "selftest.json": selftest.to_bytes()}
-    if len(data):
-        first = chosen.outputs[chosen.model.outputs[0].name][: len(data)]
-        stats = baseline(source.ensemble, source.feature_names, data, link, first)
-        payload["stats.json"] = stats.to_bytes()
-    epoch = _source_date_epoch()
-    manifest = _manifest(options, source, chosen, payload, epoch)
-    manifest_bytes = manifest.to_bytes()
-    signatures = sign_all(options.keys, MANIFEST_CONTEXT, manifest_bytes)
-    bundle = write_bundle(manifest_bytes, signatures.to_bytes(), payload, mtime=epoch or 0)
-    path = options.out_dir / f"{options.name}-{options.version}.bundle"
-    write_atomic(path, bundle, options.force)
+    resolution = _resolution(reference, candidates[0].parity.error_scale)
+    chosen = _choose(options.precision, candidates, resolution)
+    with progress.stage("signing and writing the bundle"):
+        bundle, manifest = _pack(options, source, chosen, rows, data)
+        path = options.out_dir / f"{options.name}-{options.version}.bundle"
+        write_atomic(path, bundle, options.force)
     return BuildResult(
         path=path,
         manifest=manifest,
         candidates=candidates,
         chosen=chosen,
         bundle_bytes=len(bundle),
+        trees_in_file=source.trees_in_file,
     )
+
+
+def _pack(
+    options: BuildOptions, source: SourceModel, chosen: Candidate, rows: F32, data: F32
+) -> tuple[bytes, Manifest]:
+    """The signed bundle's bytes: selftest, drift baseline, manifest, signatures."""
+    selftest = _selftest(chosen, rows, len(data))
+    payload = {"model.onnx": chosen.model.onnx_bytes, "selftest.json": selftest.to_bytes()}
+    if len(data):
+        first = chosen.outputs[chosen.model.outputs[0].name][: len(data)]
+        stats = baseline(source.ensemble, source.feature_names, data, source.objective.link, first)
+        payload["stats.json"] = stats.to_bytes()
+    epoch = _source_date_epoch()
+    manifest = _manifest(options, source, chosen, payload, epoch)
+    manifest_bytes = manifest.to_bytes()
+    signatures = sign_all(options.keys, MANIFEST_CONTEXT, manifest_bytes)
+    return write_bundle(manifest_bytes, signatures.to_bytes(), payload, mtime=epoch or 0), manifest
 
 
 def _no_rows(source: SourceModel) -> F32:
@@ -161,35 +178,34 @@ def _budget(options: BuildOptions, link: Link) -> Budget:
 
 
 def _candidates(
-    precision: str, source: SourceModel, evaluate: Callable[[str, MarginGraph], Candidate]
+    precision: str,
+    source: SourceModel,
+    evaluate: Callable[[str, Callable[[], MarginGraph]], Candidate],
 ) -> tuple[Candidate, ...]:
     """Float always (it is the lossless reference row of the report); for int8, int8 leaves
     and, only when those miss the budget, int16 leaves."""
-    found = [evaluate("float", emit_float(source.ensemble))]
+    ensemble = source.ensemble
+    found = [evaluate("float", lambda: emit_float(ensemble))]
     if precision == "int8":
-        found.append(evaluate("int8", emit_int8(source.ensemble, leaf_bits=8)))
+        found.append(evaluate("int8", lambda: emit_int8(ensemble, leaf_bits=8)))
         if not found[-1].parity.passed:
-            found.append(evaluate("int16", emit_int8(source.ensemble, leaf_bits=16)))
+            found.append(evaluate("int16", lambda: emit_int8(ensemble, leaf_bits=16)))
     return tuple(found)
 
 
-def _choose(precision: str, candidates: tuple[Candidate, ...]) -> Candidate:
+def _choose(
+    precision: str, candidates: tuple[Candidate, ...], resolution: float
+) -> Candidate:
     chosen = candidates[-1]
     if chosen.parity.passed:
         return chosen
-    p = chosen.parity
-    if precision == "float":
-        raise BudgetMissedError(
-            f"the float model misses the error budget (max error {p.max_error:.3g} > "
-            f"{p.budget.max_error:.3g}); this is a converter bug, please report it",
-            candidates,
-        )
-    raise BudgetMissedError(
-        f"int8 misses the error budget even with int16 leaves (max error {p.max_error:.3g}, "
-        f"budget {p.budget.max_error:.3g}; label agreement {p.label_agreement}); "
-        "nothing was signed: use --precision float, or raise --max-error",
-        candidates,
-    )
+    raise BudgetMissedError(missed(precision, candidates, resolution), candidates)
+
+
+def _resolution(reference: Reference, scale: float) -> float:
+    """One float32 step at the largest reference output, relative to the error scale."""
+    peak = float(np.max(np.abs(reference.primary), initial=0.0))
+    return float(np.spacing(np.float32(max(peak, np.finfo(np.float32).tiny)))) / scale
 
 
 def _evaluate(
@@ -308,19 +324,6 @@ def _source_date_epoch() -> int | None:
     if not value.isdigit():
         raise BundleError(f"SOURCE_DATE_EPOCH must be a non-negative integer, got {value!r}")
     return int(value)
-
-
-def write_atomic(path: Path, data: bytes, force: bool) -> None:
-    """Write ``path`` durably and atomically (a reader sees the old file or the whole new one).
-    An existing bundle with other bytes is kept unless forced: devices refuse the same version
-    with other content, so silently replacing it would strand them."""
-    if path.exists() and not force and path.read_bytes() != data:
-        raise BundleError(
-            f"{path} exists with other content; bump --version (devices refuse the same "
-            "version with other content) or pass --force"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_durably(path, data)
 
 
 def _min_onnxruntime(precision: str) -> str:

@@ -11,8 +11,12 @@ EXIT_USAGE = 2
 
 
 def main() -> None:
+    # The commands that convert import xgboost and onnx when they run, so a missing extra
+    # surfaces there as well as here.
     try:
         from edgebundle.builder.cli import main as cli
+
+        cli()
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] not in _BUILD_EXTRA:
             raise
@@ -22,4 +26,3 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(EXIT_USAGE)
-    cli()

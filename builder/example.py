@@ -14,10 +14,12 @@ import argparse
 import csv
 import json
 import math
+import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -122,28 +124,16 @@ def _write_csv(path: Path, x: npt.NDArray[np.float64], prefix: str) -> None:
             writer.writerow([f"{prefix}-{i}", *(_cell(v) for v in row)])
 
 
-def serve_demo(demo: Path) -> None:
+def serve_demo(demo: Path, interactive: bool) -> None:
     """Start `bundle-runtime serve` on the demo store, send the example rows over HTTP
-    (MLflow-style and Open Inference Protocol v2), print the answers, stop the server."""
-    command = [
-        str(Path(sys.executable).parent / "bundle-runtime"),
-        "serve",
-        "--store",
-        str(demo / "store"),
-        "--port",
-        "0",
-    ]
+    (MLflow-style and Open Inference Protocol v2) and print the answers. ``interactive`` (a
+    person at a terminal): the server stays up, with curl commands to try, until Ctrl-C;
+    otherwise (CI) it stops, and the commands printed start one first."""
+    runtime = _tool("bundle-runtime")
+    command = [runtime, "serve", "--store", str(demo / "store"), "--port", "0"]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
-        assert server.stderr is not None
-        match = None
-        for line in server.stderr:  # the server logs its models, then its address
-            match = re.search(r"serving on (http://[\d.]+:\d+)", line)
-            if match is not None:
-                break
-        if match is None:
-            raise SystemExit("bundle-runtime serve did not start")
-        url = match.group(1)
+        url = _wait_until_serving(server)
         print(f"serving on {url}")
         rows = [json.loads(line) for line in (demo / "rows.jsonl").read_text().splitlines()]
         print("POST /invocations →", _post(f"{url}/invocations", {"instances": rows[:2]}))
@@ -156,9 +146,58 @@ def serve_demo(demo: Path) -> None:
         print(
             "POST /v2/models/credit-score/infer →", _post(f"{url}/v2/models/credit-score/infer", v2)
         )
+        if interactive:
+            print(f"--- the server stays up: try it (Ctrl-C stops it)\n{_try_lines(url)}")
+            _echo_stderr(server)
+            server.wait()
+        else:
+            port_url = "http://127.0.0.1:8080"
+            print(
+                "--- to try it yourself, start a server:\n"
+                f"  {runtime} serve --store {demo / 'store'} --port 8080\n"
+                f"then, in another terminal:\n{_try_lines(port_url)}"
+            )
+    except KeyboardInterrupt:
+        print()
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+
+
+def _wait_until_serving(server: subprocess.Popen[str]) -> str:
+    assert server.stderr is not None
+    for line in server.stderr:  # the server logs its models, then its address
+        match = re.search(r"serving on (http://[\d.]+:\d+)", line)
+        if match is not None:
+            return match.group(1)
+    raise SystemExit("bundle-runtime serve did not start")
+
+
+def _echo_stderr(server: subprocess.Popen[str]) -> None:
+    """Copy the server's further log lines to ours, so its pipe never fills and blocks it."""
+    stream = server.stderr
+    if stream is not None:
+        threading.Thread(target=lambda: sys.stderr.writelines(stream), daemon=True).start()
+
+
+def _try_lines(url: str) -> str:
+    # absent features are missing values, so a short row scores
+    body = json.dumps({"instances": [{"age": 41, "annual_income": 52000, "debt_to_income": 0.31}]})
+    return "\n".join(
+        [
+            f"  curl -s {url}/invocations -H 'Content-Type: application/json' -d '{body}'",
+            f"  curl -s {url}/v2/models/credit-score",
+            f"  curl -s {url}/v2/models/credit-score/stats > stats.json && "
+            f"{_tool('bundle')} drift stats.json",
+        ]
+    )
+
+
+def _tool(name: str) -> str:
+    """The venv's console script, relative to where make runs when it is below it."""
+    path = Path(sys.executable).parent / name
+    return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def _post(url: str, body: object) -> str:
@@ -181,7 +220,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.serve_demo is not None:
-        serve_demo(args.serve_demo)
+        serve_demo(args.serve_demo, sys.stdin.isatty() and sys.stdout.isatty())
     elif args.out is not None:
         write_example(args.out, args.rounds)
     else:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from edgebundle.builder.build import write_atomic
+from edgebundle.builder.files import write_atomic
 from edgebundle.builder.keys import create_new
 from edgebundle.runtime.bundle import open_bundle, read_bundle_file, read_members_unverified
 from edgebundle.runtime.container import MANIFEST_NAME, SIGNATURE_NAME, write_bundle

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgebundle.builder.build import BuildResult, Candidate
+if TYPE_CHECKING:
+    from edgebundle.builder.build import BuildResult, Candidate
 
 
 def report_dict(result: BuildResult) -> dict[str, Any]:
@@ -17,6 +18,8 @@ def report_dict(result: BuildResult) -> dict[str, Any]:
         "precision": result.chosen.precision,
         "objective": m.source.objective,
         "trees": m.source.num_trees,
+        "trees_in_file": result.trees_in_file,
+        "best_iteration": m.source.best_iteration,
         "features": m.source.num_features,
         "check_rows": {"data": m.parity.data_rows, "synthesized": m.parity.synthesized_rows},
         "budget": m.parity.budget.to_dict(),
@@ -51,7 +54,7 @@ def format_candidates(candidates: tuple[Candidate, ...], chosen: Candidate | Non
     lines = [_HEADER]
     for c in candidates:
         p = c.parity
-        agreement = "—" if p.label_agreement is None else f"{p.label_agreement:.2%}"
+        agreement = "n/a" if p.label_agreement is None else f"{p.label_agreement:.2%}"
         bound = c.graph_info.get("margin_error_bound")
         bound_text = "exact" if bound is None else f"±{bound:.3g}"
         verdict = "ok" if p.passed else "MISSES BUDGET"
@@ -68,13 +71,15 @@ def format_report(result: BuildResult) -> str:
     p = m.parity
     budget = p.budget
     agreement = (
-        "" if budget.min_label_agreement is None else f", labels ≥ {budget.min_label_agreement:.1%}"
+        " (no labels to compare: a regressor)"
+        if budget.min_label_agreement is None
+        else f", labels ≥ {budget.min_label_agreement:.1%}"
     )
     return "\n".join(
         [
             f"{m.name} {m.version} → {result.path} ({result.bundle_bytes:,} bytes, "
             f"{result.chosen.precision})",
-            f"source: {m.source.objective}, {m.source.num_trees} trees, "
+            f"source: {m.source.objective}, {_trees(result)}, "
             f"{m.source.num_features} features, xgboost {m.source.framework_version}",
             f"check rows: {p.rows:,} ({p.data_rows:,} from --data, {p.synthesized_rows:,} "
             "synthesized from thresholds)",
@@ -82,4 +87,17 @@ def format_report(result: BuildResult) -> str:
             "",
             format_candidates(result.candidates, result.chosen),
         ]
+    )
+
+
+def _trees(result: BuildResult) -> str:
+    """The bundle's trees, and those ``best_iteration`` left out of it."""
+    source = result.manifest.source
+    dropped = result.trees_in_file - source.num_trees
+    if dropped <= 0:
+        return f"{source.num_trees:,} trees"
+    return (
+        f"{source.num_trees:,} of {result.trees_in_file:,} trees (best_iteration "
+        f"{source.best_iteration} leaves out {dropped:,}, as predict() does; --all-trees keeps "
+        "them)"
     )

@@ -121,12 +121,6 @@ def reject_unknown(d: Mapping[str, Any], allowed: Collection[str], context: str)
         raise ManifestError(f"unknown {where} {quote(unknown[0])}", context=context)
 
 
-def _require(d: Mapping[str, Any], key: str, context: str) -> Any:
-    if key not in d:
-        raise ManifestError("missing required key", context=join(context, key))
-    return d[key]
-
-
 # --- one JSON value each, ``path`` naming it in errors (``runtime.document`` builds on these) --
 
 
@@ -206,41 +200,3 @@ def read_timestamp(value: object, path: str) -> str:
         raise ManifestError(f"{quote(text)} is not {rule}", context=path) from None
     return text
 
-
-# --- one field of an object each --------------------------------------------------------------
-
-
-def get_str(d: Mapping[str, Any], key: str, context: str) -> str:
-    return read_string(_require(d, key, context), join(context, key))
-
-
-def get_count(d: Mapping[str, Any], key: str, context: str, minimum: int = 0) -> int:
-    return read_count(_require(d, key, context), join(context, key), minimum)
-
-
-def get_float(d: Mapping[str, Any], key: str, context: str) -> float:
-    return read_number(_require(d, key, context), join(context, key))
-
-
-def get_obj(d: Mapping[str, Any], key: str, context: str) -> dict[str, Any]:
-    return read_object(_require(d, key, context), join(context, key))
-
-
-def get_list(d: Mapping[str, Any], key: str, context: str) -> list[Any]:
-    return read_array(_require(d, key, context), join(context, key))
-
-
-def get_timestamp(d: Mapping[str, Any], key: str, context: str) -> str:
-    return read_timestamp(_require(d, key, context), join(context, key))
-
-
-def get_optional(
-    d: Mapping[str, Any],
-    key: str,
-    context: str,
-    getter: Callable[[Mapping[str, Any], str, str], _T],
-) -> _T | None:
-    """A key that must be present but may be ``null``: absence is a mistake, null a statement."""
-    if _require(d, key, context) is None:
-        return None
-    return getter(d, key, context)

@@ -11,25 +11,25 @@ The file is listed in the signed manifest like every payload file.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from edgebundle.runtime._json import (
-    dumps_canonical,
-    get_count,
-    get_float,
-    get_list,
-    get_obj,
-    get_str,
-    join,
-    json_type,
-    loads_strict,
-    reject_unknown,
+from edgebundle.runtime._json import dumps_canonical, loads_strict
+from edgebundle.runtime.document import (
+    FRACTION,
+    STRING,
+    Document,
+    Rule,
+    array,
+    choice,
+    constant,
+    count,
+    nested,
+    read_number,
 )
 from edgebundle.runtime.errors import ManifestError
 
@@ -63,108 +63,51 @@ def prediction_values(kind: str, output: npt.NDArray[Any]) -> npt.NDArray[np.flo
     return values
 
 
-def _floats(d: Mapping[str, Any], key: str, context: str) -> tuple[float, ...]:
-    values = get_list(d, key, context)
-    for i, v in enumerate(values):
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ManifestError(
-                f"expected a finite number, got {json_type(v)}", f"{join(context, key)}[{i}]"
-            )
-    return tuple(float(v) for v in values)
-
-
-def _histogram(d: Mapping[str, Any], context: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    edges = _floats(d, "edges", context)
-    shares = _floats(d, "shares", context)
+def _read_edges(value: object, path: str) -> tuple[float, ...]:
+    edges = _NUMBERS.read(value, path)
     if list(edges) != sorted(set(edges)):
-        raise ManifestError("edges must be strictly increasing", join(context, "edges"))
-    if len(shares) != len(edges) + 1 or any(not 0 <= s <= 1 for s in shares):
-        raise ManifestError(
-            "needs one share in [0, 1] per bin (edges + 1)", join(context, "shares")
-        )
-    return edges, shares
+        raise ManifestError("edges must be strictly increasing", path)
+    return edges
+
+
+_NUMBERS = array(Rule(read_number))
+_EDGES: Rule[tuple[float, ...]] = Rule(_read_edges, list)
+_SHARES = array(FRACTION)
+
+
+def _check_bins(edges: tuple[float, ...], shares: tuple[float, ...]) -> None:
+    if len(shares) != len(edges) + 1:
+        raise ManifestError("needs one share in [0, 1] per bin (edges + 1)", "shares")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class FeatureBaseline:
-    name: str
-    edges: tuple[float, ...]  # ≤ MAX_GROUPS - 1 of the model's thresholds for this feature
-    shares: tuple[float, ...]  # share of non-missing rows per bin
-    missing_rate: float
+class FeatureBaseline(Document):
+    name: Annotated[str, STRING]
+    edges: Annotated[tuple[float, ...], _EDGES]  # ≤ MAX_GROUPS - 1 of the model's thresholds
+    shares: Annotated[tuple[float, ...], _SHARES]  # share of non-missing rows per bin
+    missing_rate: Annotated[float, FRACTION]
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> FeatureBaseline:
-        reject_unknown(d, ("name", "edges", "shares", "missing_rate"), context)
-        edges, shares = _histogram(d, context)
-        rate = get_float(d, "missing_rate", context)
-        if not 0 <= rate <= 1:
-            raise ManifestError("must be in [0, 1]", join(context, "missing_rate"))
-        return cls(name=get_str(d, "name", context), edges=edges, shares=shares, missing_rate=rate)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "edges": list(self.edges),
-            "shares": list(self.shares),
-            "missing_rate": self.missing_rate,
-        }
+    def check(self) -> None:
+        _check_bins(self.edges, self.shares)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class PredictionBaseline:
-    kind: str  # probability (deciles), class (shares per label), value (quantile bins)
-    edges: tuple[float, ...]
-    shares: tuple[float, ...]
+class PredictionBaseline(Document):
+    # probability (deciles), class (shares per label), value (quantile bins)
+    kind: Annotated[str, choice(PREDICTION_KINDS)]
+    edges: Annotated[tuple[float, ...], _EDGES]
+    shares: Annotated[tuple[float, ...], _SHARES]
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> PredictionBaseline:
-        reject_unknown(d, ("kind", "edges", "shares"), context)
-        kind = get_str(d, "kind", context)
-        if kind not in PREDICTION_KINDS:
-            raise ManifestError(
-                f"must be one of {', '.join(PREDICTION_KINDS)}", join(context, "kind")
-            )
-        edges, shares = _histogram(d, context)
-        return cls(kind=kind, edges=edges, shares=shares)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "edges": list(self.edges), "shares": list(self.shares)}
+    def check(self) -> None:
+        _check_bins(self.edges, self.shares)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Baseline:
-    rows: int
-    features: tuple[FeatureBaseline, ...]
-    prediction: PredictionBaseline
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], context: str = "") -> Baseline:
-        reject_unknown(d, ("format", "rows", "features", "prediction"), context)
-        if get_str(d, "format", context) != FORMAT:
-            raise ManifestError(
-                f"unsupported stats format (expected {FORMAT!r})", join(context, "format")
-            )
-        features = []
-        for i, item in enumerate(get_list(d, "features", context)):
-            item_context = f"{join(context, 'features')}[{i}]"
-            if not isinstance(item, dict):
-                raise ManifestError(f"expected an object, got {json_type(item)}", item_context)
-            features.append(FeatureBaseline.from_dict(item, item_context))
-        return cls(
-            rows=get_count(d, "rows", context, minimum=1),
-            features=tuple(features),
-            prediction=PredictionBaseline.from_dict(
-                get_obj(d, "prediction", context), join(context, "prediction")
-            ),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "rows": self.rows,
-            "features": [f.to_dict() for f in self.features],
-            "prediction": self.prediction.to_dict(),
-        }
+class Baseline(Document):
+    format: Annotated[str, constant(FORMAT, "stats")] = FORMAT
+    rows: Annotated[int, count(minimum=1)]
+    features: Annotated[tuple[FeatureBaseline, ...], array(nested(FeatureBaseline))]
+    prediction: Annotated[PredictionBaseline, nested(PredictionBaseline)]
 
     def to_bytes(self) -> bytes:
         data = self.to_dict()

@@ -39,6 +39,7 @@ class SourceModel:
     feature_types: tuple[str, ...]
     best_iteration: int | None
     iterations: int  # boosting rounds predict() uses (the bundle's trees)
+    trees_in_file: int  # every tree the file holds, best_iteration or not
     sha256: str
     framework_version: str
 
@@ -113,6 +114,7 @@ def _from_json(
         feature_types=types,
         best_iteration=best_iteration,
         iterations=iterations,
+        trees_in_file=indptr[-1],
         sha256=sha256,
         framework_version=xgb.__version__,
     )

@@ -12,8 +12,8 @@ import math
 from edgebundle.builder.drift.analysis import Histogram
 from edgebundle.builder.drift.formats import compact
 
-LEVEL_COLOURS = {"shifted": "#c62828", "watch": "#b26a00", "stable": "#2e7d32"}
-NEUTRAL = "#607d8b"  # the levels without a PSI: all missing, no rows
+VERDICT_COLOURS = {"shift": "#c62828", "ok": "#2e7d32"}
+NEUTRAL = "#607d8b"  # too_few_rows: no verdict either way
 _BASELINE_COLOUR = "#aab4be"
 
 # Chart geometry in SVG user units; the viewBox scales it to the page.
@@ -35,7 +35,7 @@ def bar_chart(h: Histogram, name: str) -> str:
     top = _axis_top(max(*h.baseline, *h.live))
     group = (_WIDTH - _LEFT - 8) / len(h.labels)
     height = _TOP + _PLOT_HEIGHT + _LABEL_SPACE
-    colour = LEVEL_COLOURS.get(h.level, NEUTRAL)
+    colour = VERDICT_COLOURS.get(h.verdict, NEUTRAL)
     parts = [
         f'<svg viewBox="0 0 {_WIDTH} {height}" width="{_WIDTH}" height="{height}" role="img" '
         f'aria-label="{escape(f"{name}: baseline and live share per bin")}" '

@@ -46,6 +46,13 @@ def psi_text(value: float | None, places: int = 3) -> str:
     return "—" if value is None else f"{value:.{places}f}"
 
 
+def p_value_text(value: float | None) -> str:
+    """Three decimals, and ``<0.001`` below: smaller p-values say nothing more to a reader."""
+    if value is None:
+        return "—"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
 def percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"
 

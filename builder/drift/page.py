@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from edgebundle.builder.drift.analysis import Drift, FeatureDrift, Histogram, verdict
-from edgebundle.builder.drift.chart import LEVEL_COLOURS, NEUTRAL, bar_chart, escape
-from edgebundle.builder.drift.formats import percent, points, psi_text
+from edgebundle.builder.drift.analysis import Drift, FeatureDrift, Histogram, summary
+from edgebundle.builder.drift.chart import NEUTRAL, VERDICT_COLOURS, bar_chart, escape
+from edgebundle.builder.drift.formats import p_value_text, percent, points, psi_text
 from edgebundle.builder.drift.text import header_lines
 
 _STYLE = """
@@ -29,7 +29,7 @@ font-weight:600}
 svg{display:block;max-width:100%;height:auto}
 """ + "".join(
     f".{css}{{background:{colour}}}"
-    for css, colour in (*LEVEL_COLOURS.items(), ("neutral", NEUTRAL))
+    for css, colour in (*VERDICT_COLOURS.items(), ("neutral", NEUTRAL))
 )
 
 
@@ -39,7 +39,7 @@ def format_html(drift: Drift) -> str:
     body = [
         f"<h1>{escape(title)}</h1>",
         *(f'<p class="meta">{escape(line)}</p>' for line in header_lines(drift)),
-        f'<p class="verdict">{escape(verdict(drift))}</p>',
+        f'<p class="verdict">{escape(f"verdict: {drift.verdict} — {summary(drift)}")}</p>',
     ]
     if drift.prediction is not None and drift.rows:
         body += [
@@ -66,28 +66,29 @@ def format_html(drift: Drift) -> str:
     )
 
 
-def _badge(level: str) -> str:
-    """The level as a coloured pill; levels without a PSI share the neutral colour."""
-    css = level if level in LEVEL_COLOURS else "neutral"
-    return f'<span class="level {css}">{escape(level)}</span>'
+def _badge(verdict: str) -> str:
+    """The verdict as a coloured pill; too_few_rows gets the neutral colour."""
+    css = verdict if verdict in VERDICT_COLOURS else "neutral"
+    return f'<span class="level {css}">{escape(verdict)}</span>'
 
 
 def _table(features: Sequence[FeatureDrift], p: Histogram) -> str:
     rows = [
-        "<tr><th>feature</th><th>PSI</th><th>level</th><th>missing (live)</th>"
+        "<tr><th>feature</th><th>verdict</th><th>PSI</th><th>p-value</th><th>missing (live)</th>"
         "<th>missing (baseline)</th><th>shift</th></tr>",
         *(
             f'<tr><td><a href="#f{k}">{escape(f.name)}</a></td>'
-            f"<td>{psi_text(f.histogram.psi)}</td>"
-            f"<td>{_badge(f.histogram.level)}</td><td>{percent(f.missing_rate)}</td>"
+            f"<td>{_badge(f.verdict)}</td><td>{psi_text(f.histogram.psi)}</td>"
+            f"<td>{p_value_text(f.histogram.p_value)}</td><td>{percent(f.missing_rate)}</td>"
             f"<td>{percent(f.baseline_missing_rate)}</td><td>{points(f.missing_rate_shift)}</td>"
             "</tr>"
             for k, f in enumerate(features)
         ),
     ]
     rows.append(
-        f'<tr><td><a href="#prediction">prediction</a></td><td>{psi_text(p.psi)}</td>'
-        f"<td>{_badge(p.level)}</td><td></td><td></td><td></td></tr>"
+        f'<tr><td><a href="#prediction">prediction</a></td><td>{_badge(p.verdict)}</td>'
+        f"<td>{psi_text(p.psi)}</td><td>{p_value_text(p.p_value)}</td><td></td><td></td><td></td>"
+        "</tr>"
     )
     return "<table>\n" + "\n".join(rows) + "\n</table>"
 
@@ -97,8 +98,9 @@ def _feature_section(index: int, f: FeatureDrift) -> str:
     return "\n".join(
         [
             f'<section id="f{index}">',
-            f"<h2>{escape(f.name)} {_badge(h.level)}</h2>",
-            f'<p class="meta">PSI {psi_text(h.psi)} · missing {percent(f.missing_rate)} live, '
+            f"<h2>{escape(f.name)} {_badge(h.verdict)}</h2>",
+            f'<p class="meta">PSI {psi_text(h.psi)} · p-value {p_value_text(h.p_value)} · '
+            f"missing {percent(f.missing_rate)} live, "
             f"{percent(f.baseline_missing_rate)} baseline ({points(f.missing_rate_shift)})</p>",
             bar_chart(h, f.name),
             "</section>",
@@ -110,8 +112,8 @@ def _prediction_section(p: Histogram, kind: str) -> str:
     return "\n".join(
         [
             '<section id="prediction">',
-            f"<h2>prediction ({escape(kind)}) {_badge(p.level)}</h2>",
-            f'<p class="meta">PSI {psi_text(p.psi)}</p>',
+            f"<h2>prediction ({escape(kind)}) {_badge(p.verdict)}</h2>",
+            f'<p class="meta">PSI {psi_text(p.psi)} · p-value {p_value_text(p.p_value)}</p>',
             bar_chart(p, "prediction"),
             "</section>",
         ]

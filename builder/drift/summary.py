@@ -1,16 +1,20 @@
-"""``bundle drift --json``: the analysis as a dict, counts per level and every feature's PSI."""
+"""``bundle drift --json``: the analysis as a dict of a stable shape (README, "Drift").
+
+Every key is always present: ``features`` is empty and ``prediction`` null without a baseline.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from edgebundle.builder.drift.analysis import LEVELS, Drift, FeatureDrift, verdict
+from edgebundle.builder.drift.analysis import Drift, FeatureDrift, summary
+from edgebundle.runtime.document import dump
 
 
 def summary_dict(drift: Drift) -> dict[str, Any]:
     r = drift.report
-    doc: dict[str, Any] = {
+    p = drift.prediction
+    return {
         "model": r.model,
         "version": r.version,
         "started": r.started,
@@ -22,33 +26,28 @@ def summary_dict(drift: Drift) -> dict[str, Any]:
             "window_rows": r.window_rows,
         },
         "baseline": r.baseline is not None,
-        "verdict": verdict(drift),
+        "thresholds": dump(r.thresholds),
+        "verdict": drift.verdict,
+        "shifted": list(drift.shifted),
+        "summary": summary(drift),
+        "features": [_feature_dict(f) for f in drift.features],
+        "prediction": None
+        if p is None
+        else {
+            "kind": drift.prediction_kind,
+            "verdict": p.verdict,
+            "psi": p.psi,
+            "p_value": p.p_value,
+        },
     }
-    if drift.prediction is None:
-        return doc
-    by_level = _by_level(drift.features)
-    doc["counts"] = {"features": len(drift.features)} | {k: len(v) for k, v in by_level.items()}
-    doc["features"] = [_feature_dict(f) for f in drift.features]
-    doc["prediction"] = {
-        "kind": drift.prediction_kind,
-        "psi": drift.prediction.psi,
-        "level": drift.prediction.level,
-    }
-    return doc
-
-
-def _by_level(features: Sequence[FeatureDrift]) -> dict[str, list[FeatureDrift]]:
-    groups: dict[str, list[FeatureDrift]] = {level: [] for level in LEVELS}
-    for feature in features:
-        groups[feature.histogram.level].append(feature)
-    return groups
 
 
 def _feature_dict(f: FeatureDrift) -> dict[str, Any]:
     return {
         "name": f.name,
+        "verdict": f.verdict,
         "psi": f.histogram.psi,
-        "level": f.histogram.level,
+        "p_value": f.histogram.p_value,
         "missing_rate": f.missing_rate,
         "baseline_missing_rate": f.baseline_missing_rate,
         "missing_rate_shift": f.missing_rate_shift,

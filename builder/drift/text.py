@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from edgebundle.builder.drift.analysis import Drift, FeatureDrift, verdict, window_name
-from edgebundle.builder.drift.formats import percent, points, psi_text
+from edgebundle.builder.drift.analysis import Drift, FeatureDrift, Histogram, summary, window_name
+from edgebundle.builder.drift.formats import p_value_text, percent, points, psi_text
 
 _SPARKS = "▁▂▃▄▅▆▇█"
 
 
 def format_text(drift: Drift) -> str:
-    lines = [*header_lines(drift), "", verdict(drift)]
+    lines = [*header_lines(drift), "", f"verdict: {drift.verdict} — {summary(drift)}"]
     if drift.prediction is not None and drift.rows:
-        lines += ["", *_table_lines(drift.features)]
+        lines += ["", *_table_lines(drift.features, drift.prediction)]
     return "\n".join(printable(line) for line in lines)
 
 
@@ -47,22 +47,29 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
-def _table_lines(features: Sequence[FeatureDrift]) -> list[str]:
+def _table_lines(features: Sequence[FeatureDrift], prediction: Histogram) -> list[str]:
     width = max((len(printable(f.name)) for f in features), default=0)
-    width = max(width, len("feature"))
+    width = max(width, len("feature"), len("(prediction)"))
     head = (
-        f"{'feature':<{width}}  {'PSI':>6}  {'level':<11}  {'missing':>7}  {'baseline':>8}  "
-        f"{'shift':>9}  shares: baseline │ live"
+        f"{'feature':<{width}}  {'verdict':<12}  {'PSI':>6}  {'p-value':>7}  {'missing':>7}  "
+        f"{'baseline':>8}  {'shift':>9}  shares: baseline │ live"
     )
-    return [head, *(_table_row(f, width) for f in features)]
+    rows = [
+        _table_row(
+            printable(f.name), width, f.histogram,
+            f"{percent(f.missing_rate):>7}  {percent(f.baseline_missing_rate):>8}  "
+            f"{points(f.missing_rate_shift):>9}",
+        )
+        for f in features
+    ]  # fmt: skip
+    blank = f"{'':>7}  {'':>8}  {'':>9}"
+    return [head, *rows, _table_row("(prediction)", width, prediction, blank)]
 
 
-def _table_row(f: FeatureDrift, width: int) -> str:
-    h = f.histogram
+def _table_row(name: str, width: int, h: Histogram, missing: str) -> str:
     return (
-        f"{printable(f.name):<{width}}  {psi_text(h.psi):>6}  {h.level:<11}  "
-        f"{percent(f.missing_rate):>7}  {percent(f.baseline_missing_rate):>8}  "
-        f"{points(f.missing_rate_shift):>9}  {sparklines(h.baseline, h.live)}"
+        f"{name:<{width}}  {h.verdict:<12}  {psi_text(h.psi):>6}  {p_value_text(h.p_value):>7}  "
+        f"{missing}  {sparklines(h.baseline, h.live)}"
     )
 
 

@@ -45,6 +45,7 @@ class ExitCode(enum.IntEnum):
     ROLLBACK_REFUSED = 4  # the store refused the bundle's version (anti-rollback, marked bad)
     CHANNEL_UNREACHABLE = 5  # update: the channel could not be read; an outage, retry later
     CHANNEL_REJECTED = 6  # update: forged, expired or replayed index, or a broken key chain
+    DRIFT_SHIFT = 7  # `bundle drift --fail-on shift`: a feature shifted (the report was read)
     INTERRUPTED = 130  # Ctrl-C, by shell convention 128 + SIGINT
 
 

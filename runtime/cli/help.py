@@ -60,6 +60,11 @@ def document(
 def epilog(examples: Sequence[str], exits: Sequence[ExitCode] | Mapping[ExitCode, str]) -> str:
     meanings = exits if isinstance(exits, Mapping) else {code: MEANINGS[code] for code in exits}
     codes = {ExitCode.OK: MEANINGS[ExitCode.OK], **meanings}
+    return sections(examples, {int(code): text for code, text in codes.items()})
+
+
+def sections(examples: Sequence[str], codes: Mapping[int, str]) -> str:
+    """The two sections as text; ``bundle`` (click) lays out its own exit codes with it too."""
     example_lines = [f"  {example}" for example in examples]
-    code_lines = [f"  {int(code):<3} {text}" for code, text in sorted(codes.items())]
+    code_lines = [f"  {code:<3} {text}" for code, text in sorted(codes.items())]
     return "\n".join(["Examples:", *example_lines, "", "Exit codes:", *code_lines])

@@ -20,9 +20,8 @@ from edgebundle.runtime.cli.options import (
     utc_time,
 )
 from edgebundle.runtime.errors import StoreError
-from edgebundle.runtime.monitor.report import DriftReport
+from edgebundle.runtime.monitor.report import DriftReport, window_summary
 from edgebundle.runtime.monitor.saved import load_report
-from edgebundle.runtime.monitor.statistics import verdict
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.store import AUDIT_EVENTS, AuditEvent, InstalledVersion, ModelState, Store
 
@@ -130,12 +129,11 @@ def _drift_lines(report: DriftReport | str | None) -> list[str]:
         return [f"  {'drift:':<10}no report yet (a server writes one while it serves)"]
     if isinstance(report, str):
         return [f"  {'drift:':<10}{report}"]
-    recent = f"last {report.recent.rows} rows"
-    since = f"{report.since_start.rows} rows since {report.started}"
     return [
         f"  {'drift:':<10}reported {report.generated}",
-        f"    {recent + ':':<24}{verdict(report.recent, report.baseline)}",
-        f"    {since + ':':<24}{verdict(report.since_start, report.baseline)}",
+        f"    {'recent:':<13}{window_summary(report, report.recent)}",
+        f"    {'since start:':<13}{window_summary(report, report.since_start)}"
+        f" (since {report.started})",
     ]
 
 

@@ -30,6 +30,7 @@ from edgebundle.runtime.monitor.report import (
     BLOCKS,
     DriftReport,
     FeatureWindow,
+    PredictionWindow,
     Window,
     timestamp,
 )
@@ -61,7 +62,7 @@ class _Binner:
 
     def __init__(self, baseline: Baseline | None) -> None:
         features = () if baseline is None else baseline.features
-        self.names = [f.name for f in features]
+        self.baseline = baseline
         self.sizes = [len(f.edges) + 1 for f in features]
         self.width = max(self.sizes, default=1)
         # Edge-major [width - 1, F], so a batch is compared one edge at a time across all
@@ -110,19 +111,22 @@ class _Binner:
         return counts
 
     def window(self, counts: _Counts) -> Window:
-        if not self.sizes:
+        if self.baseline is None:
             return Window(rows=counts.rows)
         return Window(
             rows=counts.rows,
             features=tuple(
-                FeatureWindow(
-                    name=name,
-                    counts=tuple(int(c) for c in counts.bins[f, : self.sizes[f]]),
-                    missing=int(counts.bins[f, self.width]),
+                FeatureWindow.of(
+                    feature.name,
+                    tuple(int(c) for c in counts.bins[f, : self.sizes[f]]),
+                    int(counts.bins[f, self.width]),
+                    feature,
                 )
-                for f, name in enumerate(self.names)
+                for f, feature in enumerate(self.baseline.features)
             ),
-            prediction=tuple(int(c) for c in counts.prediction),
+            prediction=PredictionWindow.of(
+                tuple(int(c) for c in counts.prediction), self.baseline.prediction.shares
+            ),
         )
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from edgebundle.runtime.monitor.report import DriftReport, Window
+from edgebundle.runtime.monitor.statistics import SHIFT, TOO_FEW_ROWS
 from edgebundle.runtime.stats import Baseline
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -244,20 +245,27 @@ def _drift_samples(
     window: Window,
     baseline: Baseline,
 ) -> None:
-    for live, base in zip(window.features, baseline.features, strict=True):
+    for live in window.features:
         feature = {**labels, "feature": live.name}
         for name, value in (
-            ("edgebundle_feature_psi", live.psi(base)),
-            ("edgebundle_feature_missing_rate", live.missing_rate()),
-            ("edgebundle_feature_missing_rate_shift", live.missing_rate_shift(base)),
+            ("edgebundle_feature_psi", live.psi),
+            ("edgebundle_feature_drift_p_value", live.p_value),
+            (
+                "edgebundle_feature_shift",
+                None if live.verdict == TOO_FEW_ROWS else int(live.verdict == SHIFT),
+            ),
+            ("edgebundle_feature_missing_rate", live.missing_rate),
+            ("edgebundle_feature_missing_rate_shift", live.missing_rate_shift),
         ):
             if value is not None:
                 families[name].append(("", feature, value))
-    prediction_psi = window.prediction_psi(baseline)
-    if prediction_psi is not None:
-        families["edgebundle_prediction_psi"].append(("", labels, prediction_psi))
+    prediction = window.prediction
+    if prediction is None:
+        return
+    if prediction.psi is not None:
+        families["edgebundle_prediction_psi"].append(("", labels, prediction.psi))
     edges = baseline.prediction.edges
-    for k, count in enumerate(window.prediction):
+    for k, count in enumerate(prediction.counts):
         bin_labels = {**labels, "bin": _bin_label(edges, k)}
         share = count / window.rows if window.rows else 0.0
         families["edgebundle_prediction_share"].append(("", bin_labels, share))
@@ -278,8 +286,11 @@ _DRIFT_HELP = {
     "(built with --data), 0 if drift cannot be measured.",
     "edgebundle_drift_rows": "Rows counted by the drift monitor, by window "
     "(since_start: since the version was loaded; recent: the sliding window).",
-    "edgebundle_feature_psi": "Population stability index of a feature against the baseline "
-    "(> 0.2: shifted).",
+    "edgebundle_feature_psi": "Population stability index of a feature against the baseline.",
+    "edgebundle_feature_drift_p_value": "Chi-square test of a feature's bins and missing count "
+    "against the baseline: the chance of a difference this large with no shift.",
+    "edgebundle_feature_shift": "1 if the feature shifted (PSI above the threshold and "
+    "significant), 0 if not; absent while the window has too few rows to judge.",
     "edgebundle_feature_missing_rate": "Share of rows with the feature missing.",
     "edgebundle_feature_missing_rate_shift": "Missing rate minus the baseline's missing rate.",
     "edgebundle_prediction_psi": "Population stability index of the predictions against "

@@ -8,9 +8,9 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from edgebundle.builder.drift.analysis import ALL_MISSING, Drift, Histogram, analyse
+from edgebundle.builder.drift.analysis import Drift, Histogram, analyse
 from edgebundle.builder.drift.chart import bar_chart, escape
-from edgebundle.builder.drift.formats import percent, points, psi_text
+from edgebundle.builder.drift.formats import p_value_text, percent, points, psi_text
 from edgebundle.builder.drift.page import format_html
 from edgebundle.builder.drift.summary import summary_dict
 from edgebundle.builder.drift.text import format_text, printable, sparklines
@@ -47,21 +47,16 @@ def test_features_rank_all_missing_first_then_by_psi() -> None:
     drift = drifted()
     assert drift.window == "recent" and drift.rows == 3
     assert [f.name for f in drift.features] == ["sensor", HOSTILE, "steady"]
-    assert [f.histogram.level for f in drift.features] == [ALL_MISSING, "watch", "stable"]
+    assert {f.verdict for f in drift.features} == {"too_few_rows"}  # 3 rows: no verdict
+    assert drift.verdict == "too_few_rows" and drift.shifted == ()
     moved = drift.features[1].histogram
     assert moved.labels == ("< 0.5", "≥ 0.5") and moved.live == pytest.approx((1 / 3, 2 / 3))
 
 
-def test_summary_counts_every_level() -> None:
+def test_summary_gives_each_feature_its_verdict() -> None:
     doc = summary_dict(drifted())
-    assert doc["counts"] == {
-        "features": 3,
-        "shifted": 0,
-        "watch": 1,
-        "stable": 1,
-        ALL_MISSING: 1,
-        "no rows": 0,
-    }
+    assert doc["verdict"] == "too_few_rows" and doc["shifted"] == []
+    assert [f["verdict"] for f in doc["features"]] == ["too_few_rows"] * 3
     assert doc["prediction"]["kind"] == "probability"
     assert [f["name"] for f in doc["features"]] == ["sensor", HOSTILE, "steady"]
 
@@ -69,6 +64,8 @@ def test_summary_counts_every_level() -> None:
 def test_an_empty_recent_window_shows_the_one_since_start() -> None:
     drift = analyse(Monitor("m", "1.0.0", None).report())
     assert drift.window == "since_start" and drift.prediction is None
+    doc = summary_dict(drift)  # the same keys without a baseline
+    assert doc["features"] == [] and doc["prediction"] is None and doc["baseline"] is False
 
 
 # --- text ------------------------------------------------------------------------------------
@@ -95,6 +92,9 @@ def test_sparklines_share_one_scale() -> None:
     [
         (psi_text(None), "—"),
         (psi_text(0.12345), "0.123"),
+        (p_value_text(None), "—"),
+        (p_value_text(0.0004), "<0.001"),
+        (p_value_text(0.04567), "0.046"),
         (percent(0.0456), "4.6%"),
         (points(-0.0001), "+0.0 pp"),  # never -0.0
         (points(0.25), "+25.0 pp"),
@@ -166,23 +166,31 @@ def test_hostile_names_reach_the_reader_as_text_only() -> None:
     assert set(reading.attrs["href"]) == {"#f0", "#f1", "#f2", "#prediction"}
 
 
-def test_levels_without_a_psi_get_the_neutral_badge() -> None:
+def test_too_few_rows_get_the_neutral_badge() -> None:
     page = format_html(drifted())
-    assert f'<span class="level neutral">{ALL_MISSING}</span>' in page
-    assert '<span class="level watch">watch</span>' in page
+    assert '<span class="level neutral">too_few_rows</span>' in page
 
 
 def test_bar_chart_escapes_bin_labels_and_turns_them_when_crowded() -> None:
     labels = tuple(f'<b k="{k}">' for k in range(7))
     shares = (1 / 7,) * 7
-    histogram = Histogram(labels=labels, baseline=shares, live=shares, psi=0.0, level="stable")
+    histogram = Histogram(
+        labels=labels, baseline=shares, live=shares, psi=0.0, p_value=1.0, verdict="ok"
+    )
     svg = bar_chart(histogram, "x")
     reading = read(svg)
     assert "b" not in reading.tags
     assert reading.texts["text"][-7:] == list(labels)
     assert svg.count('transform="rotate(-45') == 7
     upright = bar_chart(
-        Histogram(labels=labels[:6], baseline=shares[:6], live=shares[:6], psi=0.0, level="x"),
+        Histogram(
+            labels=labels[:6],
+            baseline=shares[:6],
+            live=shares[:6],
+            psi=0.0,
+            p_value=1.0,
+            verdict="ok",
+        ),
         "x",
     )
     assert "rotate" not in upright

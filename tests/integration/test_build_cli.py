@@ -12,12 +12,22 @@ from typing import Any
 
 import numpy as np
 import pytest
+import xgboost as xgb
 
 from edgebundle.runtime.bundle import open_bundle, read_bundle_file
 from edgebundle.runtime.manifest import parse_manifest
 from edgebundle.runtime.signing import TrustedKeys
 from tests.conftest import KeyFiles
-from tests.support.xgbmodels import NAMES, Trained, json_lines, run, score, train
+from tests.support.xgbmodels import (
+    NAMES,
+    Trained,
+    features,
+    json_lines,
+    labels,
+    run,
+    score,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +148,79 @@ def test_bad_data_file(
 def test_budget_missed_is_not_signed(trained: Trained, keys: KeyFiles, tmp_path: Path) -> None:
     proc = run("bundle", build_args(trained.path, keys, tmp_path / "out", "--max-error", "0"))
     assert proc.returncode == 3
-    assert "--precision float" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert "int16" in proc.stderr  # escalation was tried and shown
+    # float misses a zero budget too: advising it would be wrong
+    assert "--precision float" not in proc.stderr
+    assert "--max-error 0 is below float32 resolution" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _error_line(stderr: str) -> str:
+    return stderr.strip().splitlines()[-1]
+
+
+def test_int8_missing_a_budget_float_meets_advises_float(
+    trained: Trained, keys: KeyFiles, tmp_path: Path
+) -> None:
+    """1e-6: below what int16 leaves reach (~1e-5), above the float model's ~1e-7."""
+    proc = run("bundle", build_args(trained.path, keys, tmp_path, "--max-error", "1e-6"))
+    assert proc.returncode == 3, proc.stderr
+    line = _error_line(proc.stderr)
+    assert line.startswith("Error: int8 and int16 leaves miss the error budget (max error ")
+    assert "budget 1e-06; labels 100.00%, need ≥ 99.50%" in line
+    assert line.endswith(")") and ": use --precision float, which meets it (max error " in line
+    assert "None" not in proc.stderr and "converter bug" not in proc.stderr
+
+
+def test_float_budget_below_float32_resolution_is_called_that(
+    trained: Trained, keys: KeyFiles, tmp_path: Path
+) -> None:
+    args = build_args(trained.path, keys, tmp_path, "--precision", "float", "--max-error", "1e-9")
+    proc = run("bundle", args)
+    assert proc.returncode == 3, proc.stderr
+    line = _error_line(proc.stderr)
+    assert (
+        "--max-error 1e-09 is below float32 resolution: one float32 step at these outputs" in line
+    )
+    assert "converter bug" not in line
+    # the budget it names is one the float model meets
+    suggested = line.rsplit("use --max-error ", 1)[1].split()[0]
+    again = run("bundle", [*args[:-1], suggested])
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_regressor_missing_its_budget_names_no_labels(keys: KeyFiles, tmp_path: Path) -> None:
+    regressor = train("reg:squarederror", tmp_path, rounds=30)
+    proc = run("bundle", build_args(regressor.path, keys, tmp_path / "out", "--max-error", "1e-6"))
+    assert proc.returncode == 3, proc.stderr
+    assert "None" not in proc.stderr and "labels" not in _error_line(proc.stderr)
+    assert " n/a " in proc.stderr.splitlines()[1]  # the table's labels column
+    assert "use --precision float, which meets it" in _error_line(proc.stderr)
+    ok = run("bundle", build_args(regressor.path, keys, tmp_path / "out"))
+    assert "(no labels to compare: a regressor)" in ok.stdout
+
+
+def test_trees_left_out_by_best_iteration_are_reported(keys: KeyFiles, tmp_path: Path) -> None:
+    x = features(1500)
+    y = labels("binary:logistic", x)
+    model = xgb.XGBClassifier(
+        n_estimators=300, learning_rate=0.5, max_depth=4, early_stopping_rounds=5, n_jobs=1
+    )
+    model.fit(x[:1000], y[:1000], eval_set=[(x[1000:1200], y[1000:1200])], verbose=False)
+    path = tmp_path / "clf.json"
+    model.save_model(path)
+    total = len(model.get_booster().get_dump())
+    kept = model.best_iteration + 1
+    proc = run("bundle", build_args(path, keys, tmp_path / "out", "--json"))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert (doc["trees"], doc["trees_in_file"]) == (kept, total)
+    proc = run("bundle", build_args(path, keys, tmp_path / "again", "--force"))
+    assert (
+        f"{kept} of {total} trees (best_iteration {model.best_iteration} leaves out "
+        f"{total - kept}, as predict() does; --all-trees keeps them)"
+    ) in proc.stdout
 
 
 def test_refused_model_is_one_line(keys: KeyFiles, tmp_path: Path) -> None:

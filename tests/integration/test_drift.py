@@ -30,7 +30,7 @@ from edgebundle.builder.drift.formats import bin_labels, compact
 from edgebundle.runtime.bundle import open_bundle, read_bundle_file
 from edgebundle.runtime.monitor.counting import Monitor
 from edgebundle.runtime.monitor.report import DriftReport
-from edgebundle.runtime.monitor.statistics import PSI_SHIFTED, PSI_WATCH
+from edgebundle.runtime.monitor.statistics import ALPHA, MIN_ROWS, PSI_SHIFTED
 from edgebundle.runtime.scoring import Scorer
 from edgebundle.runtime.signing import TrustedKeys
 from edgebundle.runtime.stats import Baseline, FeatureBaseline, PredictionBaseline, parse_stats
@@ -39,7 +39,7 @@ from tests.support.xgbmodels import NAMES, features, labels, run
 
 SHIFTED = "age"
 TRAIN_ROWS = 4000
-LIVE_ROWS = 3000
+LIVE_ROWS = 5000
 BATCH = 100  # rows per request, as a device would see them
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
@@ -53,6 +53,8 @@ class Scenario:
     output: npt.NDArray[Any]  # the bundle's first output for ``live``
     report: DriftReport
     path: Path  # the report as a device serves it
+    bundle: Path
+    x: npt.NDArray[np.float32]  # the training rows, the baseline's --data
 
 
 def _train(x: npt.NDArray[np.float32], path: Path) -> Path:
@@ -104,7 +106,8 @@ def scenario(keys: KeyFiles, tmp_path_factory: pytest.TempPathFactory) -> Scenar
     report = monitor.report()
     path = tmp / "stats.json"
     path.write_bytes(report.to_bytes())
-    return Scenario(baseline, live, np.concatenate(outputs), report, path)
+    bundle_path = tmp / "credit-score-1.0.0.bundle"
+    return Scenario(baseline, live, np.concatenate(outputs), report, path, bundle_path, x)
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,13 @@ def shown(scenario: Scenario, tmp_path_factory: pytest.TempPathFactory) -> Shown
 
 
 def verdict_line(stdout: str) -> str:
-    return next(line for line in stdout.splitlines() if "features shifted" in line)
+    return next(line for line in stdout.splitlines() if line.startswith("verdict: "))
+
+
+def table_rows(stdout: str) -> list[list[str]]:
+    """The table's cells, split on the two spaces between columns."""
+    lines = stdout.split("\n\n")[-1].splitlines()
+    return [re.split(r"\s{2,}", line.strip()) for line in lines]
 
 
 # --- the acceptance test: one shifted input, and only it, is flagged -----------------------
@@ -150,33 +159,101 @@ def verdict_line(stdout: str) -> str:
 def test_only_the_shifted_feature_is_shifted(scenario: Scenario) -> None:
     window = scenario.report.since_start
     assert window.rows == LIVE_ROWS
-    psis = {
-        live.name: live.psi(base)
-        for live, base in zip(window.features, scenario.baseline.features, strict=True)
-    }
+    psis = {live.name: live.psi for live in window.features}
     assert list(psis) == list(NAMES)
     shifted = psis.pop(SHIFTED)
     assert shifted is not None and shifted > PSI_SHIFTED
-    assert all(value is not None and value < PSI_WATCH for value in psis.values()), psis
+    assert all(value is not None and value < 0.1 for value in psis.values()), psis
+    verdicts = {live.name: live.verdict for live in window.features}
+    assert verdicts == {name: "shift" if name == SHIFTED else "ok" for name in NAMES}
 
 
 def test_cli_verdict_names_the_shifted_feature_only(shown: Shown) -> None:
     proc = shown.outcome
     assert proc.code == 0, proc.stderr
     head = verdict_line(proc.stdout).split(";")[0]
-    assert re.fullmatch(rf"1 of {len(NAMES)} features shifted \(PSI > 0\.2\): age \d+\.\d\d", head)
+    assert re.fullmatch(
+        rf"verdict: shift — 5,000 rows: 1 of {len(NAMES)} features shifted: "
+        rf"age \(PSI \d+\.\d\d, p < 0\.001\)",
+        head,
+    )
     assert "showing the recent window" in proc.stdout  # the default, since it has rows
-    table = proc.stdout.split("\n\n")[-1].splitlines()
-    assert table[0].startswith("feature")
-    assert table[1].split()[0] == SHIFTED and " shifted " in table[1]
-    assert all(" stable " in row for row in table[2:])
+    table = table_rows(proc.stdout)
+    assert table[0][:4] == ["feature", "verdict", "PSI", "p-value"]
+    assert table[1][:2] == [SHIFTED, "shift"] and table[1][3] == "<0.001"
+    assert all(row[1] == "ok" for row in table[2:-1])
+    assert table[-1][0] == "(prediction)"
+    # aligned: every row's verdict column starts where the header's does
+    lines = proc.stdout.split("\n\n")[-1].splitlines()
+    column = lines[0].index("verdict")
+    assert all(line[column - 2 : column] == "  " and line[column] != " " for line in lines)
+
+
+def _scored_report(scenario: Scenario, keys: KeyFiles, rows: Any, out: Path) -> Path:
+    """``bundle-runtime score --drift-report``: the device's own CLI scores ``rows``."""
+    lines = "".join(
+        json.dumps(
+            {n: None if math.isnan(v) else float(v) for n, v in zip(NAMES, row, strict=True)}
+        )
+        + "\n"
+        for row in rows
+    )
+    args = ["score", "--bundle", str(scenario.bundle), "--trust", str(keys.public)]
+    proc = run("bundle-runtime", [*args, "--drift-report", str(out)], stdin=lines)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_fail_on_shift_exits_7_naming_only_the_shifted_feature(
+    scenario: Scenario, keys: KeyFiles, tmp_path: Path
+) -> None:
+    report = _scored_report(scenario, keys, scenario.live, tmp_path / "drift.json")
+    proc = drift_process(report, "--fail-on", "shift")
+    assert proc.code == 7, proc.stderr
+    assert proc.stderr == f"error: shifted: {SHIFTED}\n"
+    assert verdict_line(proc.stdout).startswith("verdict: shift — 5,000 rows: 1 of")
+    as_json = drift_process(report, "--fail-on", "shift", "--json")
+    assert as_json.code == 7 and json.loads(as_json.stdout)["shifted"] == [SHIFTED]
+
+
+def test_five_rows_are_too_few_and_do_not_fail(
+    scenario: Scenario, keys: KeyFiles, tmp_path: Path
+) -> None:
+    report = _scored_report(scenario, keys, scenario.live[:5], tmp_path / "drift.json")
+    proc = drift_process(report, "--fail-on", "shift", "--json")
+    assert proc.code == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["verdict"] == "too_few_rows" and doc["shifted"] == []
+    assert {f["verdict"] for f in doc["features"]} == {"too_few_rows"}
+    assert doc["prediction"]["verdict"] == "too_few_rows"
+    # the PSIs that used to read as "6 of 6 features shifted"
+    assert max(f["psi"] for f in doc["features"] if f["psi"] is not None) > PSI_SHIFTED
+    assert "too few to judge (a verdict needs 200" in drift(report).stdout
+
+
+def test_a_large_fleet_with_a_tiny_shift_reads_ok(scenario: Scenario, keys: KeyFiles) -> None:
+    """200,000 rows with every feature moved by 2% of its spread: the chi-square test sees
+    it beyond doubt, the PSI says it does not matter, and the verdict is ok."""
+    bundle = open_bundle(read_bundle_file(scenario.bundle), TrustedKeys.from_paths([keys.public]))
+    scorer = Scorer.from_bundle(bundle)
+    live = features(200_000, seed=21)
+    live += 0.02 * np.nanstd(scenario.x, axis=0)
+    monitor = Monitor("credit-score", "1.0.0", scenario.baseline)
+    monitor.observe(live, scorer.predict(live)[bundle.manifest.outputs[0].name])
+    window = monitor.report().since_start
+    significant = [f for f in window.features if f.p_value is not None and f.p_value < ALPHA]
+    assert significant, "the tiny shift should be statistically significant at this size"
+    assert all(f.psi is not None and f.psi < 0.05 for f in window.features)
+    assert {f.verdict for f in window.features} == {"ok"}
 
 
 def test_since_start_window_on_request(scenario: Scenario) -> None:
     proc = drift(scenario.path, "--window", "since_start")
     assert proc.code == 0, proc.stderr
     assert "showing the window since start" in proc.stdout
-    assert verdict_line(proc.stdout).startswith(f"1 of {len(NAMES)} features shifted")
+    assert verdict_line(proc.stdout).startswith(
+        f"verdict: shift — 5,000 rows: 1 of {len(NAMES)} features shifted"
+    )
 
 
 def test_pretty_printed_report_reads_the_same(scenario: Scenario, tmp_path: Path) -> None:
@@ -189,12 +266,20 @@ def test_json_summary(scenario: Scenario) -> None:
     proc = drift(scenario.path, "--json")
     assert proc.code == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["counts"]["features"] == len(NAMES)
-    assert doc["counts"]["shifted"] == 1 and doc["counts"]["stable"] == len(NAMES) - 1
-    assert doc["features"][0]["level"] == "shifted"
+    assert set(doc) == {
+        "model", "version", "started", "generated", "window", "rows", "baseline", "thresholds",
+        "verdict", "shifted", "summary", "features", "prediction",
+    }  # fmt: skip
+    assert doc["verdict"] == "shift" and doc["shifted"] == [SHIFTED]
+    assert doc["thresholds"] == {
+        "min_rows": MIN_ROWS, "psi": PSI_SHIFTED, "p_value": ALPHA, "missing_rate_shift": 0.1
+    }  # fmt: skip
+    assert [f["verdict"] for f in doc["features"]] == ["shift"] + ["ok"] * (len(NAMES) - 1)
     psis = [f["psi"] for f in doc["features"]]
     assert psis == sorted(psis, reverse=True)
-    assert doc["prediction"]["psi"] == scenario.report.recent.prediction_psi(scenario.baseline)
+    assert doc["features"][0]["p_value"] < ALPHA
+    prediction = scenario.report.recent.prediction
+    assert prediction is not None and doc["prediction"]["psi"] == prediction.psi
 
 
 # --- the HTML page -------------------------------------------------------------------------
@@ -255,7 +340,7 @@ def test_html_page_is_self_contained(shown: Shown) -> None:
     assert checker.tags["svg"] == len(NAMES) + 1  # one per feature, one for the prediction
     text = " ".join(checker.text)
     assert SHIFTED in text and verdict_line(proc.stdout) in text
-    assert 'class="level shifted">shifted<' in page
+    assert 'class="level shift">shift<' in page
     assert [p.name for p in shown.page.parent.iterdir()] == ["out.html"]  # no temp file left
 
 
@@ -325,7 +410,7 @@ def test_no_rows_yet(scenario: Scenario, tmp_path: Path) -> None:
 
 
 def test_a_feature_gone_missing_ranks_first(tmp_path: Path) -> None:
-    # Every live value missing leaves no PSI to compute: a dead sensor must not read as stable.
+    # Every live value missing leaves no PSI to compute: a dead sensor must not read as ok.
     baseline = Baseline(
         rows=10,
         features=(
@@ -334,18 +419,20 @@ def test_a_feature_gone_missing_ranks_first(tmp_path: Path) -> None:
         ),
         prediction=PredictionBaseline(kind="class", edges=(0.5,), shares=(0.5, 0.5)),
     )
-    monitor = Monitor("m", "1.0.0", baseline)
-    monitor.observe(
-        np.array([[0.1, np.nan], [0.9, np.nan]], dtype=np.float32),
-        np.array([[0.8, 0.2], [0.3, 0.7]], dtype=np.float32),
+    # temp: present as often as the baseline's 90%, split as it was
+    rows = np.array(
+        [[0.1, np.nan], [0.9, np.nan]] * 9 * 15 + [[np.nan, np.nan]] * 2 * 15, dtype=np.float32
     )
-    report = tmp_path / "stats.json"
-    report.write_bytes(monitor.report().to_bytes())
-    proc = drift(report)
-    assert proc.code == 0, proc.stderr
-    assert "; all missing: sensor;" in verdict_line(proc.stdout)
-    table = proc.stdout.split("\n\n")[-1].splitlines()
-    assert table[1].split()[:3] == ["sensor", "—", "all"] and "+100.0 pp" in table[1]
+    for count, verdict in ((2, "too_few_rows"), (len(rows), "shift")):
+        monitor = Monitor("m", "1.0.0", baseline)
+        monitor.observe(rows[:count], np.array([[0.8, 0.2], [0.3, 0.7]] * 150)[:count])
+        report = tmp_path / "stats.json"
+        report.write_bytes(monitor.report().to_bytes())
+        proc = drift(report)
+        assert proc.code == 0, proc.stderr
+        table = table_rows(proc.stdout)
+        assert table[1][:3] == ["sensor", verdict, "—"] and "+100.0 pp" in table[1]
+    assert "1 of 2 features shifted: sensor (all missing, p < 0.001)" in verdict_line(proc.stdout)
 
 
 # --- bad input: one line on stderr, never a traceback --------------------------------------
@@ -356,7 +443,7 @@ def _edit(data: bytes, change: str) -> bytes:
     if change == "psi":
         doc["since_start"]["features"][0]["psi"] += 0.5
     elif change == "format":
-        doc["format"] = "edgebundle.drift/2"
+        doc["format"] = "edgebundle.drift/1"
     elif change == "counts":
         doc["recent"]["features"][0]["counts"][0] += 1
     return json.dumps(doc).encode()

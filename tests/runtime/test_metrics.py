@@ -73,6 +73,8 @@ def test_a_fresh_server_renders_its_families_types_and_clock(
         "edgebundle_drift_baseline": "gauge",
         "edgebundle_drift_rows": "gauge",
         "edgebundle_feature_psi": "gauge",
+        "edgebundle_feature_drift_p_value": "gauge",
+        "edgebundle_feature_shift": "gauge",
         "edgebundle_feature_missing_rate": "gauge",
         "edgebundle_feature_missing_rate_shift": "gauge",
         "edgebundle_prediction_psi": "gauge",
@@ -186,10 +188,14 @@ def test_drift_gauges_per_window_feature_and_prediction_bin(metrics: Metrics) ->
         assert samples[key("edgebundle_drift_rows", **labels)] == 4
         for live, feature in zip(window.features, base.features, strict=True):
             at = {**labels, "feature": feature.name}
-            assert samples[key("edgebundle_feature_psi", **at)] == live.psi(feature)
+            assert samples[key("edgebundle_feature_psi", **at)] == live.psi
+            assert samples[key("edgebundle_feature_drift_p_value", **at)] == live.p_value
+            # 4 rows are too few for a verdict: no shift gauge rather than a 0 that reads "ok"
+            assert key("edgebundle_feature_shift", **at) not in samples
             assert samples[key("edgebundle_feature_missing_rate", **at)] == 0.25
             assert samples[key("edgebundle_feature_missing_rate_shift", **at)] == 0.25
-        psi = window.prediction_psi(base)
+        assert window.prediction is not None
+        psi = window.prediction.psi
         assert psi is not None
         assert samples[key("edgebundle_prediction_psi", **labels)] == psi
         for bin_label, share, base_share in (("[-Inf,0.5)", 0.5, 0.6), ("[0.5,+Inf)", 0.5, 0.4)):

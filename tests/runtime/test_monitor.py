@@ -22,8 +22,7 @@ from edgebundle.builder.drill import repacked
 from edgebundle.runtime.bundle import open_bundle, read_bundle_file, read_members_unverified
 from edgebundle.runtime.errors import ManifestError
 from edgebundle.runtime.monitor.counting import Monitor
-from edgebundle.runtime.monitor.report import parse_report
-from edgebundle.runtime.monitor.statistics import verdict
+from edgebundle.runtime.monitor.report import parse_report, window_summary
 from edgebundle.runtime.scoring import Scorer
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.signing import TrustedKeys, load_private_key
@@ -98,10 +97,12 @@ def fed(drift: Drift, keys: KeyFiles, x: F32, window_rows: int = 10_000, batch: 
 
 
 def psis(report_window: Any, baseline: Baseline) -> dict[str, float]:
-    return {
-        live.name: live.psi(base)
-        for live, base in zip(report_window.features, baseline.features, strict=True)
-    }
+    assert len(report_window.features) == len(baseline.features)
+    return {live.name: live.psi for live in report_window.features}
+
+
+def verdicts(report_window: Any) -> dict[str, str]:
+    return {live.name: live.verdict for live in report_window.features}
 
 
 # --- counting ------------------------------------------------------------------------------
@@ -117,9 +118,11 @@ def test_the_baseline_rows_counted_live_give_the_baseline_exactly(
         present = live.rows - live.missing
         # the same rows, bins and edges: equal to the 6 decimals the baseline is written with
         assert [c / present for c in live.counts] == pytest.approx(base.shares, abs=5e-7)
-        assert live.missing_rate() == pytest.approx(base.missing_rate, abs=1e-12)
-        assert live.psi(base) == pytest.approx(0.0, abs=1e-9)
-    assert report.since_start.prediction_psi(baseline) == pytest.approx(0.0, abs=1e-9)
+        assert live.missing_rate == pytest.approx(base.missing_rate, abs=1e-12)
+        assert live.psi == pytest.approx(0.0, abs=1e-9)
+        assert live.verdict == "ok" and live.p_value == pytest.approx(1.0, abs=1e-6)
+    assert report.since_start.prediction is not None
+    assert report.since_start.prediction.psi == pytest.approx(0.0, abs=1e-9)
 
 
 def test_a_stream_shifted_in_one_feature_moves_exactly_that_features_psi(
@@ -130,8 +133,9 @@ def test_a_stream_shifted_in_one_feature_moves_exactly_that_features_psi(
     values = psis(report.since_start, report.baseline)
     assert values[SHIFTED] > 0.2
     assert all(v < 0.1 for name, v in values.items() if name != SHIFTED), values
-    assert verdict(report.since_start, report.baseline).startswith(
-        f"1 of {len(NAMES)} features shifted (PSI > 0.2): {SHIFTED} "
+    assert verdicts(report.since_start) == {n: "shift" if n == SHIFTED else "ok" for n in NAMES}
+    assert window_summary(report, report.since_start).startswith(
+        f"4,000 rows: 1 of {len(NAMES)} features shifted: {SHIFTED} (PSI "
     )
 
 
@@ -179,7 +183,7 @@ def test_without_a_baseline_only_rows_are_counted() -> None:
     assert (report.since_start.rows, report.recent.rows) == (250, 100)
     assert report.since_start.features == ()
     assert parse_report(report.to_bytes()) == report
-    assert "no baseline" in verdict(report.recent, None)
+    assert "no baseline" in window_summary(report, report.recent)
 
 
 def test_a_signed_baseline_for_other_features_is_refused_at_install(
@@ -261,7 +265,7 @@ def test_the_server_reports_drift_on_stats_and_metrics_and_restarts_on_a_switch(
             time.sleep(0.05)
         fresh = parse_report(stats(port).body)
         assert (fresh.since_start.rows, fresh.recent.rows) == (0, 0)
-        assert verdict(fresh.recent, fresh.baseline) == "no rows yet"
+        assert window_summary(fresh, fresh.recent) == "no rows yet"
         assert request(port, "GET", "/v2/models/m/versions/1.0.0/stats").status == 404
         assert request(port, "GET", "/v2/models/other/stats").status == 404
 
@@ -291,10 +295,14 @@ def test_status_shows_the_drift_a_served_model_saw(
             time.sleep(0.05)
     proc = run("bundle-runtime", ["status", "--store", str(store)])
     assert proc.returncode == 0, proc.stderr
-    assert f"features shifted (PSI > 0.2): {SHIFTED} " in proc.stdout
-    assert f"{len(drift.live_rows)} rows since" in proc.stdout
+    assert f"features shifted: {SHIFTED} (PSI " in proc.stdout
+    assert f"{len(drift.live_rows):,} rows: 1 of" in proc.stdout
     doc = json.loads(run("bundle-runtime", ["status", "--store", str(store), "--json"]).stdout)
-    assert doc["drift"]["m"]["since_start"]["rows"] == len(drift.live_rows)
+    since = doc["drift"]["m"]["since_start"]
+    assert since["rows"] == len(drift.live_rows)
+    assert {f["name"]: f["verdict"] for f in since["features"]} == {
+        n: "shift" if n == SHIFTED else "ok" for n in NAMES
+    }
 
 
 def test_score_writes_a_drift_report_of_its_input(
@@ -341,7 +349,7 @@ def test_a_bundle_without_a_baseline_is_served_and_says_so(keys: KeyFiles, tmp_p
         assert post_json(port, "/invocations", body).status == 200
         report = parse_report(request(port, "GET", "/v2/models/plain/stats").body)
         assert report.baseline is None and report.since_start.rows == 5
-        assert "no baseline" in verdict(report.since_start, None)
+        assert "no baseline" in window_summary(report, report.since_start)
         metrics = request(port, "GET", "/metrics").body.decode()
         assert 'edgebundle_drift_baseline{model="plain",version="1.0.0"} 0' in metrics
         assert (

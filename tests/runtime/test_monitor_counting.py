@@ -42,7 +42,7 @@ def test_a_value_on_an_edge_is_in_the_bin_above_it_as_in_xgboost() -> None:
     a, b = window.features
     assert (a.counts, a.missing) == ((2, 2, 2), 1)
     assert (b.counts, b.missing) == ((5,), 2)
-    assert window.prediction == (3, 4)
+    assert window.prediction is not None and window.prediction.counts == (3, 4)
     assert window.rows == 7
 
 
@@ -50,7 +50,8 @@ def test_a_class_histogram_counts_the_argmax_label() -> None:
     monitor = Monitor("m", "1.0.0", baseline("class", (0.5, 1.5)))
     probabilities = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]])
     monitor.observe(rows(*[(0, 0)] * 4), probabilities.astype(np.float32))
-    assert monitor.report().recent.prediction == (1, 1, 2)
+    prediction = monitor.report().recent.prediction
+    assert prediction is not None and prediction.counts == (1, 1, 2)
 
 
 def test_the_recent_window_keeps_the_newest_full_blocks_beside_the_current_one() -> None:
@@ -63,7 +64,7 @@ def test_the_recent_window_keeps_the_newest_full_blocks_beside_the_current_one()
     recent = report.recent
     assert recent.rows == 19
     assert recent.features[0].counts == (6, 1, 12)  # -6 .. -1, 0, 1 .. 12
-    assert recent.prediction == (19, 0)
+    assert recent.prediction is not None and recent.prediction.counts == (19, 0)
 
 
 def test_without_a_partial_block_the_whole_window_is_recent() -> None:
