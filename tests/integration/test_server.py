@@ -432,7 +432,7 @@ def test_head_is_get_without_body(server: ServerProcess) -> None:
     ("path", "headers", "fragment"),
     [
         (INFER, {"Content-Type": "text/plain"}, "send application/json or application/octet"),
-        ("/invocations", {"Content-Type": "application/x-www-form-urlencoded"}, "text/csv"),
+        ("/invocations", {"Content-Type": "text/plain"}, "text/csv"),
         ("/invocations", {}, "Content-Type is missing"),
         (INFER, {"Content-Encoding": "gzip"}, "Content-Encoding 'gzip' is not supported"),
     ],
