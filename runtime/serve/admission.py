@@ -9,7 +9,8 @@ doing nothing for anyone: the loop closes the one that has waited longest withou
 connections that never completed one before idle keep-alive ones (a half-open connection from a
 slowloris client costs its sender nothing to reopen; a client that has been answered has shown
 it talks HTTP). And while slots are scarce (half taken or more), a new connection must start
-its first request within ``busy_first_byte_timeout`` rather than ``read_timeout``.
+its first request within ``busy_first_byte_timeout`` rather than ``read_timeout``: the
+slots a silent client takes come back sooner.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class Admission:
                 self._by_peer[peer] = held
 
     def first_byte_timeout(self) -> float:
-        """Seconds a connection admitted now has to start its first request."""
+        """Seconds the connection just admitted has to start its first request: less when
+        half of ``max_connections`` or more were open before it."""
         limits = self._limits
-        busy = 2 * self.open >= limits.max_connections
+        busy = 2 * (self.open - 1) >= limits.max_connections
         return limits.busy_first_byte_timeout if busy else limits.read_timeout

@@ -221,8 +221,6 @@ class Loop:
         except tls.NotTls as e:
             if not e.closed:
                 self.app.metrics.connection_dropped("plain_http_on_tls")
-                with contextlib.suppress(OSError):  # its request, read: closing on unread
-                    conn.sock.recv(RECV_BYTES)  # bytes would reset before the answer is read
                 _send_at_once(conn.sock, PLAIN_HTTP_ON_TLS)
             self._close(conn)
             return False
@@ -385,9 +383,11 @@ def _waiting_since(ready: object) -> int:
 
 
 def _send_at_once(sock: socket.socket, answer: bytes) -> None:
-    """An answer on a plain socket about to be closed, without blocking the loop thread."""
-    try:
+    """An answer on a plain socket about to be closed, without blocking the loop thread. What
+    the client sent is read first, if it is here: closing on unread bytes resets the
+    connection, which can destroy the answer before the client reads it."""
+    with contextlib.suppress(OSError):
         sock.setblocking(False)
+        sock.recv(RECV_BYTES)
+    with contextlib.suppress(OSError):
         sock.send(answer)
-    except OSError:
-        pass
