@@ -5,10 +5,13 @@ Every connection counts against ``max_connections`` and against its peer address
 ``max_connections_per_peer``, wherever it is being served. A peer over its own cap is refused
 (503): one address cannot take every slot however many connections it opens. When every slot
 is taken, a new connection does not get a 503 while the server holds connections that are
-doing nothing for anyone: the loop closes the one that has waited longest without a request,
-connections that never completed one before idle keep-alive ones (a half-open connection from a
-slowloris client costs its sender nothing to reopen; a client that has been answered has shown
-it talks HTTP). And while slots are scarce (half taken or more), a new connection must start
+doing nothing for anyone: the loop closes one that waits for a request (``victim_order``).
+Connections that never completed a request go before idle keep-alive ones (a half-open
+connection from a slowloris client costs its sender nothing to reopen; a client that has been
+answered has shown it talks HTTP); among them, those of the address holding the most
+connections (a flood of new connections from one place then closes its own, not the fresh
+connection of a client whose request is on its way); then the one waiting longest. And while
+slots are scarce (half taken or more), a new connection must start
 its first request within ``busy_first_byte_timeout`` rather than ``read_timeout``: the
 slots a silent client takes come back sooner.
 """
@@ -55,6 +58,13 @@ class Admission:
             held = self._by_peer.pop(peer) - 1
             if held:
                 self._by_peer[peer] = held
+
+    def victim_order(self, answered: bool, peer: str, waiting_since: float) -> tuple[
+        bool, int, float
+    ]:
+        """The sort key of a connection waiting for a request: the least is closed first
+        (module docstring)."""
+        return answered, -self._by_peer.get(peer, 0), waiting_since
 
     def first_byte_timeout(self) -> float:
         """Seconds the connection just admitted has to start its first request: less when

@@ -186,12 +186,13 @@ class Loop:
             self._own(conn)
 
     def _make_room(self) -> bool:
-        """Close the connection that has waited longest without a request, those that never
-        completed one first (``admission.py``); False when every one is busy."""
+        """Close a connection that waits for a request, in ``admission.py``'s order; False
+        when every one is busy."""
         idle = [conn for conn in self._owned if conn not in self._again]
         if not idle:
             return False
-        victim = min(idle, key=lambda conn: (conn.answered > 0, conn.waiting_since))
+        order = self.admission.victim_order
+        victim = min(idle, key=lambda c: order(c.answered > 0, c.peer, c.waiting_since))
         if victim.input.buffer and not victim.handshaking:  # a request had begun: say why
             with contextlib.suppress(*self.would_block, OSError):
                 victim.sock.send(MADE_ROOM)

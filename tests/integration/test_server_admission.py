@@ -103,13 +103,14 @@ def test_150_half_open_connections_from_one_peer_leave_room_for_others(store: Pa
 def test_a_full_server_closes_the_longest_waiting_connection_without_a_request(
     store: Path,
 ) -> None:
-    with serve_in_process(store, max_connections=8, max_connections_per_peer=4) as (running, _):
+    with serve_in_process(store, max_connections=8) as (running, _):
         port = running.address[1]
-        with held(port, 4, "127.0.0.2") as first, held(port, 4, "127.0.0.3") as second:
+        with held(port, 8, "127.0.0.2") as socks:
             time.sleep(0.1)
+            # in the order the server accepted them (not always the order they connected in)
             accepted = sorted(running._loop._owned, key=lambda conn: conn.waiting_since)
             oldest = [conn.sock.getpeername() for conn in accepted[:3]]
-            by_address = {sock.getsockname(): sock for sock in (*first, *second)}
+            by_address = {sock.getsockname(): sock for sock in socks}
             with ExitStack() as newcomers:
                 for address in oldest:  # each newcomer closes the oldest half-open one
                     sock = newcomers.enter_context(connect(port, HOST, LIVE))
@@ -122,6 +123,24 @@ def test_a_full_server_closes_the_longest_waiting_connection_without_a_request(
                         sock.recv(1)
                 # Still full: the scrape's own connection closes a fourth.
                 assert dropped(port)["made_room"] == 4
+
+
+def test_the_address_holding_the_most_connections_loses_one_first(store: Path) -> None:
+    with serve_in_process(store, max_connections=7) as (running, _):
+        port = running.address[1]
+        with held(port, 2, "127.0.0.2") as few:
+            time.sleep(0.05)
+            with held(port, 5, "127.0.0.3") as many:
+                time.sleep(0.05)
+                assert live(port) == 200
+                closed = []
+                for sock in (*few, *many):
+                    sock.settimeout(0.2)
+                    try:
+                        closed.append(b" 503 " in wait_closed(sock, 0.2))
+                    except TimeoutError:
+                        closed.append(False)
+                assert closed.count(True) == 1 and not any(closed[:2])
 
 
 def test_connections_that_completed_a_request_go_after_those_that_never_did(
