@@ -49,6 +49,7 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[build,dev,bench]'
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v openssl >/dev/null || (apt-get update -qq && apt-get install -y -qq openssl)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)

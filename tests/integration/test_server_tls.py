@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -327,3 +328,36 @@ def test_bad_tls_options_exit_with_one_line(
     assert proc.returncode == 2, proc.stderr
     assert fragment in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def readme_blocks() -> list[str]:
+    """The sh blocks of the README's "Serving on a network" section."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Serving on a network\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+
+
+def test_the_readmes_certificate_commands_make_a_working_mutual_tls_setup(
+    store: Path, tmp_path: Path
+) -> None:
+    make_certificates, run_server = readme_blocks()[:2]
+    made = subprocess.run(["bash", "-euo", "pipefail", "-c", make_certificates], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    serve_line = " ".join(run_server.split("curl")[0].replace("\\\n", " ").split())
+    args = serve_line.split()
+    assert args[:2] == ["bundle-runtime", "serve"] and "--tls-client-ca" in args
+    tls_args = args[args.index("--tls-cert"):]
+    with serve_process(store, tmp_path / "serve.log",
+                       *[str(tmp_path / a) if a.endswith((".pem", ".key")) else a
+                         for a in tls_args]) as server:
+        command = next(line for line in run_server.splitlines() if line.startswith("curl"))
+        command = command.replace(":8080/", f":{server.port}/")
+        ok = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=30)
+        assert (ok.returncode, ok.stdout) == (0, '{"ready":true}'), ok.stderr
+        without = command.replace("--cert client.pem --key client.key ", "")
+        assert without != command
+        refused = subprocess.run(["bash", "-c", without], cwd=tmp_path, capture_output=True,
+                                 text=True, timeout=30)
+        assert refused.returncode != 0
