@@ -91,10 +91,14 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
             "bundle-runtime serve --store /var/lib/edgebundle --port 8080",
             "bundle-runtime serve --store /var/lib/edgebundle --host 0.0.0.0 "
             "--token-file /etc/edgebundle/token --channel https://models.example.com/stable/",
+            "bundle-runtime serve --store /var/lib/edgebundle --host 0.0.0.0 "
+            "--tls-cert device.pem --tls-key device.key --tls-client-ca ca.pem "
+            "--access-log /var/log/edgebundle/access.log",
         ],
         exits={
             ExitCode.OK: "stopped by SIGTERM or SIGINT after answering the requests in flight",
-            ExitCode.USAGE: "bad arguments, the address cannot be used, or the store cannot",
+            ExitCode.USAGE: "bad arguments, or the address, the store, the TLS files or the "
+            "access log cannot be used",
         },
     )
     add_store_option(parser)
