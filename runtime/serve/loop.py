@@ -212,12 +212,16 @@ class Loop:
         handshake is done and its requests can be read."""
         try:
             if not conn.wrapped:
-                started = tls.start(conn.sock)
-                if started is None:
+                if tls.speaks_tls(conn.sock) is None:
                     return False
                 self._selector.unregister(conn.sock)  # the TLS socket takes its descriptor
-                conn.use_socket(started)
-                self._selector.register(started, selectors.EVENT_READ, conn)
+                try:
+                    conn.use_socket(tls.wrap(conn.sock))
+                except OSError:
+                    self._owned.discard(conn)
+                    self._release(conn)
+                    raise
+                self._selector.register(conn.sock, selectors.EVENT_READ, conn)
             events = tls.handshake(conn.sock)
         except tls.NotTls as e:
             if not e.closed:
@@ -227,7 +231,7 @@ class Loop:
             return False
         except OSError:  # a failed handshake: the client's fault, not the log's business
             self.app.metrics.connection_dropped("tls_handshake")
-            self._close(conn)
+            self._close(conn)  # unless released above
             return False
         if events:
             self._selector.modify(conn.sock, events, conn)

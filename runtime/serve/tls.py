@@ -104,16 +104,20 @@ class Tls:
         self._stamp, self._failed = stamp, None
         self._log(f"TLS certificate reloaded from {self.files.cert}")
 
-    def start(self, sock: socket.socket) -> ssl.SSLSocket | None:
-        """A new connection's first bytes, peeked at: its TLS socket (handshake not done yet),
-        None when nothing has arrived; ``NotTls`` when it speaks something else (plain HTTP,
-        or it closed)."""
+    @staticmethod
+    def speaks_tls(sock: socket.socket) -> bool | None:
+        """Whether a new connection's first byte, peeked at, opens a TLS handshake; None when
+        nothing has arrived. ``NotTls`` when it speaks something else, or closed."""
         try:
             first = sock.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
             return None
         if not first or first[0] != _HANDSHAKE_RECORD:
             raise NotTls(first)
+        return True
+
+    def wrap(self, sock: socket.socket) -> ssl.SSLSocket:
+        """The TLS socket over ``sock``, which it takes over; the handshake is not done yet."""
         return self.context().wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
 
     @staticmethod

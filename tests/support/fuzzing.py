@@ -27,7 +27,7 @@ settings.register_profile(
 )
 settings.register_profile(
     "fuzz",
-    max_examples=20_000,
+    max_examples=5_000,
     database=DirectoryBasedExampleDatabase(".cache/hypothesis"),
     deadline=timedelta(seconds=5),
     suppress_health_check=[HealthCheck.too_slow],
