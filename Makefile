@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO := demo
 DEMO_BUNDLE := bundles/credit-score-1.0.0.bundle
 
-.PHONY: demo test lint bench clean device-test
+.PHONY: demo test fuzz lint bench clean device-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,11 +42,19 @@ demo: $(STAMP)
 	$(BIN)/python -m edgebundle.builder.example --serve-demo $(DEMO)
 
 test: $(STAMP)
+	command -v curl >/dev/null || (apt-get update -qq && apt-get install -y -qq curl)
 	$(BIN)/python -m pytest -q -n auto
+
+# The parser fuzz tests with many more examples than `make test` runs (tens of minutes);
+# failing examples are kept in .cache/hypothesis and tried first next time.
+FUZZ_TESTS := tests/runtime/test_fuzz_http.py tests/runtime/test_fuzz_decoders.py
+fuzz: $(STAMP)
+	EDGEBUNDLE_FUZZ=fuzz $(BIN)/python -m pytest -q -n auto $(FUZZ_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[build,dev,bench]'
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v openssl >/dev/null || (apt-get update -qq && apt-get install -y -qq openssl)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)

@@ -1,4 +1,5 @@
-"""``python -m bench [--quick]``: train the bench models, build their bundles, measure.
+"""``python -m bench [--quick] [--soak-seconds N] [--network-only]``: train the bench models,
+build their bundles, measure.
 
 Every figure is taken in this one run and reported next to its baseline as a ratio, because
 this machine is shared and noisy; absolute numbers are for orientation only.
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
+from bench.network import print_network, soak_section, tls_section
 from bench.serving import http_section, stdin_section
 from edgebundle.builder.build import BuildOptions, build
 from edgebundle.builder.keys import generate_keypair
@@ -125,6 +127,17 @@ def serving_section(built: Built, key: Path) -> dict[str, Any]:
         "monitor": monitor_section(served, rows_path),
         "stdin": stdin_section(paths["float"], source, key.parent / "signing.pub", rows),
     }
+
+
+def network_sections(built: Built, key: Path, soak_seconds: int) -> dict[str, Any]:
+    """TLS against plain HTTP, and the soak, on the first bench model's int8 bundle."""
+    model = built.model
+    body = json.dumps({"instances": [to_python(data(model, 1, seed=3)[0])[0]]}).encode()
+    pub = key.parent / "signing.pub"
+    served = built.bundles["int8"]
+    tls = tls_section(served, pub, body)
+    soak = soak_section(served, pub, body, soak_seconds) if soak_seconds > 0 else None
+    return {"tls": tls, "soak": soak}
 
 
 def monitor_section(served: Path, rows_path: Path) -> dict[str, Any]:
@@ -241,6 +254,10 @@ def print_serving(served: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller models, for a fast look")
+    parser.add_argument("--soak-seconds", type=int, default=600, metavar="N",
+                        help="length of the TLS server's soak (default 600; 0 skips it)")
+    parser.add_argument("--network-only", action="store_true",
+                        help="only TLS's cost and the soak (the network sections)")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     key = WORK / "keys" / "signing.key"
@@ -251,16 +268,22 @@ def main() -> None:
     for model in models:
         source = train(model, WORK)
         builds.append(Built(model=model, source=source, bundles=bundles(model, source, key)))
-    sections = model_section(builds)
-    print_models(sections)
-    served = serving_section(builds[0], key)
-    print_serving(served)
+    sections: list[dict[str, Any]] = []
+    served: dict[str, Any] = {}
+    if not args.network_only:
+        sections = model_section(builds)
+        print_models(sections)
+        served = serving_section(builds[0], key)
+        print_serving(served)
+    network = network_sections(builds[0], key, args.soak_seconds)
+    print_network(network["tls"], network["soak"])
     results = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
         "quick": args.quick,
         "models": sections,
         "serving": served,
+        "network": network,
     }
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {RESULTS}")

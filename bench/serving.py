@@ -67,17 +67,21 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
-def wrk(url: str, body: bytes, connections: int) -> dict[str, float]:
+def wrk(
+    url: str, body: bytes, connections: int, seconds: int = _WRK_SECONDS, close: bool = False
+) -> dict[str, float]:
+    """``close``: a new connection per request (with https://, a TLS handshake each)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             'wrk.method = "POST"\n'
             # a level-1 long bracket: the JSON body itself ends in "]]"
             f"wrk.body = [=[{body.decode()}]=]\n"
             'wrk.headers["Content-Type"] = "application/json"\n'
+            + ('wrk.headers["Connection"] = "close"\n' if close else "")
         )
     threads = min(connections, 2)
     out = subprocess.run(
-        ["wrk", "--latency", f"-t{threads}", f"-c{connections}", f"-d{_WRK_SECONDS}s",
+        ["wrk", "--latency", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
          "-s", script.name, url],
         capture_output=True, text=True, check=True,
     ).stdout

@@ -20,6 +20,7 @@ from edgebundle.runtime.serve.config import (
     DEFAULT_PORT,
     ServerConfig,
     ServerLimits,
+    TlsFiles,
     read_token,
 )
 from edgebundle.runtime.serve.server import serve
@@ -32,7 +33,12 @@ _LIMIT_FLAGS = (
     ("read_timeout", "SECONDS", "time for a request to arrive whole once it starts"),
     ("idle_timeout", "SECONDS", "time a keep-alive connection may wait for its next request"),
     ("max_inflight", "N", "requests scored at once; more are answered 503 at once"),
-    ("max_connections", "N", "open connections; more are answered 503 and closed"),
+    ("max_connections", "N", "open connections; when all are taken, a new one closes the one "
+     "that waited longest without a request (503 if none)"),
+    ("max_connections_per_peer", "N", "open connections from one client address; more are "
+     "answered 503"),
+    ("busy_first_byte_timeout", "SECONDS", "time a new connection has to start its first request "
+     "while half of --max-connections or more are open"),
     ("drain_timeout", "SECONDS", "on SIGTERM, time requests in flight get to finish"),
 )
 
@@ -85,10 +91,14 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
             "bundle-runtime serve --store /var/lib/edgebundle --port 8080",
             "bundle-runtime serve --store /var/lib/edgebundle --host 0.0.0.0 "
             "--token-file /etc/edgebundle/token --channel https://models.example.com/stable/",
+            "bundle-runtime serve --store /var/lib/edgebundle --host 0.0.0.0 "
+            "--tls-cert device.pem --tls-key device.key --tls-client-ca ca.pem "
+            "--access-log /var/log/edgebundle/access.log",
         ],
         exits={
             ExitCode.OK: "stopped by SIGTERM or SIGINT after answering the requests in flight",
-            ExitCode.USAGE: "bad arguments, the address cannot be used, or the store cannot",
+            ExitCode.USAGE: "bad arguments, or the address, the store, the TLS files or the "
+            "access log cannot be used",
         },
     )
     add_store_option(parser)
@@ -115,6 +125,7 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"onnxruntime intra-op threads per model (default {DEFAULT_THREADS})",
     )
+    _add_tls_options(parser)
     _add_limit_options(parser)
     _add_channel_options(parser)
     _add_monitoring_options(parser)
@@ -122,6 +133,32 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = {"serve": add_serve}
+
+
+def _add_tls_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="serve HTTPS (TLS 1.2+) with this PEM certificate chain; with --tls-key. Both are "
+        "re-read when they change, for rotation without a restart",
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="the PEM private key of --tls-cert"
+    )
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="FILE",
+        help="with --tls-cert: require a client certificate signed by a CA in this PEM file "
+        "(mutual TLS)",
+    )
+    parser.add_argument(
+        "--access-log",
+        metavar="FILE",
+        help="append one line per request (time, client, method, path, status, bytes, "
+        "seconds) to FILE; - for standard output",
+    )
 
 
 def _add_limit_options(parser: argparse.ArgumentParser) -> None:
@@ -207,6 +244,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     limits = ServerLimits(**{name: getattr(args, name) for name, _, _ in _LIMIT_FLAGS})
+    tls = _tls_files(args)
     token = None if args.token_file is None else read_token(args.token_file)
     store = Store.open(args.store, limits=LIMITS)
     config = ServerConfig(
@@ -218,6 +256,8 @@ def _run(args: argparse.Namespace) -> int:
         monitor_window=None if args.no_monitor else args.monitor_window,
         report_interval=args.report_interval,
         capture=_capture(args),
+        tls=tls,
+        access_log=args.access_log,
     )
     if args.channel is None:
         return serve(store, config)
@@ -241,6 +281,16 @@ def _channel(text: str) -> str:
             return channel_url(text)
         except ChannelUnreachableError:  # a directory not mounted yet: each pass retries
             return text
+
+
+def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise usage("--tls-cert and --tls-key go together")
+    if args.tls_cert is None:
+        if args.tls_client_ca is not None:
+            raise usage("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    return TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca)
 
 
 def _capture(args: argparse.Namespace) -> Capture | None:

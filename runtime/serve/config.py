@@ -32,17 +32,38 @@ class ServerLimits:
     read_timeout: float = 10.0
     idle_timeout: float = 30.0  # seconds a keep-alive connection may wait for its next request
     max_inflight: int = 32  # scoring requests at once; more are answered 503 at once
-    max_connections: int = 128  # open connections; more are answered 503
+    # Open connections. When all are taken, a new one closes the connection that has waited
+    # longest without completing a request (README "Serving on a network"); with none, 503.
+    max_connections: int = 128
+    # Open connections from one address: one peer cannot take every slot (503 beyond).
+    max_connections_per_peer: int = 32
+    # From half of max_connections open, a new connection's first request must start within
+    # this many seconds rather than read_timeout: slots free faster while they are scarce.
+    busy_first_byte_timeout: float = 2.0
     drain_timeout: float = 10.0  # seconds SIGTERM waits for requests in flight
 
     def __post_init__(self) -> None:
         counts = ("max_body_bytes", "max_header_bytes", "max_rows", "max_inflight")
-        for name in (*counts, "max_connections"):
+        for name in (*counts, "max_connections", "max_connections_per_peer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        for name in ("read_timeout", "idle_timeout", "drain_timeout"):
+        timeouts = ("read_timeout", "idle_timeout", "busy_first_byte_timeout", "drain_timeout")
+        for name in timeouts:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """``--tls-cert``, ``--tls-key`` and ``--tls-client-ca`` (``tls.py`` loads them)."""
+
+    cert: Path  # PEM: the server's certificate, then any intermediates
+    key: Path  # PEM: its private key, unencrypted
+    client_ca: Path | None = None  # PEM: the CAs that sign client certificates; None: no mTLS
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return (self.cert, self.key) + (() if self.client_ca is None else (self.client_ca,))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -56,6 +77,8 @@ class ServerConfig:
     monitor_window: int | None = DEFAULT_WINDOW_ROWS  # drift monitor's recent rows; None: off
     report_interval: float = REPORT_INTERVAL  # seconds between drift report files
     capture: Capture | None = None  # sampled rows to JSONL for debugging; closed at stop
+    tls: TlsFiles | None = None  # None: plain HTTP
+    access_log: str | None = None  # a file to append a line per request to; "-": stdout
 
 
 def read_token(path: Path) -> bytes:

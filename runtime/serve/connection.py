@@ -51,7 +51,7 @@ class Input:
     """
 
     def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
+        self.sock = sock
         self.buffer = bytearray()
         self.deadline = 0.0
 
@@ -67,8 +67,8 @@ class Input:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("deadline passed")
-        self._sock.settimeout(remaining)
-        data = self._sock.recv(RECV_BYTES)
+        self.sock.settimeout(remaining)
+        data = self.sock.recv(RECV_BYTES)
         self.buffer += data
         return bool(data)
 
@@ -79,20 +79,32 @@ class Connection:
 
     head: Head  # the request being answered, from read_head on
 
-    def __init__(self, loop: Loop, sock: socket.socket) -> None:
+    def __init__(
+        self, loop: Loop, sock: socket.socket, peer: str, first_byte_timeout: float
+    ) -> None:
         self.loop = loop
         self.sock = sock
+        self.peer = peer  # the client's address, for admission and the access log
         self.input = Input(sock)
         self.waits = False  # on a worker thread: reads and writes may wait for the client
         self.close_connection = False
-        # A new connection gets read_timeout for its first request: one that sends nothing
-        # would otherwise hold a connection slot for the whole idle_timeout.
-        self.deadline = time.monotonic() + loop.limits.read_timeout
+        self.handshaking = False  # a TLS connection whose handshake is not done
+        self.wrapped = False  # its socket is the TLS socket (``use_socket``)
+        # A new connection gets read_timeout (less when the server is busy: admission.py) for
+        # its first request: one that sends nothing would otherwise hold a connection slot
+        # for the whole idle_timeout.
+        self.waiting_since = time.monotonic()  # since accepted, or since its last answer
+        self.deadline = self.waiting_since + first_byte_timeout
         self._started = 0.0
         self._body_unread = False
         self._unsent = b""  # response bytes the socket did not take without waiting
         self._linger_due = False
         self.answered = 0  # the number of the loop's answer that was this connection's last
+
+    def use_socket(self, sock: socket.socket) -> None:
+        """The TLS socket wrapping the one accepted."""
+        self.sock = self.input.sock = sock
+        self.wrapped = True
 
     def begin_request(self) -> None:
         """The first bytes of a request are here: from now it must arrive whole in time."""
@@ -100,7 +112,8 @@ class Connection:
         self.deadline = self.input.deadline = time.monotonic() + self.loop.limits.read_timeout
 
     def wait_for_next(self) -> None:
-        self.deadline = time.monotonic() + self.loop.limits.idle_timeout
+        self.waiting_since = time.monotonic()
+        self.deadline = self.waiting_since + self.loop.limits.idle_timeout
 
     def head_ready(self) -> bool:
         """Whether ``read_head`` can run on what has arrived, without waiting."""
@@ -149,6 +162,7 @@ class Connection:
             self._send(response)
         elapsed = time.perf_counter() - self._started
         app.metrics.observe_request(response.model, endpoint, response.status, elapsed)
+        self._log_access(response, elapsed)
 
     def _read_body(self) -> bytes:
         size = content_length(self.head.fields, self.loop.limits.max_body_bytes)
@@ -164,9 +178,18 @@ class Connection:
     def _refuse(self, error: HttpError) -> None:
         """A request refused for its line or headers, answered in JSON."""
         self.close_connection = True
-        self._send(error_response(error))
+        response = error_response(error)
+        self._send(response)
         elapsed = time.perf_counter() - self._started
         self.loop.app.metrics.observe_request("", "other", error.status, elapsed)
+        self._log_access(response, elapsed)
+
+    def _log_access(self, response: Response, elapsed: float) -> None:
+        access_log = self.loop.access_log
+        if access_log is not None:
+            head = self.head
+            size = 0 if head.method == "HEAD" else len(response.body)
+            access_log.record(self.peer, head.method, head.path, response.status, size, elapsed)
 
     def _send(self, response: Response) -> None:
         """The whole response in one write (see the module docstring)."""
@@ -195,7 +218,7 @@ class Connection:
         else:
             try:
                 sent = self.sock.send(data)
-            except BlockingIOError:
+            except self.loop.would_block:  # TLS: sent again whole, as OpenSSL requires
                 sent = 0
             self._unsent = data[sent:]
 

@@ -26,6 +26,7 @@ from edgebundle.runtime.serve.httpio import (
     JSON_TYPE,
     HttpError,
     Response,
+    decode_json,
     json_response,
     media_type,
 )
@@ -48,7 +49,9 @@ from edgebundle.runtime.serve.serving import ServedModels, Snapshot
 from edgebundle.runtime.store import LoadedModel
 
 _BINARY = "application/octet-stream"
-_INFER_TYPES = ("", JSON_TYPE, _BINARY)
+# What `curl -d` sends: taken for JSON when the body is JSON (_form_is_json).
+_FORM = "application/x-www-form-urlencoded"
+_INFER_TYPES = ("", JSON_TYPE, _BINARY, _FORM)
 
 
 class App:
@@ -154,6 +157,27 @@ def describe_server(app: App, request: Request) -> Response:
     return json_response(200, server_metadata())
 
 
+def describe_everything(app: App, request: Request) -> Response:
+    """``GET /``: the server, and the models it serves."""
+    return json_response(200, {**server_metadata(), **_served(app.models.current)})
+
+
+def list_models(app: App, request: Request) -> Response:
+    return json_response(200, _served(app.models.current))
+
+
+def _served(snapshot: Snapshot) -> dict[str, Any]:
+    """Every installed model: its version served, or ready false when it failed to load."""
+    return {
+        "models": [
+            {"name": name, "version": str(snapshot.models[name].version), "ready": True}
+            if name in snapshot.models
+            else {"name": name, "ready": False}
+            for name in sorted({*snapshot.installed, *snapshot.models})
+        ]
+    }
+
+
 def describe_model(app: App, request: Request) -> Response:
     model = _find_model(app.models.current, request.params)
     return json_response(200, model_metadata(model.manifest), model.name)
@@ -167,9 +191,10 @@ def model_ready(app: App, request: Request) -> Response:
 def infer(app: App, request: Request) -> Response:
     snapshot = app.models.current
     model = _find_model(snapshot, request.params)
-    _check_body_type(request, _INFER_TYPES, "application/json or application/octet-stream")
+    kind = _check_body_type(request, _INFER_TYPES, "application/json or application/octet-stream")
     with app.scoring_slot():
         body = request.read_body()
+        _form_is_json(kind, body)
         parsed = parse_infer(body, request.header(HEADER_LENGTH), model.manifest, app.max_rows)
         with _scoring_failures():
             scored = model.scorer.predict(parsed.x)
@@ -187,11 +212,12 @@ def infer(app: App, request: Request) -> Response:
 def invocations(app: App, request: Request) -> Response:
     snapshot = app.models.current
     model = _invocation_model(snapshot, request.query)
-    kind = _check_body_type(request, (JSON_TYPE, CSV_TYPE), "application/json or text/csv")
+    kind = _check_body_type(request, (JSON_TYPE, CSV_TYPE, _FORM), "application/json or text/csv")
     features = model.scorer.features
     limit = app.max_rows
     with app.scoring_slot():
         body = request.read_body()
+        _form_is_json(kind, body)
         if kind == CSV_TYPE:
             reserved = {*output_columns(model.scorer.outputs), ERROR_KEY}
             rows = parse_csv_rows(body, features, reserved, limit)
@@ -277,6 +303,17 @@ def _check_body_type(request: Request, allowed: tuple[str, ...], spelled: str) -
         shown = quote(kind) if kind else "missing"
         raise HttpError(415, f"Content-Type is {shown}; send {spelled}")
     return kind
+
+
+def _form_is_json(kind: str, body: bytes) -> None:
+    """A body sent as a form (``curl -d``) is read as JSON when it is JSON; else a 415."""
+    if kind != _FORM:
+        return
+    try:
+        decode_json(body)
+    except HttpError:
+        raise HttpError(415, f"Content-Type is {_FORM} and the body is not JSON; "
+                        "send application/json") from None
 
 
 @contextmanager

@@ -33,17 +33,24 @@ def encode_response(response: Response, *, method: str, version: str, close: boo
     return head if method == "HEAD" else head + response.body
 
 
-def _too_many_connections() -> bytes:
-    body = encode_json({"error": "server busy: too many open connections; retry"})
+def _at_once(status: int, message: str) -> bytes:
+    """An answer sent without reading a request, then the connection is closed."""
+    body = encode_json({"error": message})
+    retry = "Retry-After: 1\r\n" if status == 503 else ""
     head = (
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+        f"HTTP/1.1 {status} {_PHRASES[status]}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{retry}Connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
 
 
-# The answer to a connection over max_connections, whatever it asks: sent as it is accepted.
-TOO_MANY_CONNECTIONS = _too_many_connections()
+# Answers to a connection whatever it asks, sent as it is accepted or closed: over
+# max_connections, over max_connections_per_peer, closed to make room for a new one, and
+# plain HTTP sent to a TLS port.
+TOO_MANY_CONNECTIONS = _at_once(503, "server busy: too many open connections; retry")
+TOO_MANY_FROM_PEER = _at_once(503, "too many open connections from your address; retry")
+MADE_ROOM = _at_once(503, "server busy: this connection waited too long for a request; retry")
+PLAIN_HTTP_ON_TLS = _at_once(400, "this port speaks HTTPS; use an https:// URL")
 
 # (second, its Date header text): formatting a date per response costs as much as the rest of
 # the header; every thread may replace it, and any of them writes a correct value.

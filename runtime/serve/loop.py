@@ -4,9 +4,14 @@ request as soon as all of it has arrived, scoring inline.
 A connection whose request must wait for its client (a body still arriving, a response read
 slowly) waits on a thread of its own, as does a body over 64 KiB while it is scored, and comes
 back to the loop when that request is answered. Keep-alive and ``TCP_NODELAY``;
-``max_connections`` bounds the connections, ``max_inflight`` the requests being scored (more
-get a 503 at once rather than a queue). Ready connections take turns, the longest waiting
-first, each answering at most ``_TURN_ANSWERS`` requests per turn.
+``admission.py`` decides which connections are taken and which make room for new ones,
+``max_inflight`` bounds the requests being scored (more get a 503 at once rather than a
+queue). Ready connections take turns, the longest waiting first, each answering at most
+``_TURN_ANSWERS`` requests per turn.
+
+With TLS (``tls.py``) a new connection's handshake runs here too, one non-blocking step each
+time its socket is ready, so a slow or stalled handshake holds no one else up; it must be done,
+and the first request started, within the connection's first-byte deadline.
 """
 
 from __future__ import annotations
@@ -20,12 +25,23 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from edgebundle.runtime.serve.access_log import AccessLog
+from edgebundle.runtime.serve.admission import Admission, Refusal
 from edgebundle.runtime.serve.config import ServerConfig
 from edgebundle.runtime.serve.connection import RECV_BYTES, Connection
 from edgebundle.runtime.serve.endpoints import App
-from edgebundle.runtime.serve.http_response import TOO_MANY_CONNECTIONS
+from edgebundle.runtime.serve.http_response import (
+    MADE_ROOM,
+    PLAIN_HTTP_ON_TLS,
+    TOO_MANY_CONNECTIONS,
+    TOO_MANY_FROM_PEER,
+)
 from edgebundle.runtime.serve.httpio import one_line
+
+if TYPE_CHECKING:
+    from edgebundle.runtime.serve.tls import Tls
 
 _BACKLOG = 128
 # Requests one connection has answered before the other ready ones get a turn: 64 KiB of
@@ -51,11 +67,19 @@ class Loop:
         app: App,
         config: ServerConfig,
         log: Callable[[str], None],
+        tls: Tls | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.app = app
         self.limits = config.limits
         self.token = config.token
         self.log = log
+        self.tls = tls
+        self.access_log = access_log
+        # What a non-blocking socket raises when it cannot go on now.
+        self.would_block: tuple[type[OSError], ...] = (
+            (BlockingIOError,) if tls is None else tls.would_block
+        )
         self.draining = False  # set by RunningServer.stop: answer, then close every connection
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
@@ -77,8 +101,7 @@ class Loop:
         self._next_expiry = math.inf
         self._returned: deque[Connection] = deque()  # from worker threads, to register again
         self._again: list[Connection] = []  # answered their turn's share; more are buffered
-        self._open = 0  # connections, wherever they are served
-        self._open_lock = threading.Lock()
+        self.admission = Admission(config.limits)
         self._stopping = False
         self._answers = itertools.count(1)  # numbers each answer on the loop thread, in order
         self._thread = threading.Thread(target=self._run, name="edgebundle-http", daemon=True)
@@ -143,20 +166,39 @@ class Loop:
     def _accept(self) -> None:
         while True:
             try:
-                sock, _ = self._socket.accept()
+                sock, address = self._socket.accept()
             except OSError:  # none waiting (or out of descriptors: try again next time)
                 return
-            with self._open_lock:
-                full = self._open >= self.limits.max_connections
-                if not full:
-                    self._open += 1
-            if full:
-                _refuse_connection(sock)
+            peer = str(address[0])
+            refusal = self.admission.admit(peer)
+            if refusal is Refusal.FULL and self._make_room():
+                refusal = self.admission.admit(peer)
+            if refusal is not None:
+                self.app.metrics.connection_dropped(refusal.value)
+                _send_at_once(sock, TOO_MANY_FROM_PEER if refusal is Refusal.PEER
+                              else TOO_MANY_CONNECTIONS)
                 sock.close()
                 continue
             with contextlib.suppress(OSError):  # reset already: its first recv says so
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._own(Connection(self, sock))
+            conn = Connection(self, sock, peer, self.admission.first_byte_timeout())
+            conn.handshaking = self.tls is not None
+            self._own(conn)
+
+    def _make_room(self) -> bool:
+        """Close a connection that waits for a request, in ``admission.py``'s order; False
+        when every one is busy."""
+        idle = [conn for conn in self._owned if conn not in self._again]
+        if not idle:
+            return False
+        order = self.admission.victim_order
+        victim = min(idle, key=lambda c: order(c.answered > 0, c.peer, c.waiting_since))
+        if victim.input.buffer and not victim.handshaking:  # a request had begun: say why
+            with contextlib.suppress(*self.would_block, OSError):
+                victim.sock.send(MADE_ROOM)
+        self.app.metrics.connection_dropped("made_room")
+        self._close(victim)
+        return True
 
     def _own(self, conn: Connection) -> None:
         conn.sock.setblocking(False)
@@ -165,13 +207,57 @@ class Loop:
         self._owned.add(conn)
         self._next_expiry = min(self._next_expiry, conn.deadline)
 
-    def _receive(self, conn: Connection) -> None:
+    def _handshake(self, conn: Connection, tls: Tls) -> bool:
+        """One step of a new TLS connection's start (module docstring): True once its
+        handshake is done and its requests can be read."""
+        try:
+            if not conn.wrapped:
+                if tls.speaks_tls(conn.sock) is None:
+                    return False
+                self._selector.unregister(conn.sock)  # the TLS socket takes its descriptor
+                try:
+                    conn.use_socket(tls.wrap(conn.sock))
+                except OSError:
+                    self._owned.discard(conn)
+                    self._release(conn)
+                    raise
+                self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+            events = tls.handshake(conn.sock)
+        except tls.NotTls as e:
+            if not e.closed:
+                self.app.metrics.connection_dropped("plain_http_on_tls")
+                _send_at_once(conn.sock, PLAIN_HTTP_ON_TLS)
+            self._close(conn)
+            return False
+        except OSError:  # a failed handshake: the client's fault, not the log's business
+            self.app.metrics.connection_dropped("tls_handshake")
+            self._close(conn)  # unless released above
+            return False
+        if events:
+            self._selector.modify(conn.sock, events, conn)
+            return False
+        self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
+        conn.handshaking = False
+        return True
+
+    def _recv(self, conn: Connection) -> bytes | None:
+        """What arrived on ``conn`` (b"": it is closed or reset), None when nothing new."""
         try:
             data = conn.sock.recv(RECV_BYTES)
-        except BlockingIOError:  # nothing new: a turn for the requests already buffered
-            data = None
-        except OSError:  # reset by the client
-            data = b""
+            tls = self.tls
+            if tls is not None:  # a TLS record's bytes beyond RECV_BYTES wake no selector
+                while data and (more := tls.pending(conn.sock)):
+                    data += conn.sock.recv(more)
+        except self.would_block:  # nothing new: a turn for the requests already buffered
+            return None
+        except OSError:  # reset by the client, or a TLS record that does not decrypt
+            return b""
+        return data
+
+    def _receive(self, conn: Connection) -> None:
+        if conn.handshaking and (self.tls is None or not self._handshake(conn, self.tls)):
+            return
+        data = self._recv(conn)
         if data == b"":
             self._close(conn)
             return
@@ -283,11 +369,12 @@ class Loop:
             self._wake_out.send(b"\0")
 
     def _release(self, conn: Connection) -> None:
+        if self.tls is not None:
+            self.tls.close_notify(conn.sock)
         with contextlib.suppress(OSError):  # already reset by the client
             conn.sock.shutdown(socket.SHUT_WR)
         conn.sock.close()
-        with self._open_lock:
-            self._open -= 1
+        self.admission.release(conn.peer)
 
     def connection_failed(self, error: Exception) -> None:
         if not isinstance(error, (ConnectionError, TimeoutError)):  # else: the client went away
@@ -300,10 +387,12 @@ def _waiting_since(ready: object) -> int:
     return ready.answered if isinstance(ready, Connection) else -1
 
 
-def _refuse_connection(sock: socket.socket) -> None:
-    """503 on a connection over ``max_connections``, without blocking the accepting thread."""
-    try:
+def _send_at_once(sock: socket.socket, answer: bytes) -> None:
+    """An answer on a plain socket about to be closed, without blocking the loop thread. What
+    the client sent is read first, if it is here: closing on unread bytes resets the
+    connection, which can destroy the answer before the client reads it."""
+    with contextlib.suppress(OSError):
         sock.setblocking(False)
-        sock.send(TOO_MANY_CONNECTIONS)
-    except OSError:
-        pass
+        sock.recv(RECV_BYTES)
+    with contextlib.suppress(OSError):
+        sock.send(answer)

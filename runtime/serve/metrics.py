@@ -73,6 +73,7 @@ class Metrics:
         self._info: dict[str, ModelInfo] = {}
         self._loads: dict[tuple[str, str], int] = {}
         self._reloads: dict[str, _Reload] = {}
+        self._dropped: dict[str, int] = {}
 
     def observe_request(self, model: str, endpoint: str, code: int, seconds: float) -> None:
         """One answered request; ``model`` is "" when the request named no served model."""
@@ -83,6 +84,12 @@ class Metrics:
             if histogram is None:  # not setdefault: that would build a histogram per request
                 histogram = self._latency[model, endpoint] = _Histogram()
             histogram.observe(seconds)
+
+    def connection_dropped(self, reason: str) -> None:
+        """A connection closed without a request answered: over a limit, closed to make room
+        for a new one, or a failed TLS start (``admission.py``, ``loop.py``)."""
+        with self._lock:
+            self._dropped[reason] = self._dropped.get(reason, 0) + 1
 
     def add_rows(self, model: str, rows: int) -> None:
         with self._lock:
@@ -125,6 +132,12 @@ class Metrics:
                     "counter",
                     "Rows scored, by model.",
                     [("", {"model": m}, n) for m, n in sorted(self._rows.items())],
+                ),
+                _family(
+                    "edgebundle_connections_dropped_total",
+                    "counter",
+                    "Connections closed without an answered request, by reason.",
+                    [("", {"reason": r}, n) for r, n in sorted(self._dropped.items())],
                 ),
                 *self._model_families(),
                 *_drift_families(drift),

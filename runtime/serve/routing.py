@@ -2,6 +2,8 @@
 
 Routes (the README's "HTTP" section):
 
+- ``GET /``: the server's name and version and the models it serves; ``GET /v2/models``: the
+  models alone.
 - Open Inference Protocol v2 (``oip.py``): ``GET /v2/health/live``, ``/v2/health/ready``
   (ready when every model with an active version in the store is loaded), ``/v2``,
   ``/v2/models/{name}[/versions/{v}]``, ``.../ready``, ``.../stats`` (the drift report), and
@@ -42,6 +44,8 @@ _NAME = r"(?P<model>[^/]+)"
 _VERSION = r"(?:/versions/(?P<version>[^/]+))?"
 _MODEL = rf"/v2/models/{_NAME}{_VERSION}"
 ROUTES = (
+    Route("root", re.compile(r"/"), {"GET": endpoints.describe_everything}),
+    Route("models", re.compile(r"/v2/models"), {"GET": endpoints.list_models}),
     Route("live", re.compile(r"/v2/health/live"), {"GET": endpoints.live}),
     Route("ready", re.compile(r"/v2/health/ready"), {"GET": endpoints.server_ready}),
     Route("server_metadata", re.compile(r"/v2"), {"GET": endpoints.describe_server}),

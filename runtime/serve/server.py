@@ -20,11 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgebundle.runtime.errors import BundleError
 from edgebundle.runtime.memory import limit_malloc_arenas
 from edgebundle.runtime.monitor.counting import Monitor
 from edgebundle.runtime.monitor.saved import save_report
+from edgebundle.runtime.serve.access_log import AccessLog
 from edgebundle.runtime.serve.config import ServerConfig
 from edgebundle.runtime.serve.endpoints import App
 from edgebundle.runtime.serve.loop import Loop
@@ -32,6 +34,9 @@ from edgebundle.runtime.serve.metrics import Metrics
 from edgebundle.runtime.serve.notify import notify
 from edgebundle.runtime.serve.serving import ServedModels
 from edgebundle.runtime.store import Store
+
+if TYPE_CHECKING:
+    from edgebundle.runtime.serve.tls import Tls
 
 _MALLOC_ARENAS = 1  # see runtime.memory.limit_malloc_arenas
 
@@ -51,12 +56,25 @@ class RunningServer:
         self._reporter = _Reporter(store.root, models, log)
         limits = config.limits
         self._app = App(models, metrics, limits.max_rows, limits.max_inflight, config.capture)
-        # Bind before loading models: a taken port fails at once.
-        self._loop = Loop((config.host, config.port), self._app, config, log)
+        self._tls: Tls | None = None
+        if config.tls is not None:  # ssl only when asked for (tls.py)
+            from edgebundle.runtime.serve.tls import Tls
+
+            self._tls = Tls(config.tls, log)
+        self._access_log = None if config.access_log is None else AccessLog(config.access_log)
         try:
-            models.refresh(force=True)  # serve the installed models from the first request
+            # Bind before loading models: a taken port fails at once.
+            self._loop = Loop(
+                (config.host, config.port), self._app, config, log, self._tls, self._access_log
+            )
+            try:
+                models.refresh(force=True)  # serve the installed models from the first request
+            except BaseException:
+                self._loop.close()
+                raise
         except BaseException:
-            self._loop.close()
+            if self._access_log is not None:
+                self._access_log.close()
             raise
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -85,7 +103,8 @@ class RunningServer:
     @property
     def url(self) -> str:
         host, port = self.address
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        scheme = "http" if self._tls is None else "https"
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
     def reload(self) -> None:
         """Re-read the store now and retry versions that failed to load (SIGHUP)."""
@@ -102,6 +121,8 @@ class RunningServer:
         self._reporter.save()  # the final counts, for status after the server is gone
         if self._app.capture is not None:
             self._app.capture.close()
+        if self._access_log is not None:
+            self._access_log.close()
         return drained
 
 

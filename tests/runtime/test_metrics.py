@@ -66,6 +66,7 @@ def test_a_fresh_server_renders_its_families_types_and_clock(
         "edgebundle_request_duration_seconds": "histogram",
         "edgebundle_requests_in_flight": "gauge",
         "edgebundle_rows_scored": "counter",
+        "edgebundle_connections_dropped": "counter",
         "edgebundle_model_info": "gauge",
         "edgebundle_model_loads": "counter",
         "edgebundle_model_last_reload_success": "gauge",
@@ -134,6 +135,15 @@ def test_rows_scored_add_up_by_model(metrics: Metrics) -> None:
     samples = scrape(metrics)
     assert samples[key("edgebundle_rows_scored_total", model="credit")] == 11
     assert samples[key("edgebundle_rows_scored_total", model="churn")] == 2
+
+
+def test_dropped_connections_are_counted_by_reason(metrics: Metrics) -> None:
+    for reason in ("peer_limit", "made_room", "peer_limit", "tls_handshake"):
+        metrics.connection_dropped(reason)
+    samples = scrape(metrics)
+    assert samples[key("edgebundle_connections_dropped_total", reason="peer_limit")] == 2
+    assert samples[key("edgebundle_connections_dropped_total", reason="made_room")] == 1
+    assert samples[key("edgebundle_connections_dropped_total", reason="tls_handshake")] == 1
 
 
 def test_model_loads_failures_and_removal(metrics: Metrics, clock: Clock) -> None:

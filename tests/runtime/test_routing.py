@@ -30,6 +30,8 @@ TOKEN = b"s3cret-token-0123456789"
 @pytest.mark.parametrize(
     ("method", "path", "name", "params", "function"),
     [
+        ("GET", "/", "root", {}, endpoints.describe_everything),
+        ("GET", "/v2/models", "models", {}, endpoints.list_models),
         ("GET", "/v2/health/live", "live", {}, endpoints.live),
         ("GET", "/v2/health/ready", "ready", {}, endpoints.server_ready),
         ("GET", "/v2", "server_metadata", {}, endpoints.describe_server),
@@ -85,6 +87,8 @@ def test_every_route_by_path_and_method(
 def test_the_table_is_the_one_tested_above() -> None:
     names = [route.name for route in ROUTES]
     assert names == [
+        "root",
+        "models",
         "live",
         "ready",
         "server_metadata",
@@ -135,12 +139,12 @@ def test_a_method_the_route_lacks_is_405_naming_those_allowed(
 @pytest.mark.parametrize(
     "path",
     [
-        "/",
+        "",
+        "//",
         "/v2/",
         "/v2/health",
         "/v2/health/live/",
         "/V2",
-        "/v2/models",
         "/v2/models/",
         "/v2/models/a/b",
         "/v2/models/credit/versions/",

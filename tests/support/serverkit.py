@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgebundle.runtime.monitor.counting import DEFAULT_WINDOW_ROWS
-from edgebundle.runtime.serve.config import ServerConfig, ServerLimits
+from edgebundle.runtime.serve.config import ServerConfig, ServerLimits, TlsFiles
 from edgebundle.runtime.serve.server import RunningServer
 from edgebundle.runtime.store import Store
 from tests.conftest import KeyFiles
@@ -31,7 +31,7 @@ from tests.support.xgbmodels import BIN, Trained, run, train
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
-_LISTENING = re.compile(r"serving on http://127\.0\.0\.1:(\d+)")
+_LISTENING = re.compile(r"serving on https?://127\.0\.0\.1:(\d+)")
 
 
 @dataclass(frozen=True)
@@ -127,16 +127,22 @@ def serve_in_process(
     token: bytes | None = None,
     reload_interval: float = 0.5,
     monitor_window: int | None = DEFAULT_WINDOW_ROWS,
+    tls: TlsFiles | None = None,
+    access_log: str | None = None,
+    host: str = HOST,
     **limits: Any,
 ) -> Iterator[tuple[RunningServer, list[str]]]:
     """The server on threads of this process, for tests that need small limits; and its log."""
     lines: list[str] = []
     config = ServerConfig(
+        host=host,
         port=0,
         token=token,
         reload_interval=reload_interval,
         limits=ServerLimits(**limits),
         monitor_window=monitor_window,
+        tls=tls,
+        access_log=access_log,
     )
     running = RunningServer(Store.open(store), config, lines.append)
     try:

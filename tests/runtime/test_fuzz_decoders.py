@@ -1,0 +1,241 @@
+"""Property-based fuzzing of the request body and row decoders: OIP infer bodies, the
+``/invocations`` JSON and CSV forms, and stdin's JSON lines and CSV. Arbitrary bytes and
+near-valid documents give rows of the right width within the row cap, or the domain error
+(``HttpError`` 4xx, ``RowError``, ``InputError``) in one line; never another exception, a hang
+or memory out of proportion to the input (``make fuzz`` runs many more examples)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgebundle.runtime.errors import InputError
+from edgebundle.runtime.manifest import Manifest
+from edgebundle.runtime.rows.csv_rows import CsvRowParser
+from edgebundle.runtime.rows.json_rows import JsonRowParser
+from edgebundle.runtime.rows.parsed import Row, RowError
+from edgebundle.runtime.serve.httpio import HttpError
+from edgebundle.runtime.serve.invocations import parse_csv_rows, parse_json_rows
+from edgebundle.runtime.serve.oip import InferRequest, parse_infer
+from tests.conftest import manifest_dict_for
+from tests.support.fuzzing import within_memory
+
+MAX_ROWS = 20
+MANIFEST = Manifest.from_dict(manifest_dict_for({"model.onnx": b"m", "selftest.json": b"{}"}))
+FEATURES = tuple(feature.name for feature in MANIFEST.inputs.features)
+RESERVED = frozenset({"probability", "label", "error"})
+
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
+    st.sampled_from(["NaN", "nan", "inf", "1e400", "", "0x10", "1_000"]),
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=6),
+        st.dictionaries(st.one_of(st.sampled_from([*FEATURES, "id", "x"]), st.text(max_size=5)),
+                        inner, max_size=5),
+    ),
+    max_leaves=30,
+)
+_ROW = st.one_of(
+    st.lists(_SCALARS, min_size=2, max_size=4),
+    st.dictionaries(st.sampled_from([*FEATURES, "id", "other"]), _SCALARS, max_size=5),
+    _JSON,
+)
+_COUNTS = st.integers(0, MAX_ROWS + 3)
+
+
+@st.composite
+def infer_bodies(draw: st.DrawFn) -> tuple[bytes, str | None]:
+    """Infer requests near the real form, JSON or with a binary tensor after the JSON."""
+    rows = draw(_COUNTS)
+    width = draw(st.sampled_from([len(FEATURES), len(FEATURES) + 1, 1]))
+    datatype = draw(st.sampled_from(["FP32", "FP64", "INT32", "INT64", "BOOL", "BYTES", "FP16",
+                                     "fp32", ""]))
+    shape = draw(st.one_of(st.just([rows, width]), st.lists(st.integers(-2, 2**40), max_size=3),
+                           _JSON))
+    tensor: dict[str, Any] = {"name": draw(st.sampled_from(["input", "x", ""])),
+                              "datatype": datatype, "shape": shape}
+    binary = b""
+    if draw(st.booleans()):
+        tensor["data"] = draw(st.one_of(
+            st.lists(st.one_of(st.none(), st.floats(allow_nan=False), st.integers()),
+                     max_size=rows * width),
+            st.lists(st.lists(_SCALARS, max_size=width + 1), max_size=rows),
+            _JSON,
+        ))
+    else:
+        binary = draw(st.binary(max_size=rows * width * 8))
+        size = draw(st.one_of(st.just(len(binary)), st.integers(-1, 2**33)))
+        tensor["parameters"] = {"binary_data_size": size}
+    document: dict[str, Any] = {"inputs": draw(st.sampled_from([[tensor], [tensor, tensor], []]))}
+    if draw(st.booleans()):
+        document["outputs"] = draw(st.lists(st.dictionaries(
+            st.sampled_from(["name", "parameters"]), _JSON, max_size=2), max_size=3))
+    if draw(st.booleans()):
+        document["parameters"] = draw(st.dictionaries(
+            st.sampled_from(["binary_data_output", "x"]), _SCALARS, max_size=2))
+    text = json.dumps(document).encode()
+    if not binary:
+        return text, draw(st.sampled_from([None, None, "0", str(len(text) + 5), "x"]))
+    return text + binary, draw(st.sampled_from([str(len(text)), str(len(text) - 1), "-3", None]))
+
+
+def outcome(call: Any) -> Any:
+    try:
+        return call()
+    except HttpError as e:
+        assert 400 <= e.status < 500 and "\n" not in e.message and e.message, e.message
+        return e
+
+
+def check_infer(body: bytes, header_length: str | None) -> None:
+    result = within_memory(
+        len(body), lambda: outcome(lambda: parse_infer(body, header_length, MANIFEST, MAX_ROWS))
+    )
+    if isinstance(result, InferRequest):
+        assert result.x.dtype == np.float32 and result.x.ndim == 2
+        assert result.x.shape[1] == len(FEATURES) and result.x.shape[0] <= MAX_ROWS
+
+
+@given(st.binary(max_size=2048), st.one_of(st.none(), st.text(max_size=6)))
+def test_infer_arbitrary_bytes(body: bytes, header_length: str | None) -> None:
+    check_infer(body, header_length)
+
+
+@given(infer_bodies())
+def test_infer_near_valid(case: tuple[bytes, str | None]) -> None:
+    check_infer(*case)
+
+
+@st.composite
+def invocation_bodies(draw: st.DrawFn) -> bytes:
+    rows = draw(st.lists(_ROW, max_size=MAX_ROWS + 3))
+    form = draw(st.sampled_from(["instances", "inputs", "dataframe_records", "dataframe_split",
+                                 "columnar", "two", "none"]))
+    document: Any
+    if form == "dataframe_split":
+        split: dict[str, Any] = {"data": rows}
+        if draw(st.booleans()):
+            split["columns"] = draw(st.one_of(st.just(list(FEATURES)),
+                                              st.lists(st.text(max_size=4), max_size=4), _JSON))
+        document = {"dataframe_split": draw(st.one_of(st.just(split), _JSON))}
+    elif form == "columnar":
+        document = {"inputs": {name: draw(st.lists(_SCALARS, max_size=MAX_ROWS + 2))
+                               for name in draw(st.lists(st.sampled_from(FEATURES), max_size=4))}}
+    elif form == "two":
+        document = {"instances": rows, "inputs": rows}
+    elif form == "none":
+        document = draw(_JSON)
+    else:
+        document = {form: rows}
+    return json.dumps(document).encode()
+
+
+def check_rows(rows: Any) -> None:
+    if isinstance(rows, list):
+        assert len(rows) <= MAX_ROWS
+        for row in rows:
+            assert isinstance(row, Row) and row.values.shape == (len(FEATURES),)
+            assert row.values.dtype == np.float32
+
+
+@given(st.one_of(st.binary(max_size=2048), invocation_bodies()))
+def test_invocations_json(body: bytes) -> None:
+    check_rows(within_memory(
+        len(body), lambda: outcome(lambda: parse_json_rows(body, FEATURES, MAX_ROWS))
+    ))
+
+
+_CELLS = st.one_of(
+    st.sampled_from(["", "1", "-2.5", "nan", "NaN", "inf", "1e39", "1_0", "0x1", " 3", "٣",
+                     "\ud800", '"', "a,b", "x\ny"]),
+    st.text(max_size=6),
+)
+
+
+@st.composite
+def csv_texts(draw: st.DrawFn) -> bytes:
+    header = draw(st.one_of(
+        st.permutations([*FEATURES, "id"]),
+        st.lists(st.sampled_from([*FEATURES, "id", "label", "error", "Amount", ""]), max_size=6),
+    ))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    for _ in range(draw(st.integers(0, MAX_ROWS + 2))):
+        writer.writerow(draw(st.lists(_CELLS, max_size=len(header) + 1)))
+    text = out.getvalue()
+    if draw(st.booleans()):
+        text = draw(st.sampled_from(["\ufeff", "", '"'])) + text
+    return text.encode("utf-8", "surrogatepass")
+
+
+@given(st.one_of(st.binary(max_size=2048), csv_texts()))
+def test_invocations_csv(body: bytes) -> None:
+    check_rows(within_memory(
+        len(body), lambda: outcome(lambda: parse_csv_rows(body, FEATURES, RESERVED, MAX_ROWS))
+    ))
+
+
+def check_stdin_rows(parsed: list[Row | RowError], count: int, first: int) -> None:
+    assert len(parsed) == count
+    for i, row in enumerate(parsed):
+        if isinstance(row, RowError):
+            assert "\n" not in row.message and row.message.startswith(f"line {first + i}")
+        else:
+            assert row.values.shape == (len(FEATURES),) and row.values.dtype == np.float32
+
+
+@given(st.one_of(
+    st.lists(st.binary(max_size=200), max_size=10),
+    st.lists(_ROW.map(lambda value: json.dumps(value).encode()), max_size=10),
+))
+def test_stdin_json_lines(lines: list[bytes]) -> None:
+    lines = [line.replace(b"\n", b" ") for line in lines]  # as the line reader splits them
+    parsed = within_memory(
+        sum(map(len, lines)) + len(lines), lambda: JsonRowParser(FEATURES).parse_lines(lines, 7)
+    )
+    check_stdin_rows(parsed, len(lines), 7)
+
+
+@given(st.one_of(st.binary(max_size=2048), csv_texts()))
+def test_stdin_csv(data: bytes) -> None:
+    """As ``bundle-runtime score --format csv`` reads stdin: lines decoded with surrogateescape,
+    the header checked (InputError), then every record a Row or a RowError."""
+
+    def decode() -> list[Row | RowError] | InputError:
+        text = (line.decode("utf-8", "surrogateescape") + "\n" for line in data.splitlines())
+        reader = csv.reader(text)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return []
+            parser = CsvRowParser(header, FEATURES, RESERVED)
+        except (InputError, csv.Error) as e:
+            return e if isinstance(e, InputError) else InputError(str(e))
+        records: list[tuple[list[str], str] | RowError] = []
+        while True:
+            where = f"line {reader.line_num + 1}"
+            try:
+                records.append((next(reader), where))
+            except StopIteration:
+                break
+            except csv.Error as e:
+                records.append(RowError(f"{where}: {e}", {}))
+        return parser.parse_rows(records)
+
+    result = within_memory(len(data), decode)
+    if isinstance(result, InputError):
+        assert "\n" not in str(result)
+    else:
+        for row in result:
+            assert isinstance(row, RowError) or row.values.shape == (len(FEATURES),)
