@@ -91,7 +91,9 @@ def test_string_in_an_array_row_names_the_feature() -> None:
 
 def test_unknown_key_is_an_error_naming_it() -> None:
     assert error('{"f0": 1, "f9": 2}') == "line 3: unknown key 'f9'"
-    assert error('{"F0": 1, "f1 ": 2}') == "line 3: unknown keys 'F0', 'f1 '"
+    assert error('{"F0": 1, "f1 ": 2}') == (
+        "line 3: unknown keys 'F0', 'f1 ' ('F0' differs from feature 'f0' only in case)"
+    )
     many = json.dumps({f"x{i}": i for i in range(8)})
     assert error(many) == "line 3: unknown keys 'x0', 'x1', 'x2', 'x3', 'x4' and 3 more"
 
@@ -459,6 +461,61 @@ def test_decode_json_gives_what_decode_gives(text: str) -> None:
         return json.dumps(value)
 
     assert outcome(_decode_json) == outcome(_DECODER.decode)
+
+
+# Object lines: parse_lines decodes them without the duplicate-key hook and converts the
+# plain ones by dict.get; every way an object can still be wrong or need the strict path.
+OBJECT_LINES = [
+    b'{"f0": 1, "f1": 2.5, "f2": null, "f3": -3}',
+    b'{"f3": 4, "f0": 1}',
+    b"{}",
+    b'{"id": "a:b", "f0": 1}',  # a ":" in a string: decoded again, strictly
+    b'{"id": 7, "f0": 1, "f0": 2}',
+    b'{"f0" : 1, "f0": 2}',  # a space before a ":" must not hide a repeated key
+    b'{"f0" : 1, "f0" : 2, "id": "x:"}',
+    b'{"f0": 1, "f1": {"a": 1, "a": 2}}',
+    b'{"f0": 1, "f1": {}}',
+    b'{"f0": 1, "f1": [1]}',
+    b'{"f0": true}',
+    b'{"f0": "1"}',
+    b'{"f0": 1e999}',
+    b'{"f0": 1e39, "f1": -1e39}',
+    b'{"f0": %d}' % 10**400,
+    b'{"f0": NaN}',
+    b'{"F0": 1}',
+    b'{"f9": 1, "f0": 2}',
+    b'{"id": [1], "f0": 1}',
+    b'{"id": 1e400, "f0": 1}',
+    b'{"id": null, "f0": -0.0}',
+    b'{"id": "\\u00e9\\"q", "f0": 0.1}',
+    b'{"f0": 1} {"f0": 2}',
+    b'{"f0": 1,}',
+    b'[1, 2, 3, {"a": 1, "a": 2}]',
+    b'[1, 2, 3, 4]',
+]
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_parse_lines_of_objects_matches_parse_line(order: int) -> None:
+    lines = OBJECT_LINES[::order] * 2
+    batch = JSON.parse_lines(lines, 1)
+    one_by_one = [JSON.parse_line(line, f"line {i + 1}") for i, line in enumerate(lines)]
+    assert all(same_parse(a, b) for a, b in zip(batch, one_by_one, strict=True))
+    assert sum(isinstance(row, Row) for row in batch) == 2 * 8
+
+
+def test_repeated_keys_are_refused_however_spaced() -> None:
+    for line in OBJECT_LINES[4:8]:
+        message = error(line)
+        assert "duplicate key" in message, (line, message)
+
+
+def test_a_feature_called_id_takes_the_plain_path_as_a_feature() -> None:
+    parser = JsonRowParser(("id", "x"))
+    [row] = parser.parse_lines([b'{"id": 2, "x": 3}'], 1)
+    assert isinstance(row, Row)
+    assert row.values.tolist() == [2.0, 3.0]
+    assert row.passthrough == {}
 
 
 # CSV cells of every kind csv_number tells apart: numbers, blanks, missing, and not numbers.
