@@ -66,6 +66,7 @@ class Scorer:
         self.features = tuple(features)
         self.outputs = tuple(outputs)
         self._output_names = [spec.name for spec in self.outputs]
+        self._first_name = self._output_names[:1]
         # A signed model can still be hostile: onnxruntime sees it only once this passes.
         shapes = check_model(model_bytes, len(self.features), MAX_ROWS_PER_RUN)
         self._session = _open_session(model_bytes, threads)
@@ -98,8 +99,17 @@ class Scorer:
         if x.dtype is _FLOAT32 and x.shape[1:] == self._row_shape and self._fast_path:
             n = x.shape[0]
             if 0 < n <= MAX_ROWS_PER_RUN:
-                return dict(zip(self._output_names, self._run(x), strict=True))
+                return dict(zip(self._output_names, self._run(x, self._output_names), strict=True))
         return self._predict_checked(x)
+
+    def predict_first(self, x: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+        """``predict(x)``'s first output alone: what ``Model.predict`` returns, asked of the
+        session alone on the fast path (no dict of the other outputs is built)."""
+        if x.dtype is _FLOAT32 and x.shape[1:] == self._row_shape and self._fast_path:
+            n = x.shape[0]
+            if 0 < n <= MAX_ROWS_PER_RUN:
+                return self._run(x, self._first_name)[0]
+        return self.predict(x)[self._output_names[0]]
 
     def _predict_checked(self, x: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[Any]]:
         if x.dtype != np.float32:
@@ -110,7 +120,10 @@ class Scorer:
         if n == 0:
             # Tree-ensemble kernels are not required to accept empty batches; none is needed.
             return {spec.name: _empty(spec) for spec in self.outputs}
-        chunks = [self._run(x[i : i + MAX_ROWS_PER_RUN]) for i in range(0, n, MAX_ROWS_PER_RUN)]
+        chunks = [
+            self._run(x[i : i + MAX_ROWS_PER_RUN], self._output_names)
+            for i in range(0, n, MAX_ROWS_PER_RUN)
+        ]
         if len(chunks) > 1:
             # glibc keeps the slices' freed intermediates mapped (65 MB after 10k rows, 1000
             # trees); handing them back costs 1-3 ms, a few percent of scoring such a batch.
@@ -123,12 +136,10 @@ class Scorer:
             _check_result(spec, scored[spec.name], n)
         return scored
 
-    def _run(self, x: npt.NDArray[np.float32]) -> list[npt.NDArray[Any]]:
+    def _run(self, x: npt.NDArray[np.float32], names: list[str]) -> list[npt.NDArray[Any]]:
         # onnxruntime copies a non-contiguous array itself (tested), so none is made here.
         try:
-            results: list[npt.NDArray[Any]] = self._session_run(
-                self._output_names, {INPUT_NAME: x}, None
-            )
+            results: list[npt.NDArray[Any]] = self._session_run(names, {INPUT_NAME: x}, None)
         except Exception as e:  # onnxruntime's errors share no base class below Exception
             raise CompatibilityError(f"onnxruntime failed to score: {_first_line(e)}") from None
         return results
