@@ -129,7 +129,7 @@ def serving_section(built: Built, key: Path) -> dict[str, Any]:
     served = served_bundle(built, key)
     first = to_python(rows[:1])[0]  # shortest float32 text, as in the stdin section
     rows_path = WORK / f"{model.name}-rows.npy"
-    stdin_rows = 5_000 if model.train_rows < 10_000 else 20_000
+    stdin_rows = 20_000 if model.train_rows < 10_000 else 100_000
     return {
         "model": model.name,
         "http": http_section(served, source, key.parent / "signing.pub", first),
@@ -202,7 +202,7 @@ def model_section(builds: list[Built]) -> list[dict[str, Any]]:
                           "c walk@1t": ("cwalk", str(source))}
             latencies = probe("latency", json.dumps(timed), rows_path, threads)
             for name, (kind, path) in timed.items():
-                size = 0 if kind == "empty" else Path(path).stat().st_size
+                size = 0 if kind in ("empty", "cwalk") else Path(path).stat().st_size
                 variants[name] = {
                     "bytes": size,
                     **probe(kind, path, rows_path, threads),
