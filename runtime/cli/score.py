@@ -25,7 +25,7 @@ from edgebundle.runtime.stream import (
 )
 
 # Only what scoring stdin needs is imported up front; the store, drift monitoring and what
-# writes its report load when asked for (`score` then starts ~30% faster; README "Performance").
+# writes its report load when asked for (README "Performance": what `score` imports).
 if TYPE_CHECKING:
     from edgebundle.runtime.serve.serving import Watched
     from edgebundle.runtime.stats import Baseline
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 def add_score(score: argparse.ArgumentParser) -> None:
     document(
         score,
-        "Verify a bundle (or load a store's active model), then score JSONL or CSV rows from "
-        "stdin to stdout, one output record per input record, answering each line as soon as "
+        "Verify a bundle (or load a store's active model), then score JSONL, CSV or .npy rows "
+        "from stdin to stdout, one output record per input record, answering each line as soon as "
         "it arrives. A row that cannot be scored gets an error record; the others go on.",
         examples=[
             "bundle-runtime score --bundle credit-score-1.4.0.bundle --trust signing.pub "
