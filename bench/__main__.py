@@ -52,8 +52,9 @@ FULL = (
     BenchModel("regression-1000x8", "reg:squarederror", 1000, 8, 100, 10_000),
     BenchModel("multiclass-500x6x3", "multi:softprob", 500, 6, 20, 10_000, classes=3),
 )
-QUICK = (
+QUICK = (  # the 20- and 100-feature shapes the memory goal names, smaller
     BenchModel("binary-50x4", "binary:logistic", 50, 4, 20, 4_000),
+    BenchModel("binary-100x6", "binary:logistic", 100, 6, 100, 4_000),
     BenchModel("multiclass-40x4x3", "multi:softprob", 40, 4, 20, 4_000, classes=3),
 )
 EVAL_ROWS = 10_000
