@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
+from bench.anchors import CWalk, compile_walk
+from bench.floor import serve_rss
 from bench.network import print_network, soak_section, tls_section
 from bench.serving import http_section, stdin_section
 from edgebundle.builder.build import BuildOptions, build
@@ -41,15 +43,21 @@ class BenchModel:
     depth: int
     features: int
     train_rows: int
+    classes: int = 0  # multi:softprob: trees = rounds × classes
 
 
+# The five shapes of issue #16, from a small model where one row is all overhead to 1,500 trees.
 FULL = (
+    BenchModel("binary-50x4", "binary:logistic", 50, 4, 20, 10_000),
+    BenchModel("regression-200x6", "reg:squarederror", 200, 6, 100, 10_000),
     BenchModel("binary-300x6", "binary:logistic", 300, 6, 100, 10_000),
     BenchModel("regression-1000x8", "reg:squarederror", 1000, 8, 100, 10_000),
+    BenchModel("multiclass-500x6x3", "multi:softprob", 500, 6, 20, 10_000, classes=3),
 )
-QUICK = (
-    BenchModel("binary-100x6", "binary:logistic", 100, 6, 30, 4_000),
-    BenchModel("regression-200x8", "reg:squarederror", 200, 8, 30, 4_000),
+QUICK = (  # the 20- and 100-feature shapes the memory goal names, smaller
+    BenchModel("binary-50x4", "binary:logistic", 50, 4, 20, 4_000),
+    BenchModel("binary-100x6", "binary:logistic", 100, 6, 100, 4_000),
+    BenchModel("multiclass-40x4x3", "multi:softprob", 40, 4, 20, 4_000, classes=3),
 )
 EVAL_ROWS = 10_000
 
@@ -62,6 +70,9 @@ def data(model: BenchModel, rows: int, seed: int) -> tuple[np.ndarray, np.ndarra
     x[rng.random(x.shape) < 0.05] = np.nan
     if model.objective == "binary:logistic":
         return x, (rng.random(rows) < 1 / (1 + np.exp(-3 * signal))).astype(np.float32)
+    if model.classes:
+        noisy = signal + rng.normal(0, 0.3, rows)
+        return x, np.digitize(noisy, np.quantile(noisy, [1 / 3, 2 / 3])).astype(np.float32)
     return x, (1000 * signal + rng.normal(0, 50, rows)).astype(np.float32)
 
 
@@ -72,6 +83,8 @@ def train(model: BenchModel, folder: Path) -> Path:
     x, y = data(model, model.train_rows, seed=1)
     params = {"objective": model.objective, "max_depth": model.depth, "eta": 0.1,
               "tree_method": "hist", "nthread": os.cpu_count() or 1, "seed": 0}
+    if model.classes:
+        params["num_class"] = model.classes
     booster = xgb.train(params, xgb.DMatrix(x, label=y), num_boost_round=model.trees)
     booster.save_model(path)
     return path
@@ -112,20 +125,20 @@ class Built:
 
 
 def serving_section(built: Built, key: Path) -> dict[str, Any]:
-    """HTTP, stdin, cold start and drift counting on the first bench model (the binary
-    classifier), served int8 with a drift baseline as a device would run it."""
+    """HTTP, stdin, cold start, drift counting and the memory floor on a binary classifier,
+    served int8 with a drift baseline as a device would run it."""
     model, source, paths = built.model, built.source, built.bundles
     rows = data(model, 100_000, seed=3)[0]
-    baseline_rows = WORK / f"{model.name}-baseline.npy"
-    np.save(baseline_rows, data(model, 5_000, seed=4)[0])
-    served = bundle(model, source, "int8", key, baseline_rows)
+    served = served_bundle(built, key)
     first = to_python(rows[:1])[0]  # shortest float32 text, as in the stdin section
     rows_path = WORK / f"{model.name}-rows.npy"
+    stdin_rows = 20_000 if model.train_rows < 10_000 else 100_000
     return {
         "model": model.name,
         "http": http_section(served, source, key.parent / "signing.pub", first),
         "monitor": monitor_section(served, rows_path),
-        "stdin": stdin_section(paths["float"], source, key.parent / "signing.pub", rows),
+        "stdin": stdin_section(paths["int8"], key.parent / "signing.pub", rows[:stdin_rows]),
+        "floor": probe_module("bench.floor", str(served)),
     }
 
 
@@ -138,6 +151,32 @@ def network_sections(built: Built, key: Path, soak_seconds: int) -> dict[str, An
     tls = tls_section(served, pub, body)
     soak = soak_section(served, pub, body, soak_seconds) if soak_seconds > 0 else None
     return {"tls": tls, "soak": soak}
+
+
+def served_bundle(built: Built, key: Path) -> Path:
+    baseline_rows = WORK / f"{built.model.name}-baseline.npy"
+    np.save(baseline_rows, data(built.model, 5_000, seed=4)[0])
+    return bundle(built.model, built.source, "int8", key, baseline_rows)
+
+
+def rss_section(builds: list[Built], key: Path) -> dict[str, Any]:
+    """`serve` RSS against Flask + XGBoost on each binary model's feature count."""
+    result = {}
+    for built in builds:
+        if built.model.objective != "binary:logistic":
+            continue
+        row = to_python(data(built.model, 1, seed=5)[0])[0]
+        served = served_bundle(built, key)
+        name = f"{built.model.name} ({built.model.features} features)"
+        result[name] = serve_rss(served, built.source, key.parent / "signing.pub", row)
+    return result
+
+
+def probe_module(module: str, *args: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
+                          text=True, check=True, cwd=ROOT.parent)
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
 
 
 def monitor_section(served: Path, rows_path: Path) -> dict[str, Any]:
@@ -173,24 +212,32 @@ def model_section(builds: list[Built]) -> list[dict[str, Any]]:
         for threads in sorted({1, cores}):
             timed = {f"{p}@{threads}t": ("bundle", str(path)) for p, path in paths.items()}
             if threads == 1:
-                timed |= {"xgboost@1t": ("xgboost", str(source)), "empty session": ("empty", empty)}
+                timed |= {"xgboost@1t": ("xgboost", str(source)), "empty session": ("empty", empty),
+                          "c walk@1t": ("cwalk", str(source))}
             latencies = probe("latency", json.dumps(timed), rows_path, threads)
             for name, (kind, path) in timed.items():
-                size = 0 if kind == "empty" else Path(path).stat().st_size
+                size = 0 if kind in ("empty", "cwalk") else Path(path).stat().st_size
                 variants[name] = {
                     "bytes": size,
                     **probe(kind, path, rows_path, threads),
                     **latencies[name],
                 }
+        x = np.load(rows_path)[:2000]
+        walk_error = CWalk(WORK / "walk.so", source).check(source, x)
         sections.append({"model": model.__dict__, "variants": variants,
-                         "ratios": model_ratios(variants)})
+                         "c_walk_max_abs_error": walk_error, "ratios": model_ratios(variants)})
     return sections
 
 
 def model_ratios(v: dict[str, dict[str, Any]]) -> dict[str, float]:
     int8, flt, native = v["int8@1t"], v["float@1t"], v["xgboost@1t"]
-    empty = v["empty session"]
+    empty, walk = v["empty session"], v["c walk@1t"]
     return {
+        # the issue's goal: <= 2x on every shape, through Model.predict
+        "int8 1-row vs C walk": int8["one_row_us"] / walk["one_row_us"],
+        "float 1-row vs C walk": flt["one_row_us"] / walk["one_row_us"],
+        "int8 10k-row vs C walk": int8["batch_ms"] / walk["batch_ms"],
+        "float 10k-row vs C walk": flt["batch_ms"] / walk["batch_ms"],
         "int8/float 1-row latency": int8["one_row_us"] / flt["one_row_us"],
         "int8/float 10k-row latency": int8["batch_ms"] / flt["batch_ms"],
         "int8/float model RSS": int8["model_rss_mb"] / max(flt["model_rss_mb"], 1e-9),
@@ -243,12 +290,24 @@ def print_serving(served: dict[str, Any]) -> None:
     for label, ratio in m["ratios"].items():
         print(f"  {label:<36}{ratio:>8.3f}×")
     s = served["stdin"]
-    print(f"\n== stdin scoring, {s['rows']:,} rows (float model)")
-    print(f"  bundle-runtime score        {s['bundle_runtime_rows_per_s']:>12,.0f} rows/s")
-    print(f"  xgboost per-row loop        {s['xgboost_loop_rows_per_s']:>12,.0f} rows/s")
-    print(f"  xgboost whole batch         {s['xgboost_batch_rows_per_s']:>12,.0f} rows/s")
+    print(f"\n== stdin scoring, {s['rows']:,} rows (int8), against Model.predict in process")
+    print(f"  {'Model.predict (array)':<28}{s['api_rows_per_s']:>12,.0f} rows/s")
+    for name, rate in s["rows_per_s"].items():
+        print(f"  {'score --format ' + name:<28}{rate:>12,.0f} rows/s")
+    for name, ms in s["first_score_ms"].items():
+        print(f"  first score, {name:<15}{ms:>12,.0f} ms")
     for label, ratio in s["ratios"].items():
-        print(f"  {label:<32}{ratio:>8.2f}×")
+        print(f"  {label:<36}{ratio:>8.2f}×")
+
+
+def print_memory(floor: dict[str, float], memory: dict[str, Any]) -> None:
+    print("\n== memory floor: RSS each step of the device path adds (MiB)")
+    for step, mb in floor.items():
+        print(f"  {step:<28}{mb:>8.1f}")
+    print("\n== serve RSS after 200 requests vs Flask + XGBoost (MiB)")
+    for model, r in memory.items():
+        print(f"  {model:<32}{r['bundle-runtime serve']:>8.1f} vs {r['flask + xgboost']:>8.1f}"
+              f"  {r['ratio']:.2f}×")
 
 
 def main() -> None:
@@ -264,17 +323,22 @@ def main() -> None:
     if not key.exists():
         generate_keypair(key.parent, None)
     models = QUICK if args.quick else FULL
+    compile_walk(WORK)
     builds = []
     for model in models:
         source = train(model, WORK)
         builds.append(Built(model=model, source=source, bundles=bundles(model, source, key)))
     sections: list[dict[str, Any]] = []
     served: dict[str, Any] = {}
+    memory: dict[str, Any] = {}
     if not args.network_only:
         sections = model_section(builds)
         print_models(sections)
-        served = serving_section(builds[0], key)
+        binary = [b for b in builds if b.model.objective == "binary:logistic"]
+        served = serving_section(max(binary, key=lambda b: b.model.features), key)
         print_serving(served)
+        memory = rss_section(builds, key)
+        print_memory(served["floor"], memory)
     network = network_sections(builds[0], key, args.soak_seconds)
     print_network(network["tls"], network["soak"])
     results = {
@@ -284,6 +348,7 @@ def main() -> None:
         "models": sections,
         "serving": served,
         "network": network,
+        "serve_rss": memory,
     }
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {RESULTS}")

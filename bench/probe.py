@@ -33,13 +33,17 @@ def rss_mb() -> tuple[float, float]:
 
 
 def _bundle(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
-    from edgebundle.runtime.bundle import open_bundle, read_bundle_file
-    from edgebundle.runtime.scoring import Scorer
-    from edgebundle.runtime.signing import TrustedKeys, load_public_key
+    """Through the public API, as a user scores: ``Model.predict``."""
+    from edgebundle.runtime import api
 
-    trusted = TrustedKeys([load_public_key(path.parent / "signing.pub")])
-    scorer = Scorer.from_bundle(open_bundle(read_bundle_file(path), trusted), threads)
-    return scorer.predict
+    return api.load(path, trust=path.parent / "signing.pub", threads=threads).predict
+
+
+def _cwalk(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
+    from bench.anchors import CWalk
+
+    del threads  # one thread, as the runtime's default
+    return CWalk(Path(__file__).resolve().parent / "work" / "walk.so", path).predict
 
 
 def _empty(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
@@ -50,15 +54,15 @@ def _empty(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
     from edgebundle.runtime.manifest import OutputSpec
     from edgebundle.runtime.scoring import Scorer
 
+    # ArgMax: an op the runtime's graph check allows (it refuses ops edgebundle never writes)
     graph = helper.make_graph(
-        [helper.make_node("ReduceSum", ["input", "axes"], ["prediction"], keepdims=0)],
+        [helper.make_node("ArgMax", ["input"], ["label"], axis=1, keepdims=0)],
         "empty",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", int(path.name)])],
-        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, ["N"])],
-        [helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    spec = OutputSpec(name="prediction", dtype="float32", shape=(-1,))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    spec = OutputSpec(name="label", dtype="int64", shape=(-1,))
     features = [f"f{i}" for i in range(int(path.name))]
     return Scorer(onnx.ModelProto.SerializeToString(model), features, [spec], threads).predict
 
@@ -77,9 +81,8 @@ def _import(kind: str) -> None:
     if kind in ("bundle", "empty"):
         import onnxruntime  # noqa: F401
 
-        import edgebundle.runtime.bundle
-        import edgebundle.runtime.scoring
-        import edgebundle.runtime.signing  # noqa: F401
+        import edgebundle.runtime.api
+        import edgebundle.runtime.ota.keychain  # noqa: F401
 
         if kind == "empty":
             import onnx  # noqa: F401
@@ -87,7 +90,7 @@ def _import(kind: str) -> None:
         import xgboost  # noqa: F401
 
 
-_LOADERS = {"bundle": _bundle, "empty": _empty, "xgboost": _xgboost}
+_LOADERS = {"bundle": _bundle, "empty": _empty, "xgboost": _xgboost, "cwalk": _cwalk}
 
 
 def footprint(kind: str, path: Path, rows: np.ndarray, threads: int) -> dict[str, float]:

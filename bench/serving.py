@@ -6,6 +6,7 @@ single-row requests over keep-alive connections on 127.0.0.1.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -184,40 +185,70 @@ def http_section(bundle: Path, source: Path, pub: Path, row: list[float | None])
     return results
 
 
-def stdin_section(bundle: Path, source: Path, pub: Path, rows: np.ndarray) -> dict[str, Any]:
-    """Rows/s through `bundle-runtime score` versus XGBoost per row and on the whole batch."""
-    import xgboost as xgb
+def stdin_section(bundle: Path, pub: Path, rows: np.ndarray) -> dict[str, Any]:
+    """Rows/s through `bundle-runtime score` per input format against ``Model.predict`` on the
+    same rows in process, and the start-up to a first score of both; medians of interleaved
+    rounds. The median start-up (the same command on one row) is taken off each stdin run's
+    median: rows/s is the steady state."""
+    from edgebundle.runtime import api
 
-    # Each float32 written in its shortest form, as a float32 source would write it (the
-    # float64 widening's 17 digits take twice as long to parse).
-    lines = "".join(json.dumps(row) + "\n" for row in to_python(rows)).encode()
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [str(BIN / "bundle-runtime"), "score", "--bundle", str(bundle), "--trust", str(pub)],
-        input=lines, capture_output=True, check=True,
-    )
-    stdin_s = time.perf_counter() - started
-    assert proc.stdout.count(b"\n") == len(rows)
-    booster = xgb.Booster()
-    booster.load_model(str(source))
-    loop_rows = rows[:2000]  # a per-row loop over 100k rows would take minutes
-    started = time.perf_counter()
-    for row in loop_rows:
-        booster.predict(xgb.DMatrix(row[None, :]))
-    loop_s = time.perf_counter() - started
-    started = time.perf_counter()
-    booster.predict(xgb.DMatrix(rows))
-    batch_s = time.perf_counter() - started
+    model = api.load(bundle, trust=pub)
+    values = to_python(rows)  # shortest float32 text, as a float32 source would write it
+    inputs = {
+        "jsonl arrays": ("jsonl", "".join(json.dumps(row) + "\n" for row in values)),
+        "jsonl objects": ("jsonl", "".join(
+            json.dumps({k: v for k, v in zip(model.features, row, strict=True) if v is not None})
+            + "\n" for row in values)),
+        "csv": ("csv", ",".join(model.features) + "\n" + "".join(
+            ",".join("" if v is None else repr(v) for v in row) + "\n" for row in values)),
+    }
+    encoded = {name: (fmt, text.encode()) for name, (fmt, text) in inputs.items()}
+    npy = io.BytesIO()
+    np.save(npy, rows)
+    encoded["npy"] = ("npy", npy.getvalue())
+    score = [str(BIN / "bundle-runtime"), "score", "--bundle", str(bundle), "--trust", str(pub)]
+    first_row = encoded["jsonl arrays"][1].split(b"\n", 1)[0] + b"\n"
+    in_process = [sys.executable, "-c", _FIRST_SCORE, str(bundle), str(pub)]
+    timings: dict[str, list[float]] = {name: [] for name in [*encoded, "api", "start", "api start"]}
+    for _ in range(_ROUNDS):
+        timings["start"].append(_timed(score, first_row))
+        timings["api start"].append(_timed(in_process, b""))
+        for name, (fmt, data) in encoded.items():
+            timings[name].append(_timed([*score, "--format", fmt], data))
+        started = time.perf_counter()
+        model.predict(rows)
+        timings["api"].append(time.perf_counter() - started)
+    median = {name: statistics.median(t) for name, t in timings.items()}
+    for name in encoded:
+        median[name] -= median["start"]
+    api_rate = len(rows) / median["api"]
     result: dict[str, Any] = {
         "rows": len(rows),
-        "bundle_runtime_rows_per_s": len(rows) / stdin_s,
-        "xgboost_loop_rows_per_s": len(loop_rows) / loop_s,
-        "xgboost_batch_rows_per_s": len(rows) / batch_s,
+        "api_rows_per_s": api_rate,
+        "rows_per_s": {name: len(rows) / median[name] for name in encoded},
+        "first_score_ms": {"bundle-runtime score": median["start"] * 1e3,
+                           "python api": median["api start"] * 1e3},
     }
-    result["ratios"] = {
-        "stdin vs xgboost batch": result["bundle_runtime_rows_per_s"]
-        / result["xgboost_batch_rows_per_s"],
-        "stdin vs xgboost per-row loop": result["bundle_runtime_rows_per_s"]
-        / result["xgboost_loop_rows_per_s"],
-    }
+    result["ratios"] = {f"stdin {name} vs API": rate / api_rate
+                        for name, rate in result["rows_per_s"].items()}
+    result["ratios"]["score start-up vs API start-up"] = median["start"] / median["api start"]
     return result
+
+
+# A fresh interpreter's way to a first score through the public API.
+_FIRST_SCORE = """
+import sys
+import numpy as np
+from edgebundle.runtime import api
+model = api.load(sys.argv[1], trust=sys.argv[2])
+model.predict(np.zeros((1, len(model.features)), np.float32))
+"""
+
+
+def _timed(command: list[str], stdin: bytes) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(command, input=stdin, capture_output=True, check=False)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {proc.stderr.decode()[-500:]}")
+    return elapsed

@@ -41,7 +41,7 @@ class Model:
     def __init__(self, manifest: Manifest, scorer: Scorer) -> None:
         self.manifest = manifest
         self._scorer = scorer
-        self._primary = manifest.outputs[0].name
+        self._row = (len(scorer.features),)
 
     @property
     def name(self) -> str:
@@ -65,7 +65,9 @@ class Model:
         = missing), or a pandas DataFrame with a column per feature. One bad row raises
         ``InputError`` naming it.
         """
-        return self._scorer.predict(self._matrix(rows))[self._primary]
+        if type(rows) is np.ndarray and rows.dtype == np.float32 and rows.shape[1:] == self._row:
+            return self._scorer.predict_first(rows)  # the one-row fast path: no conversion
+        return self._scorer.predict_first(self._matrix(rows))
 
     def score(self, rows: object) -> list[dict[str, object]]:
         """One record per row, as ``bundle-runtime score`` writes them: the outputs by name

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 import os
 import select
 from collections import deque
@@ -38,8 +39,9 @@ from edgebundle.runtime.rows.answers import (
 )
 from edgebundle.runtime.rows.csv_rows import CsvRowParser
 from edgebundle.runtime.rows.json_rows import JsonRowParser
+from edgebundle.runtime.rows.npy_rows import BinaryInput, NpyReader
 from edgebundle.runtime.rows.parsed import Row, RowError
-from edgebundle.runtime.scoring import Scorer
+from edgebundle.runtime.scoring import MAX_ROWS_PER_RUN, Scorer
 
 # Bigger batches amortise onnxruntime's per-call cost, but that cost is paid in the worker
 # thread, off the critical path; measured, 4096 rows (~15 MB of parsed JSON at 100 features
@@ -144,15 +146,16 @@ def score_csv(
     stats: StreamStats,
     batch_rows: int = BATCH_ROWS,
     observe: Observer | None = None,
+    note: Callable[[str], None] = lambda _: None,
 ) -> None:
     """Score CSV from ``source``: a header line, then one output row per input row, in order.
 
-    Raises ``InputError`` when the header is unusable; nothing is scored then.
+    Raises ``InputError`` when the header is unusable; nothing is scored then. ``note`` is
+    told what the header means for every row (a feature it has no column for).
     """
     with _pipeline(scorer, write, stats, observe) as pipeline:
-        reader = csv.reader(_decoded(source, pipeline.flush))
         try:
-            header = next(reader, None)
+            header = next(csv.reader(_decoded(source, pipeline.flush)), None)
         except csv.Error as e:
             raise InputError(f"line 1: bad CSV header: {e}") from None
         if header is None:
@@ -162,26 +165,68 @@ def score_csv(
             parser = CsvRowParser(header, scorer.features, reserved)
         except InputError as e:
             raise InputError(f"line 1: {e}") from None
+        for line in parser.notes:
+            note(line)
         writer = CsvWriter(parser.passthrough_columns, scorer.outputs)
         write(writer.header())
 
         def answer(batch: list[_Parsed], outputs: _Outputs) -> bytes:
             return writer.encode(answer_records(batch, outputs))
 
-        def next_row() -> _CsvRecord | None:
-            where = f"line {reader.line_num + 1}"  # a quoted cell may span lines: name the first
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return None
-            except csv.Error as e:
-                return RowError(f"{where}: {e}", {})
-            return cells, where
+        next_line = functools.partial(source.next_line, pipeline.flush)
+        for raw in _batches(next_line, source.ready, batch_rows):
+            # A batch at a time: plain lines (the usual case) convert in bulk, and anything
+            # else is read by the csv module, which also follows a quoted cell across lines.
+            first = source.lineno - len(raw) + 1
+            lines = b"\n".join(raw).decode("utf-8", "surrogateescape").split("\n")
+            plain = parser.parse_plain_lines(lines)
+            if plain is None:
+                records = _csv_records(lines, first, _decoded(source, pipeline.flush))
+                pipeline.submit(parser.parse_rows(list(records)), answer)
+            else:
+                pipeline.submit(list[_Parsed](plain), answer)
 
-        batches: Iterator[list[_CsvRecord]] = _batches(next_row, source.ready, batch_rows)
-        for batch in batches:
-            # Rows are parsed a batch at a time: whole batches convert to float32 much faster.
-            pipeline.submit(parser.parse_rows(batch), answer)
+
+# Binary rows cost nothing to parse: bigger batches only amortise the per-batch Python (the
+# scorer still runs them in slices of MAX_ROWS_PER_RUN).
+NPY_BATCH_ROWS = 4 * MAX_ROWS_PER_RUN
+
+
+def score_npy(
+    scorer: Scorer,
+    source: BinaryInput,
+    write: Callable[[bytes], None],
+    stats: StreamStats,
+    batch_rows: int = NPY_BATCH_ROWS,
+    observe: Observer | None = None,
+) -> None:
+    """Score ``.npy`` arrays from ``source`` back to back: one JSON line per row, in order.
+
+    Raises ``InputError`` when an array is unusable; the rows before it are answered.
+    """
+    reader = NpyReader(source, scorer.num_features)
+    with _pipeline(scorer, write, stats, observe) as pipeline:
+        for x in reader.slices(batch_rows):
+            pipeline.submit([_NUMBERS] * len(x), encode_answers_jsonl, x)
+
+
+_NUMBERS = Row(values=np.zeros(0, dtype=np.float32), passthrough={})  # a row of an array
+
+
+def _csv_records(lines: list[str], first: int, more: Iterator[str]) -> Iterator[_CsvRecord]:
+    """The CSV records of ``lines`` (numbered from ``first``), reading on from ``more`` only
+    while a quoted cell that started in ``lines`` is still open."""
+    reader = csv.reader(itertools.chain([line + "\n" for line in lines], more))
+    while reader.line_num < len(lines):
+        where = f"line {first + reader.line_num}"  # a quoted cell may span lines: the first
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            yield RowError(f"{where}: {e}", {})
+            continue
+        yield cells, where
 
 
 def _decoded(source: LineSource, before_wait: Callable[[], None]) -> Iterator[str]:
@@ -225,8 +270,12 @@ class _Pipeline:
         self._observe = observe
         self._pending: deque[_Pending] = deque()
 
-    def submit(self, batch: list[_Parsed], answer: _Answer) -> None:
-        x = stack_rows(batch, self._scorer.num_features)
+    def submit(
+        self, batch: list[_Parsed], answer: _Answer, x: npt.NDArray[np.float32] | None = None
+    ) -> None:
+        """Score ``batch``: its good rows' values, or ``x`` when given (rows read as an array)."""
+        if x is None:
+            x = stack_rows(batch, self._scorer.num_features)
         future = self._executor.submit(self._scorer.predict, x)
         self._pending.append(_Pending(batch, x, future, answer))
         while len(self._pending) > 1:

@@ -3,29 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgebundle.runtime.bundle import open_bundle, read_bundle_file
 from edgebundle.runtime.cli.exits import STORED_BUNDLE, ExitCode, Failure, blame, usage
 from edgebundle.runtime.cli.help import MEANINGS, document
 from edgebundle.runtime.cli.options import LIMITS, non_negative_int
-from edgebundle.runtime.fsio import write_durably
 from edgebundle.runtime.manifest import OutputSpec
-from edgebundle.runtime.monitor.counting import DEFAULT_WINDOW_ROWS, Monitor
 from edgebundle.runtime.scoring import DEFAULT_THREADS, Scorer
-from edgebundle.runtime.serve.serving import Watched
-from edgebundle.runtime.stats import Baseline, baseline_of
-from edgebundle.runtime.store import Store
-from edgebundle.runtime.stream import LineSource, StreamStats, score_csv, score_jsonl
+from edgebundle.runtime.stream import (
+    LineSource,
+    StreamStats,
+    score_csv,
+    score_jsonl,
+    score_npy,
+)
+
+# Only what scoring stdin needs is imported up front; the store, drift monitoring and what
+# writes its report load when asked for (README "Performance": what `score` imports).
+if TYPE_CHECKING:
+    from edgebundle.runtime.serve.serving import Watched
+    from edgebundle.runtime.stats import Baseline
 
 
 def add_score(score: argparse.ArgumentParser) -> None:
     document(
         score,
-        "Verify a bundle (or load a store's active model), then score JSONL or CSV rows from "
-        "stdin to stdout, one output record per input record, answering each line as soon as "
+        "Verify a bundle (or load a store's active model), then score JSONL, CSV or .npy rows "
+        "from stdin to stdout, one output record per input record, answering each line as soon as "
         "it arrives. A row that cannot be scored gets an error record; the others go on.",
         examples=[
             "bundle-runtime score --bundle credit-score-1.4.0.bundle --trust signing.pub "
@@ -54,7 +64,11 @@ def add_score(score: argparse.ArgumentParser) -> None:
         "--model", metavar="NAME", help="with --store: which model (default: the only one)"
     )
     score.add_argument(
-        "--format", choices=("jsonl", "csv"), default="jsonl", help="input and output format"
+        "--format",
+        choices=("jsonl", "csv", "npy"),
+        default="jsonl",
+        help="input and output format; npy: .npy arrays [N, F] of numbers in feature order "
+        "(numpy.save, several may follow each other), answered as JSONL",
     )
     score.add_argument(
         "--threads",
@@ -91,34 +105,37 @@ def _score(args: argparse.Namespace) -> int:
     trusted = load_trust(args.trust).trusted()
     bundle = open_bundle(read_bundle_file(args.bundle, LIMITS), trusted, LIMITS)
     scorer = Scorer.from_bundle(bundle, args.threads)
-    baseline = baseline_of(bundle)
     manifest = bundle.manifest
-    watched = _watch(
-        args.drift_report, manifest.name, str(manifest.version), manifest.outputs, baseline
-    )
+    watched = None
+    if args.drift_report is not None:
+        from edgebundle.runtime.stats import baseline_of
+
+        baseline = baseline_of(bundle)
+        watched = _watch(manifest.name, str(manifest.version), manifest.outputs, baseline)
     return _stream(scorer, args.format, watched, args.drift_report)
 
 
 def _score_store(args: argparse.Namespace) -> int:
     if args.trust:
         raise usage("--trust goes with --bundle; a store trusts its own keys")
+    from edgebundle.runtime.store import Store
+
     with blame(STORED_BUNDLE):
         store = Store.open(args.store, limits=LIMITS)
         loaded = store.load_active(args.model or store.default_model(), args.threads)
     outputs = loaded.manifest.outputs
-    watched = _watch(args.drift_report, loaded.name, str(loaded.version), outputs, loaded.baseline)
+    watched = None
+    if args.drift_report is not None:
+        watched = _watch(loaded.name, str(loaded.version), outputs, loaded.baseline)
     return _stream(loaded.scorer, args.format, watched, args.drift_report)
 
 
 def _watch(
-    report: Path | None,
-    name: str,
-    version: str,
-    outputs: Sequence[OutputSpec],
-    baseline: Baseline | None,
-) -> Watched | None:
-    if report is None:
-        return None
+    name: str, version: str, outputs: Sequence[OutputSpec], baseline: Baseline | None
+) -> Watched:
+    from edgebundle.runtime.monitor.counting import DEFAULT_WINDOW_ROWS, Monitor
+    from edgebundle.runtime.serve.serving import Watched
+
     # The whole input is one window: counts since start are what the report is for.
     monitor = Monitor(name, version, baseline, window_rows=DEFAULT_WINDOW_ROWS)
     return Watched(monitor, outputs[0].name)
@@ -129,14 +146,21 @@ def _stream(
 ) -> int:
     # Descriptors 0 and 1 rather than sys.stdin/stdout: no Python buffering in between, and
     # they exist even when the interpreter found no usable stdin (then reading fails cleanly).
-    source = LineSource(0)
     write = _fd_writer(1)
     stats = StreamStats()
-    score = score_csv if fmt == "csv" else score_jsonl
     observe = None if watched is None else watched.observe
     try:
-        score(scorer, source, write, stats, observe=observe)
+        if fmt == "npy":
+            # Buffered: a slice of rows is one read of its exact size.
+            with io.BufferedReader(io.FileIO(0, "rb", closefd=False), 1 << 16) as binary:
+                score_npy(scorer, binary, write, stats, observe=observe)
+        elif fmt == "csv":
+            score_csv(scorer, LineSource(0), write, stats, observe=observe, note=_note)
+        else:
+            score_jsonl(scorer, LineSource(0), write, stats, observe=observe)
         if watched is not None and report is not None:
+            from edgebundle.runtime.fsio import write_durably
+
             write_durably(report, watched.monitor.report().to_bytes())
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): nobody is left to tell; stop quietly.
@@ -144,6 +168,10 @@ def _stream(
     except OSError as e:
         raise Failure(ExitCode.USAGE, f"cannot write output: {e.strerror}") from None
     return ExitCode.ROW_ERRORS if stats.errors else ExitCode.OK
+
+
+def _note(line: str) -> None:
+    print(f"note: {line}", file=sys.stderr, flush=True)
 
 
 def _fd_writer(fd: int) -> Callable[[bytes], None]:

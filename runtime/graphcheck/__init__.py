@@ -45,7 +45,7 @@ from edgebundle.runtime.graphcheck.budget import Budget
 from edgebundle.runtime.graphcheck.ops import OPS, OPSETS, Node, Op
 from edgebundle.runtime.graphcheck.protowire import Fields
 from edgebundle.runtime.graphcheck.schema import DTYPES, EXTERNAL, FLOAT32, INT64, SCHEMA, WHAT
-from edgebundle.runtime.graphcheck.shapes import ROWS, Tensor, fixed
+from edgebundle.runtime.graphcheck.shapes import ROWS, Shape, Tensor, fixed
 
 INPUT_NAME = "input"
 
@@ -57,9 +57,11 @@ MAX_FIELDS = 100_000  # ~12 a node; bounds the parse itself to ~0.2 s
 _MAX_TRACKED = 64  # int64 constants up to this length are read: shapes, axes, slice bounds
 
 
-def check_model(model: bytes, num_features: int, rows: int) -> None:
+def check_model(model: bytes, num_features: int, rows: int) -> dict[str, Shape]:
     """Refuse (``FormatError``, one line naming what) a model edgebundle would not have built,
-    or one whose tensors may outgrow the budgets when scoring ``rows`` rows at once."""
+    or one whose tensors may outgrow the budgets when scoring ``rows`` rows at once.
+
+    Returns the exact shape of each graph output the nodes or initializers make, by name."""
     parsed = protowire.parse(model, SCHEMA, "ModelProto", WHAT, MAX_FIELDS)
     graph = parsed.get_message("graph")
     nodes = graph.get_messages("node")
@@ -85,6 +87,8 @@ def check_model(model: bytes, num_features: int, rows: int) -> None:
     for index, (fields, op) in enumerate(zip(nodes, ops, strict=True)):
         name, tensor = _apply(op, fields, index, values, budget)
         values[name] = tensor
+    outputs = (fields.get_str("name") for fields in graph.get_messages("output"))
+    return {name: values[name].shape for name in outputs if name in values}
 
 
 def _op(node: Fields) -> Op:

@@ -2,18 +2,29 @@
 
 A cell that is empty or ``nan`` (any case) is missing; otherwise it must be an ASCII number
 that Python's ``float()`` reads, without ``_`` separators. ``inf``/``-inf`` are accepted as
-values, as XGBoost accepts them; numbers beyond float32 range become ±inf the same way.
+values, as XGBoost accepts them; numbers beyond float32 range become ±inf the same way. A
+feature with no column in the header is missing in every row, as a key left out of a JSON
+object is; ``notes`` says so, once.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from itertools import chain
+from operator import itemgetter
+
+import numpy as np
 
 from edgebundle.runtime.errors import InputError
 from edgebundle.runtime.rows.parsed import Row, RowError, to_float32
 
 _MAX_SHOWN = 32  # characters of a bad cell quoted back in an error message
+# What a well-formed numeric cell is made of: digits, sign, point, exponent, and the letters of
+# nan, inf and infinity. A batch whose feature cells hold nothing else (no space, no "_", no
+# non-ASCII digit: what csv_number treats apart from float()) is converted by float() alone.
+_NUMBER_BYTES = b"0123456789+-.eEnNaAiIfFtTyY"
+_EMPTY_IS_NAN = {"": "nan"}
 
 
 class CsvRowParser:
@@ -25,11 +36,22 @@ class CsvRowParser:
         """Check the header row; ``reserved`` are the output's own column names."""
         _check_header(header, features, reserved)
         self._width = len(header)
+        self._num_features = len(features)
         position = {name: j for j, name in enumerate(header)}
-        self._feature_columns = [(name, position[name]) for name in features]
+        self.missing_features = tuple(name for name in features if name not in position)
+        self.notes = _missing_note(self.missing_features, header)
+        self._feature_columns = [(name, position[name]) for name in features if name in position]
+        # Where each present feature's value goes in a row (all of them, in order, when no
+        # feature is missing).
+        self._slots = [i for i, name in enumerate(features) if name in position]
         feature_set = set(features)
         self.passthrough_columns = tuple(name for name in header if name not in feature_set)
         self._passthrough_positions = [position[name] for name in self.passthrough_columns]
+        feature_positions = [j for _, j in self._feature_columns]
+        self._pick_features = (
+            None if feature_positions == list(range(self._width)) else _picker(feature_positions)
+        )
+        self._pick_passthrough = _picker(self._passthrough_positions)
 
     def parse_cells(self, cells: Sequence[str], where: str) -> Row | RowError:
         read = self._read_cells(cells, where)
@@ -51,6 +73,43 @@ class CsvRowParser:
             for item in read
         ]
 
+    def parse_plain_lines(self, lines: Sequence[str]) -> list[Row] | None:
+        """The rows of ``lines`` (one record each, no line ending) when every one is plain:
+        no quote, the header's cell count, feature cells that are numbers or empty. Then
+        what ``parse_cells`` gives, without a Python call per cell; ``None`` otherwise, and
+        the lines are for the ``csv`` module and ``parse_rows``, which say what is wrong.
+        """
+        text = "\n".join(lines)
+        if '"' in text or "\r" in text or not all(lines) or _has_surrogates((text,)):
+            return None
+        cells = [line.split(",") for line in lines]
+        if any(len(row) != self._width for row in cells):
+            return None
+        table = cells if self._pick_features is None else list(map(self._pick_features, cells))
+        flat = list(chain.from_iterable(table))
+        numbers = "".join(flat)
+        if not numbers.isascii() or numbers.encode("ascii").translate(None, _NUMBER_BYTES):
+            return None
+        try:
+            wide = np.fromiter(
+                map(float, map(_EMPTY_IS_NAN.get, flat, flat)), np.float64, len(flat)
+            )
+        except ValueError:  # "e5", "in": letters of numbers that make none
+            return None
+        with np.errstate(over="ignore"):  # beyond float32 range is ±inf, as in to_float32
+            present = wide.astype(np.float32).reshape(len(lines), len(self._slots))
+        values = present
+        if self.missing_features:
+            values = np.full((len(lines), self._num_features), np.nan, dtype=np.float32)
+            values[:, self._slots] = present
+        if not self.passthrough_columns:
+            return [Row(values=row, passthrough={}) for row in values]
+        names = self.passthrough_columns
+        return [
+            Row(values=row, passthrough=dict(zip(names, self._pick_passthrough(c), strict=True)))
+            for row, c in zip(values, cells, strict=True)
+        ]
+
     def _read_cells(
         self, cells: Sequence[str], where: str
     ) -> tuple[list[float], dict[str, object]] | RowError:
@@ -66,10 +125,26 @@ class CsvRowParser:
             for name, j in zip(self.passthrough_columns, self._passthrough_positions, strict=True)
         }
         try:
-            values = [csv_number(cells[j], name) for name, j in self._feature_columns]
+            present = [csv_number(cells[j], name) for name, j in self._feature_columns]
         except InputError as e:
             return RowError(f"{where}: {e}", passthrough)
+        if not self.missing_features:
+            return present, passthrough
+        values = [math.nan] * self._num_features
+        for slot, value in zip(self._slots, present, strict=True):
+            values[slot] = value
         return values, passthrough
+
+
+def _picker(positions: Sequence[int]) -> Callable[[Sequence[str]], Sequence[str]]:
+    """The cells at ``positions``, as a sequence whatever their number (``itemgetter`` of one
+    position gives the item itself)."""
+    if len(positions) == 1:
+        [only] = positions
+        return lambda cells: (cells[only],)
+    if not positions:
+        return lambda cells: ()
+    return itemgetter(*positions)
 
 
 def _check_header(
@@ -82,14 +157,27 @@ def _check_header(
         if name in seen:
             raise InputError(f"CSV header repeats column {name!r}")
         seen.add(name)
-    missing = [name for name in features if name not in seen]
-    if missing:
-        names = ", ".join(repr(name) for name in missing)
-        plural = "s" if len(missing) > 1 else ""
-        raise InputError(f"CSV header lacks feature column{plural} {names}")
     clashing = [name for name in header if name in reserved and name not in features]
     if clashing:
         raise InputError(f"CSV column {clashing[0]!r} clashes with an output column")
+
+
+def _missing_note(missing: Sequence[str], header: Sequence[str]) -> tuple[str, ...]:
+    """One line saying which features have no column, with the column that differs from a
+    feature's name only in case, if one does (names are case-sensitive)."""
+    if not missing:
+        return ()
+    by_fold = {name.casefold(): name for name in header}
+    named = []
+    for name in missing:
+        alike = by_fold.get(name.casefold())
+        hint = f" (column {alike!r} differs only in case; names are case-sensitive)"
+        named.append(f"{name!r}{hint if alike else ''}")
+    plural = len(missing) > 1
+    return (
+        f"the CSV header has no column for feature{'s' if plural else ''} {', '.join(named)}: "
+        f"{'they are' if plural else 'it is'} missing in every row",
+    )
 
 
 def csv_number(cell: str, column: str) -> float:

@@ -39,6 +39,7 @@ class JsonRowParser:
         self._index = {name: i for i, name in enumerate(self._features)}
         # A model may have a feature called "id"; then it is a feature, not an echo.
         self._echo_id = ID_KEY not in self._index
+        self._keys = frozenset(self._features) | ({ID_KEY} if self._echo_id else set())
 
     def parse_line(self, line: bytes, where: str) -> Row | RowError:
         value = _decode_line(line, where)
@@ -73,17 +74,34 @@ class JsonRowParser:
         Per value, ``_json_number`` costs more than decoding the JSON or scoring the row. An
         array of exactly one plain number or null per feature cannot fail it except by
         overflowing float64, so such arrays are converted together by numpy, which turns int,
-        float and None into float64 just as ``_json_number`` does. Any other value takes
+        float and None into float64 just as ``_json_number`` does. An object whose keys are
+        all features (or the echoed id) becomes such an array by one ``dict.get`` per feature,
+        run by ``map`` in C (None where a key is left out: missing). Any other value takes
         ``parse_value``. Checking each element's type costs as much as numpy's conversion;
         with ``numbers_only`` it is left out, and an array nesting another shows up as a
         conversion of the wrong shape, after which every array is checked.
         """
         is_plain = self._has_one_per_feature if numbers_only else self._is_plain_array
-        plain_at = [i for i, value in enumerate(values) if is_plain(value)]
-        converted = self._from_plain_arrays([values[i] for i in plain_at], plain_at, where)
+        plain_at: list[int] = []
+        arrays: list[list[Any]] = []
+        echoed: list[dict[str, object]] = []
+        for i, value in enumerate(values):
+            if type(value) is list:
+                if is_plain(value):
+                    plain_at.append(i)
+                    arrays.append(value)
+                    echoed.append({})
+            elif type(value) is dict and value.keys() <= self._keys:
+                array = list(map(value.get, self._features))
+                passthrough = self._plain_id(value)
+                if passthrough is not None and set(map(type, array)) <= _PLAIN_TYPES:
+                    plain_at.append(i)
+                    arrays.append(array)
+                    echoed.append(passthrough)
+        converted = self._from_plain_arrays(arrays, echoed)
         if converted is None:
             return self._parse_decoded(values, where, numbers_only=False)
-        parsed: list[Row | RowError | None] = [None] * len(values)
+        parsed: list[Row | None] = [None] * len(values)
         for i, row in zip(plain_at, converted, strict=True):
             parsed[i] = row
         return [
@@ -98,10 +116,18 @@ class JsonRowParser:
         # Exact types: bool is an int subclass, and JSON true is not a number.
         return self._has_one_per_feature(value) and set(map(type, value)) <= _PLAIN_TYPES
 
+    def _plain_id(self, obj: dict[str, Any]) -> dict[str, object] | None:
+        """The object's echoed id, or ``None`` when ``parse_value`` must say what is wrong."""
+        try:
+            return self._read_id(obj)
+        except InputError:
+            return None
+
     def _from_plain_arrays(
-        self, arrays: list[Any], positions: list[int], where: Callable[[int], str]
-    ) -> list[Row | RowError] | None:
-        """The rows of ``arrays``, or ``None`` if one of them nests arrays."""
+        self, arrays: list[list[Any]], echoed: list[dict[str, object]]
+    ) -> list[Row | None] | None:
+        """The rows of ``arrays`` (``None`` for one beyond float64, which ``parse_value`` names),
+        or ``None`` if one of them nests arrays."""
         if not arrays:
             return []
         shape = (len(arrays), len(self._features))
@@ -117,8 +143,8 @@ class JsonRowParser:
         with np.errstate(over="ignore"):  # beyond float32 range is ±inf, as in to_float32
             narrow = wide.astype(np.float32)
         return [
-            self.parse_value(array, where(i)) if bad else Row(values=values, passthrough={})
-            for array, i, bad, values in zip(arrays, positions, out_of_range, narrow, strict=True)
+            None if bad else Row(values=values, passthrough=passthrough)
+            for bad, values, passthrough in zip(out_of_range, narrow, echoed, strict=True)
         ]
 
     def parse_value(self, value: object, where: str) -> Row | RowError:
@@ -150,12 +176,21 @@ class JsonRowParser:
         if unknown:
             names = ", ".join(repr(k) for k in unknown[:_MAX_NAMED])
             more = f" and {len(unknown) - _MAX_NAMED} more" if len(unknown) > _MAX_NAMED else ""
-            raise InputError(f"unknown key{'s' if len(unknown) > 1 else ''} {names}{more}")
+            hint = self._case_hint(unknown)
+            raise InputError(f"unknown key{'s' if len(unknown) > 1 else ''} {names}{more}{hint}")
         values = [math.nan] * len(self._features)
         for name, value in obj.items():
             if name in self._index:
                 values[self._index[name]] = _json_number(value, name)
         return to_float32(values)
+
+    def _case_hint(self, unknown: list[str]) -> str:
+        """Which feature the first unknown key differing from one only in case would be."""
+        by_fold = {name.casefold(): name for name in self._features}
+        for key in unknown:
+            if (feature := by_fold.get(key.casefold())) is not None:
+                return f" ({key!r} differs from feature {feature!r} only in case)"
+        return ""
 
     def _from_array(self, array: list[Any]) -> npt.NDArray[np.float32]:
         if len(array) != len(self._features):
@@ -206,17 +241,44 @@ _DECODER = strict_decoder(
 )
 
 
+def _no_constant(token: str) -> float:
+    raise ValueError(token)  # _DECODER's error is the one given: see _decode_json
+
+
+# Dicts built in C (the last of a repeated key kept); NaN and Infinity refused as by _DECODER.
+_PLAIN_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def _decode_json(text: str) -> object:
     """``_DECODER.decode(text)``: the same value, or the same error.
+
+    ``_DECODER``'s duplicate-key hook is Python, called with every object's pairs: most of
+    the cost of decoding an object row. So the text is decoded without it first, and its
+    result kept when no key can have been repeated: every ``:`` of JSON text follows a key or
+    is inside a string, so when the text holds no object, or as many ``:`` as its one object
+    has keys, no object in it has a repeated key. Anything else, an error included, is
+    decoded again by ``_DECODER``, which says what it says.
+    """
+    try:
+        value = _raw_decode(_PLAIN_DECODER, text)
+    except Exception:  # whatever it is, _DECODER raises its own
+        return _raw_decode(_DECODER, text)
+    if "{" in text and not (type(value) is dict and text.count(":") == len(value)):
+        return _raw_decode(_DECODER, text)
+    return value
+
+
+def _raw_decode(decoder: json.JSONDecoder, text: str) -> object:
+    """``decoder.decode(text)``.
 
     ``decode`` is ``raw_decode`` with two regular-expression matches for the JSON whitespace
     around the value, ~3% of the cost of decoding a row; a line rarely has any.
     """
     if text[:1] in _JSON_SPACE:  # also "": decode says why it is no JSON
-        return _DECODER.decode(text)
-    value, end = _DECODER.raw_decode(text)
+        return decoder.decode(text)
+    value, end = decoder.raw_decode(text)
     if text[end:].strip(_JSON_SPACE):
-        return _DECODER.decode(text)  # says "Extra data" where it starts
+        return decoder.decode(text)  # says "Extra data" where it starts
     return value
 
 

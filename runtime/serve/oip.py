@@ -21,6 +21,7 @@ classification outputs) are refused.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,7 @@ _WIRE_TYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "int64": np
 _REQUEST_KEYS = ("id", "parameters", "inputs", "outputs")
 _INPUT_KEYS = ("name", "shape", "datatype", "parameters", "data")
 _OUTPUT_KEYS = ("name", "parameters")
-_NUMBER_TYPES = (int, float, type(None))  # exact types: bool is not a number here
+_NUMBER_TYPES = frozenset({int, float, type(None)})  # exact types: bool is no number here
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,17 +244,18 @@ def _json_values(data: object, rows: int, num_features: int) -> npt.NDArray[np.f
             not isinstance(row, list) or len(row) != num_features for row in data
         ):
             raise bad_request(f"nested input 'data' must be {rows} arrays of {num_features}")
-        flat = [value for row in data for value in row]
+        flat = list(itertools.chain.from_iterable(data))
     if len(flat) != rows * num_features:
         raise bad_request(
             f"input 'data' holds {len(flat)} values; shape [{rows}, {num_features}] "
             f"needs {rows * num_features}"
         )
-    for index, value in enumerate(flat):
-        if type(value) not in _NUMBER_TYPES:
-            raise bad_request(
-                f"input 'data' value {index}: expected a number or null, got {json_type(value)}"
-            )
+    # One pass in C over the types; the loop that names the bad value runs only when one is.
+    if not set(map(type, flat)) <= _NUMBER_TYPES:
+        index, value = next((i, v) for i, v in enumerate(flat) if type(v) not in _NUMBER_TYPES)
+        raise bad_request(
+            f"input 'data' value {index}: expected a number or null, got {json_type(value)}"
+        )
     try:
         values = np.array(flat, dtype=np.float64)  # None becomes NaN: missing
     except OverflowError:  # an integer literal beyond float64

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
@@ -168,11 +169,27 @@ def test_csv_bad_cells_are_error_rows(mc: BundleFiles) -> None:
     assert lines[4].startswith("r4,0.") and lines[4].endswith(",")
 
 
-def test_csv_missing_feature_column_fails_the_stream(mc: BundleFiles) -> None:
-    result = run(score_args(mc, "--format", "csv"), b"id,f0,f1\n1,2,3\n")
-    assert result.returncode == ExitCode.USAGE
-    assert result.stdout == b""
-    assert result.stderr == b"error: line 1: CSV header lacks feature columns 'f2', 'f3'\n"
+def test_csv_missing_feature_column_is_missing_in_every_row_said_once(mc: BundleFiles) -> None:
+    result = run(score_args(mc, "--format", "csv"), b"id,f0,f1\n1,2,3\n2,4,\n")
+    assert result.returncode == ExitCode.OK
+    assert result.stderr == (
+        b"note: the CSV header has no column for features 'f2', 'f3': "
+        b"they are missing in every row\n"
+    )
+    # The same rows as JSON objects that leave those keys out score the same.
+    by_key = run(score_args(mc), b'{"id": 1, "f0": 2, "f1": 3}\n{"id": 2, "f0": 4}\n')
+    records = [json.loads(line) for line in by_key.stdout.splitlines()]
+    expected = "".join(
+        f"{r['id']},{','.join(map(str, r['probabilities']))},{r['label']},\n" for r in records
+    )
+    assert result.stdout.decode().splitlines()[1:] == expected.splitlines()
+
+
+def test_csv_column_differing_in_case_gets_a_hint(mc: BundleFiles) -> None:
+    result = run(score_args(mc, "--format", "csv"), b"F0,f1,f2,f3\n1,2,3,4\n")
+    assert result.returncode == ExitCode.OK
+    assert b"feature 'f0' (column 'F0' differs only in case" in result.stderr
+    assert result.stdout.startswith(b"F0,probabilities_0,")
 
 
 def test_unreadable_stdin_is_a_usage_error(mc: BundleFiles, tmp_path: Path) -> None:
@@ -319,6 +336,40 @@ def test_csv_batches_too(tmp_path: Path) -> None:
     assert batched == single
     got = np.array([line.split(",")[:3] for line in batched.decode().splitlines()[1:]], np.float32)
     np.testing.assert_allclose(got, reference(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 3, 7, 256])
+def test_csv_quoted_cells_across_lines_and_batches(tmp_path: Path, batch_rows: int) -> None:
+    # Plain batches go through the bulk path, the others through the csv module, which must
+    # follow a quoted cell beyond the batch it starts in; whatever the batching, the answer
+    # and the line numbers in errors are the same.
+    lines = [
+        "id,f0,f1,f2,f3",
+        "a,1,2,3,4",
+        '"b\nstill b\nand b",1,2,3,4',
+        "c,1,x,3,4",
+        '"d ""quoted""",5,6,7,8',
+        "",
+        'e,"1",2,3,4',
+        "f,1,2,3",
+        '"g\n\n",1,2,3,4',
+        "h,1_0,2,3,4",
+        "i,1.5,,nan,-inf",
+    ]
+    path = tmp_path / "rows.csv"
+    path.write_text("\n".join(lines) + "\n")
+    got, _, stats = stream_file(path, batch_rows=batch_rows, fmt="csv")
+    single, _, _ = stream_file(path, batch_rows=1, fmt="csv")
+    assert got == single
+    records = got.decode().split("\n")
+    errors = [record.split(",", 5)[-1] for record in records if "line " in record]
+    assert errors == [
+        "\"line 6: column 'f1': expected a number, got 'x'\"",
+        "line 8: blank line",
+        '"line 10: expected 5 cells, got 4"',
+        "\"line 14: column 'f0': expected a number, got '1_0'\"",
+    ]
+    assert (stats.rows, stats.errors) == (10, 4)
 
 
 def test_reader_closing_early_ends_quietly(mc: BundleFiles, tmp_path: Path) -> None:
@@ -566,7 +617,56 @@ def test_closed_output_mid_stream_stops_after_the_answers_before_it(tmp_path: Pa
 
 def test_no_scoring_thread_outlives_a_refused_csv_header(tmp_path: Path) -> None:
     path = tmp_path / "rows.csv"
-    path.write_bytes(b"f0,f1\n1,2\n")
-    with pytest.raises(InputError, match="lacks feature columns"):
+    path.write_bytes(b"f0,f1,f0\n1,2,3\n")
+    with pytest.raises(InputError, match="repeats column 'f0'"):
         stream_file(path, batch_rows=BATCH_ROWS, fmt="csv")
     assert scoring_threads() == []
+
+
+# --- npy ---------------------------------------------------------------------------------------
+
+
+def npy_bytes(*arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    for array in arrays:
+        np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def test_npy_arrays_back_to_back_score_as_their_jsonl_rows(mc: BundleFiles) -> None:
+    x = rows(700, seed=8, missing=0.2).astype(np.float64)
+    x[3, 1] = 1e39  # beyond float32: +inf, as in an array given to Model.predict
+    whole = np.round(np.nan_to_num(x[10:15], posinf=0) * 100).astype(np.int64)
+    data = npy_bytes(x, whole, x[:0], x[5:9].astype(">f4"))
+    result = run(score_args(mc, "--format", "npy"), data)
+    assert result.returncode == ExitCode.OK, result.stderr
+    given = [*x.tolist(), *whole.tolist(), *x[5:9].astype(np.float32).astype(float).tolist()]
+    as_json = "".join(json.dumps([None if v != v else v for v in row]) + "\n" for row in given)
+    by_line = run(score_args(mc), as_json.encode())
+    assert by_line.returncode == ExitCode.OK, by_line.stderr
+    assert result.stdout == by_line.stdout
+    assert len(result.stdout.splitlines()) == 709
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (npy_bytes(np.zeros((2, 3), np.float32)), "array 1: has shape [2, 3]; rows must have"),
+        (npy_bytes(np.zeros(4, np.float32)), "array 1: has shape [4]"),
+        (npy_bytes(np.zeros((2, 4), np.complex64)), "array 1: holds complex64"),
+        (npy_bytes(np.array([["a"] * 4])), "array 1: holds <U1"),
+        (npy_bytes(np.zeros((3, 4), np.float32))[:-8], "array 1: ends after 2 of its 3 rows"),
+        (npy_bytes(np.zeros((1, 4), np.float32)) + b"x" * 20, "array 2: not a .npy array"),
+        (b'{"f0": 1}\n', "array 1: not a .npy array"),
+        (npy_bytes(np.asfortranarray(np.zeros((3, 4), np.float32))), "array 1: is column-major"),
+    ],
+)
+def test_npy_input_that_is_not_usable_is_one_error_line(
+    mc: BundleFiles, data: bytes, message: str
+) -> None:
+    result = run(score_args(mc, "--format", "npy"), data)
+    assert result.returncode == ExitCode.USAGE
+    [line] = result.stderr.decode().splitlines()
+    assert line.startswith(f"error: {message}"), line
+    good_first = data.startswith(npy_bytes(np.zeros((1, 4), np.float32)))
+    assert len(result.stdout.splitlines()) == (1 if good_first else 0)

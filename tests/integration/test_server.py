@@ -286,10 +286,21 @@ def test_invocations_malformed_body_is_400(
     assert_json_error(reply, 400, fragment)
 
 
-def test_invocations_bad_csv(server: ServerProcess) -> None:
+def test_invocations_csv_without_a_feature_column_scores_it_as_missing(
+    server: ServerProcess,
+) -> None:
+    # As a key left out of a JSON object: the columns it lacks are missing values.
     headers = {"Content-Type": "text/csv; charset=utf-8"}
     reply = request(server.port, "POST", "/invocations", b"age,income\n1,2\n", headers)
-    assert_json_error(reply, 400, "CSV header: CSV header lacks feature columns")
+    assert reply.status == 200, reply.body
+    by_key = post_json(server.port, "/invocations", {"instances": [{"age": 1, "income": 2}]})
+    assert reply.json() == by_key.json()
+
+
+def test_invocations_bad_csv(server: ServerProcess) -> None:
+    headers = {"Content-Type": "text/csv; charset=utf-8"}
+    reply = request(server.port, "POST", "/invocations", b"age,income,age\n1,2,3\n", headers)
+    assert_json_error(reply, 400, "CSV header: CSV header repeats column 'age'")
     body = (",".join(f'"{n}"' for n in NAMES) + "\n1,2,3,4,5,six\n").encode()
     reply = request(server.port, "POST", "/invocations", body, headers)
     assert_json_error(reply, 422, "line 2: column 'utilization': expected a number, got 'six'")

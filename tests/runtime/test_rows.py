@@ -91,7 +91,9 @@ def test_string_in_an_array_row_names_the_feature() -> None:
 
 def test_unknown_key_is_an_error_naming_it() -> None:
     assert error('{"f0": 1, "f9": 2}') == "line 3: unknown key 'f9'"
-    assert error('{"F0": 1, "f1 ": 2}') == "line 3: unknown keys 'F0', 'f1 '"
+    assert error('{"F0": 1, "f1 ": 2}') == (
+        "line 3: unknown keys 'F0', 'f1 ' ('F0' differs from feature 'f0' only in case)"
+    )
     many = json.dumps({f"x{i}": i for i in range(8)})
     assert error(many) == "line 3: unknown keys 'x0', 'x1', 'x2', 'x3', 'x4' and 3 more"
 
@@ -231,8 +233,6 @@ def test_csv_non_utf8_cell_is_a_row_error() -> None:
 @pytest.mark.parametrize(
     ("header", "message"),
     [
-        (["id", "f0", "f2"], "CSV header lacks feature columns 'f1', 'f3'"),
-        (["f0", "f1", "f2"], "CSV header lacks feature column 'f3'"),
         (["f0", "f1", "f2", "f3", "f1"], "CSV header repeats column 'f1'"),
         (["id", "id", *FEATURES], "CSV header repeats column 'id'"),
         ([*FEATURES, "prediction"], "CSV column 'prediction' clashes with an output column"),
@@ -463,6 +463,61 @@ def test_decode_json_gives_what_decode_gives(text: str) -> None:
     assert outcome(_decode_json) == outcome(_DECODER.decode)
 
 
+# Object lines: parse_lines decodes them without the duplicate-key hook and converts the
+# plain ones by dict.get; every way an object can still be wrong or need the strict path.
+OBJECT_LINES = [
+    b'{"f0": 1, "f1": 2.5, "f2": null, "f3": -3}',
+    b'{"f3": 4, "f0": 1}',
+    b"{}",
+    b'{"id": "a:b", "f0": 1}',  # a ":" in a string: decoded again, strictly
+    b'{"id": 7, "f0": 1, "f0": 2}',
+    b'{"f0" : 1, "f0": 2}',  # a space before a ":" must not hide a repeated key
+    b'{"f0" : 1, "f0" : 2, "id": "x:"}',
+    b'{"f0": 1, "f1": {"a": 1, "a": 2}}',
+    b'{"f0": 1, "f1": {}}',
+    b'{"f0": 1, "f1": [1]}',
+    b'{"f0": true}',
+    b'{"f0": "1"}',
+    b'{"f0": 1e999}',
+    b'{"f0": 1e39, "f1": -1e39}',
+    b'{"f0": %d}' % 10**400,
+    b'{"f0": NaN}',
+    b'{"F0": 1}',
+    b'{"f9": 1, "f0": 2}',
+    b'{"id": [1], "f0": 1}',
+    b'{"id": 1e400, "f0": 1}',
+    b'{"id": null, "f0": -0.0}',
+    b'{"id": "\\u00e9\\"q", "f0": 0.1}',
+    b'{"f0": 1} {"f0": 2}',
+    b'{"f0": 1,}',
+    b'[1, 2, 3, {"a": 1, "a": 2}]',
+    b'[1, 2, 3, 4]',
+]
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_parse_lines_of_objects_matches_parse_line(order: int) -> None:
+    lines = OBJECT_LINES[::order] * 2
+    batch = JSON.parse_lines(lines, 1)
+    one_by_one = [JSON.parse_line(line, f"line {i + 1}") for i, line in enumerate(lines)]
+    assert all(same_parse(a, b) for a, b in zip(batch, one_by_one, strict=True))
+    assert sum(isinstance(row, Row) for row in batch) == 2 * 8
+
+
+def test_repeated_keys_are_refused_however_spaced() -> None:
+    for line in OBJECT_LINES[4:8]:
+        message = error(line)
+        assert "duplicate key" in message, (line, message)
+
+
+def test_a_feature_called_id_takes_the_plain_path_as_a_feature() -> None:
+    parser = JsonRowParser(("id", "x"))
+    [row] = parser.parse_lines([b'{"id": 2, "x": 3}'], 1)
+    assert isinstance(row, Row)
+    assert row.values.tolist() == [2.0, 3.0]
+    assert row.passthrough == {}
+
+
 # CSV cells of every kind csv_number tells apart: numbers, blanks, missing, and not numbers.
 CSV_CELLS = [
     "1",
@@ -543,6 +598,75 @@ def test_csv_parse_rows_matches_parse_cells(passthrough: str) -> None:
     assert all(same_parse(a, b) for a, b in zip(batch, one_by_one, strict=True))
     good = sum(isinstance(row, Row) for row in batch)
     assert good == 0 if passthrough == "\udcff" else good > 40  # a bad id spoils its row
+
+
+@pytest.mark.parametrize("passthrough", ["r1", "user_1", "é", "\udcff", ""])
+def test_csv_plain_lines_match_parse_cells_cell_by_cell(passthrough: str) -> None:
+    # Each cell kind alone in a batch of its own, and all the cells in one batch: the bulk
+    # path either gives exactly what parse_cells gives or leaves the batch to it (None).
+    parser = csv_parser(["id", *FEATURES])
+    rows = csv_rows(CSV_CELLS, passthrough)
+    batches = [[row] for row in rows] + [rows, [row for row in rows if row[0][1:] == ["1", "2"]]]
+    taken = 0
+    for batch in batches:
+        got = parser.parse_plain_lines([",".join(cells) for cells, _ in batch])
+        if got is None:
+            continue
+        taken += 1
+        one_by_one = [parser.parse_cells(*row) for row in batch]
+        assert all(same_parse(a, b) for a, b in zip(got, one_by_one, strict=True)), batch
+    assert taken >= (0 if passthrough in ("\udcff", "") else 25)
+
+
+@pytest.mark.parametrize(
+    "header", [list(FEATURES), ["f3", "id", "f1", "f0", "note", "f2"], ["f2", "x", "f0"]]
+)
+def test_csv_plain_lines_in_bulk_match_parse_cells(header: list[str]) -> None:
+    parser = csv_parser(header)
+    rng = np.random.default_rng(3)
+    lines = []
+    for i in range(300):
+        cells = [repr(float(v)) for v in rng.normal(scale=1e3, size=len(header))]
+        pairs = zip(header, cells, strict=True)
+        cells = [f"r{i}" if name in ("id", "note", "x") else c for name, c in pairs]
+        cells[i % len(header)] = "" if i % 3 else "nan"
+        lines.append(",".join(cells))
+    got = parser.parse_plain_lines(lines)
+    assert got is not None
+    one_by_one = [parser.parse_cells(line.split(","), "line 2") for line in lines]
+    assert all(same_parse(a, b) for a, b in zip(got, one_by_one, strict=True))
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [['"1",2,3,4'], ["1,2,3,4\r"], ["1,2,3"], ["1,2,3,4,5"], [""], ["1,2,3, 4"], ["1,2,3,1_0"],
+     ["1,2,3,e5"], ["1,2,3,٤"], ["1,2,3,4", "1,2,3,x"]],
+)
+def test_csv_plain_lines_leave_anything_else_to_the_csv_module(lines: list[str]) -> None:
+    assert csv_parser(list(FEATURES)).parse_plain_lines(lines) is None
+
+
+def test_csv_missing_feature_column_is_missing_in_every_row() -> None:
+    parser = csv_parser(["id", "f2", "f0"])
+    assert parser.missing_features == ("f1", "f3")
+    assert parser.notes == (
+        "the CSV header has no column for features 'f1', 'f3': they are missing in every row",
+    )
+    row = parser.parse_cells(["a", "3", "1"], "line 2")
+    assert isinstance(row, Row)
+    assert same(row.values.tolist(), [1.0, NAN, 3.0, NAN])
+    [bulk] = parser.parse_plain_lines(["a,3,1"]) or []
+    assert same_parse(bulk, row)
+    assert csv_parser(list(FEATURES)).notes == ()
+
+
+def test_csv_column_differing_only_in_case_gets_a_hint() -> None:
+    parser = csv_parser(["F1", "f0", "f2", "f3"])
+    assert parser.passthrough_columns == ("F1",)
+    assert parser.notes == (
+        "the CSV header has no column for feature 'f1' (column 'F1' differs only in case; "
+        "names are case-sensitive): it is missing in every row",
+    )
 
 
 def test_csv_parse_rows_of_nothing_and_of_errors_only() -> None:

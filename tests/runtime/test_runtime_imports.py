@@ -138,3 +138,16 @@ def test_the_bundle_command_without_the_build_extra_says_so_in_one_line() -> Non
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "pip install 'edgebundle[build]'" in result.stderr
+
+
+def test_score_loads_no_store_server_or_monitor_unless_asked() -> None:
+    """`score --bundle` imports what scoring stdin needs: the store, the HTTP server and drift
+    monitoring come only with --store or --drift-report."""
+    result = run(
+        "import sys, argparse; from edgebundle.runtime.cli import score; "
+        "score.add_score(argparse.ArgumentParser()); "
+        "print(sorted({m.split('.')[2] for m in sys.modules "
+        "if m.startswith('edgebundle.runtime.') and m.split('.')[2] in "
+        "('store', 'serve', 'monitor', 'stats', 'fsio', 'selftest')}))"
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr

@@ -19,8 +19,16 @@ from edgebundle.builder.convert.emit_int8 import emit_int8
 from edgebundle.builder.convert.link import assemble
 from edgebundle.builder.convert.load import load_model
 from edgebundle.runtime.errors import CompatibilityError, FormatError, InputError
+from edgebundle.runtime.graphcheck import check_model
+from edgebundle.runtime.graphcheck.shapes import ROWS, fixed
 from edgebundle.runtime.manifest import OutputSpec
-from edgebundle.runtime.scoring import Scorer, check_onnxruntime, to_python, to_records
+from edgebundle.runtime.scoring import (
+    MAX_ROWS_PER_RUN,
+    Scorer,
+    check_onnxruntime,
+    to_python,
+    to_records,
+)
 from tests.support.helpers_runtime import FEATURES, Model, binary, multiclass, regression, rows
 from tests.support.xgbmodels import NAMES, train
 
@@ -86,6 +94,40 @@ def test_negative_threads_refused() -> None:
 def test_predict_refuses_wrong_input(x: np.ndarray, message: str) -> None:
     with pytest.raises(InputError, match=message):
         scorer_for(regression()).predict(x)
+
+
+def test_byte_swapped_float32_is_refused_like_any_other_dtype() -> None:
+    x = rows(3).astype(">f4")
+    with pytest.raises(InputError, match=r"must be float32, got >f4"):
+        scorer_for(regression()).predict(x)
+
+
+@pytest.mark.parametrize("make", MODELS, ids=lambda make: make.__name__)
+def test_one_row_fast_path_agrees_with_batches_and_strided_input(
+    make: Callable[[], Model],
+) -> None:
+    # A row alone, a row of a batch over the slice limit, and a column-major copy (which
+    # onnxruntime makes contiguous itself) all score the same.
+    scorer = scorer_for(make(), threads=1)
+    x = rows(MAX_ROWS_PER_RUN + 3, seed=5)
+    batch = scorer.predict(x)
+    strided = scorer.predict(np.asfortranarray(x[:40]))
+    for i in (0, 39):
+        alone = scorer.predict(x[i : i + 1])
+        assert list(alone) == list(batch)
+        for name, value in alone.items():
+            assert value.dtype == batch[name].dtype
+            np.testing.assert_array_equal(value[0], batch[name][i])
+            np.testing.assert_array_equal(strided[name][i], batch[name][i])
+
+
+@pytest.mark.parametrize("make", MODELS, ids=lambda make: make.__name__)
+def test_graph_check_gives_each_output_its_exact_shape(make: Callable[[], Model]) -> None:
+    model = make()
+    shapes = check_model(model.onnx, len(model.features), MAX_ROWS_PER_RUN)
+    assert set(shapes) == {spec.name for spec in model.outputs}
+    for spec in model.outputs:
+        assert shapes[spec.name] == tuple(ROWS if d == -1 else fixed(d) for d in spec.shape)
 
 
 def test_concurrent_predict_calls_agree() -> None:
