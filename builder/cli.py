@@ -158,10 +158,20 @@ def keygen(out_dir: Path, passphrase_env: str | None) -> None:
 )
 @click.option(
     "--precision",
-    type=click.Choice(["int8", "float"]),
-    default="int8",
+    type=click.Choice(["auto", "int8", "float"]),
+    default="auto",
     show_default=True,
-    help="int8: binned thresholds + int8 leaves (int16 if needed).",
+    help="int8: binned thresholds + int8 leaves (int16 if needed); float: the lossless "
+    "tree op; auto: builds both and ships the better one for --optimize.",
+)
+@click.option(
+    "--optimize",
+    type=click.Choice(["latency", "size", "memory"]),
+    default="latency",
+    show_default=True,
+    help="What --precision auto chooses for: one-row latency measured in this build "
+    "(int8 unless float is >5% faster), the smaller model, or the model that adds less "
+    "resident memory.",
 )
 @click.option(
     "--max-error",
@@ -192,6 +202,7 @@ def build_command(
     out_dir: Path,
     data: Path | None,
     precision: str,
+    optimize: str,
     max_error: float | None,
     min_agreement: float | None,
     all_trees: bool,
@@ -208,6 +219,7 @@ def build_command(
             out_dir=out_dir,
             data=data,
             precision=precision,
+            optimize=optimize,
             max_error=max_error,
             min_label_agreement=min_agreement,
             use_best_iteration=not all_trees,
@@ -351,17 +363,36 @@ def drift_command(stats: Path, window: str | None, html_path: Path | None, as_js
 
 @main.command(name="publish")
 @click.argument("bundle", required=False, type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--channel", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Channel directory to serve with any static HTTP server.")
-@click.option("--key", "keys", type=click.Path(path_type=Path, dir_okay=False), multiple=True,
-              required=True, help="Private key that signs the channel index (repeatable: a "
-              "threshold of the channel's newest key set must sign).")
+@click.option(
+    "--channel",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Channel directory to serve with any static HTTP server.",
+)
+@click.option(
+    "--key",
+    "keys",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    required=True,
+    help="Private key that signs the channel index (repeatable: a "
+    "threshold of the channel's newest key set must sign).",
+)
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
-@click.option("--expires", "expires", default="30d", show_default=True,
-              help="How long the signed index stays valid: 30d, 12h, 90m, 3600s.")
-@click.option("--trust", type=click.Path(path_type=Path, dir_okay=False), multiple=True,
-              help="Key the bundle must be signed by (default: the channel's newest key set, "
-              "or the signing keys on a channel that never rotated).")
+@click.option(
+    "--expires",
+    "expires",
+    default="30d",
+    show_default=True,
+    help="How long the signed index stays valid: 30d, 12h, 90m, 3600s.",
+)
+@click.option(
+    "--trust",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    help="Key the bundle must be signed by (default: the channel's newest key set, "
+    "or the signing keys on a channel that never rotated).",
+)
 @click.option("--refresh", is_flag=True, help="Re-sign the index with a new expiry, no bundle.")
 def publish_command(
     bundle: Path | None,
@@ -395,20 +426,46 @@ def publish_command(
 
 
 @main.command(name="rotate-keys")
-@click.option("--channel", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Channel directory.")
-@click.option("--key", "keys", type=click.Path(path_type=Path, dir_okay=False), multiple=True,
-              required=True, help="A CURRENT private key (repeatable): a threshold of the key "
-              "set devices trust now must sign the rotation.")
-@click.option("--new-key", "new_keys", type=click.Path(path_type=Path, dir_okay=False),
-              multiple=True, required=True, help="A key of the NEXT set (repeatable): a "
-              "private key signs too (a threshold of the new set must), a public key (.pub) is "
-              "only listed.")
-@click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True,
-              help="How many keys of the new set must sign an index, bundle or the next rotation.")
-@click.option("--expires", "expires", default="365d", show_default=True,
-              help="How long the new key statement stays valid; rotate again (even to the same "
-              "keys) before then.")
+@click.option(
+    "--channel",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Channel directory.",
+)
+@click.option(
+    "--key",
+    "keys",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    required=True,
+    help="A CURRENT private key (repeatable): a threshold of the key "
+    "set devices trust now must sign the rotation.",
+)
+@click.option(
+    "--new-key",
+    "new_keys",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    required=True,
+    help="A key of the NEXT set (repeatable): a "
+    "private key signs too (a threshold of the new set must), a public key (.pub) is "
+    "only listed.",
+)
+@click.option(
+    "--threshold",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="How many keys of the new set must sign an index, bundle or the next rotation.",
+)
+@click.option(
+    "--expires",
+    "expires",
+    default="365d",
+    show_default=True,
+    help="How long the new key statement stays valid; rotate again (even to the same "
+    "keys) before then.",
+)
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP + " For --key.")
 @click.option("--new-passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP + " For --new-key.")
 def rotate_keys_command(
@@ -453,13 +510,28 @@ def rotate_keys_command(
 
 @main.command(name="make-broken")
 @click.argument("bundle", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--version", "version", required=True, callback=_version,
-              help="Version of the broken copy (publish it above the current one).")
-@click.option("--key", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="Private signing key.")
+@click.option(
+    "--version",
+    "version",
+    required=True,
+    callback=_version,
+    help="Version of the broken copy (publish it above the current one).",
+)
+@click.option(
+    "--key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Private signing key.",
+)
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-              default=Path("bundles"), show_default=True, help="Output directory.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("bundles"),
+    show_default=True,
+    help="Output directory.",
+)
 def make_broken_command(
     bundle: Path, version: Version, key: Path, passphrase_env: str | None, out_dir: Path
 ) -> None:

@@ -4,10 +4,13 @@ serve every such class (pypa/packaging's ``direct_url.py`` and ``pylock.py`` are
 
 A rule's reader gets the JSON value and its dotted path (``files.model.onnx.sha256``) and raises
 ``ManifestError`` naming that path. Every key is required: a value that may be absent is
-present and ``null`` (``optional``), since absence is a typo. Unknown keys are refused. A field
-named ``format`` is read first, so a document of another format version is refused as such
-rather than for the keys that version defines. Rules that tie fields together go in the
-class's ``check(context)`` method, which ``load`` runs once the fields are read.
+present and ``null`` (``optional``), since absence is a typo. The one exception is a key added
+to a format after documents were written without it (``omittable``): absent there means None,
+so older documents still read, and None is written by leaving the key out (never ``null``).
+Unknown keys are refused. A field named ``format`` is read first, so a document of another
+format version is refused as such rather than for the keys that version defines. Rules that
+tie fields together go in the class's ``check(context)`` method, which ``load`` runs once the
+fields are read.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class Rule(Generic[T]):
 
     read: Callable[[Any, str], T]
     write: Callable[[T], Any] = _same
+    omittable: bool = False  # see ``omittable``
 
 
 # --- the loader ------------------------------------------------------------------------------
@@ -77,11 +81,17 @@ def load(cls: type[D], value: object, context: str = "") -> D:
 def dump(document: DataclassInstance) -> dict[str, Any]:
     """The JSON value of ``document``: what ``load`` reads back as an equal document."""
     rules = _rules(type(document))
-    return {name: rule.write(getattr(document, name)) for name, rule in rules.items()}
+    return {
+        name: rule.write(getattr(document, name))
+        for name, rule in rules.items()
+        if not (rule.omittable and getattr(document, name) is None)
+    }
 
 
 def _field(rule: Rule[Any], d: Mapping[str, Any], name: str, context: str) -> Any:
     if name not in d:
+        if rule.omittable:
+            return None
         raise ManifestError("missing required key", context=join(context, name))
     return rule.read(d[name], join(context, name))
 
@@ -250,6 +260,16 @@ def optional(rule: Rule[T]) -> Rule[T | None]:
         return None if value is None else rule.write(value)
 
     return Rule(read, write)
+
+
+def omittable(rule: Rule[T]) -> Rule[T | None]:
+    """A key added to a format later: absent (None) or what ``rule`` reads, never ``null``, so
+    documents written before it still read and each value has one spelling."""
+
+    def write(value: T | None) -> Any:  # ``dump`` leaves None out before calling this
+        return None if value is None else rule.write(value)
+
+    return Rule(rule.read, write, omittable=True)
 
 
 def nested(cls: type[D]) -> Rule[D]:
