@@ -269,6 +269,8 @@ def _format_inspect(doc: dict[str, Any]) -> str:
         "parity: " + json.dumps(m["parity"]),
         "quantization: " + json.dumps(m["quantization"]),
         "requires: " + json.dumps(m["requirements"]),
+        # older bundles have no build section
+        "chosen because: " + (m["build"]["reason"] if "build" in m else "(not recorded)"),
     ]
     return "\n".join(lines)
 

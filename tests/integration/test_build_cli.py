@@ -210,6 +210,7 @@ def test_inspect(built: Path, keys: KeyFiles) -> None:
     assert len(doc["signatures"]) == 1
     text = run("bundle", ["inspect", str(built)])
     assert text.returncode == 0 and "credit 1.2.3" in text.stdout
+    assert "chosen because: --precision int8 forces it" in text.stdout
 
 
 def test_verify_valid(built: Path, keys: KeyFiles) -> None:
