@@ -54,13 +54,14 @@ def forced(requested: str, optimize: str, candidates: tuple[Candidate, ...]) -> 
 
 def automatic(optimize: str, candidates: tuple[Candidate, ...]) -> Decision:
     """``--precision auto``: float or the quantized candidate, whichever serves ``optimize``
-    (candidates carry the measurements that ``optimize`` needs)."""
+    (candidates carry the measurements that ``optimize`` needs); only those within budget."""
     exact, quantized = candidates[0], candidates[-1]
-    if not exact.parity.passed:
-        raise _missed("float", candidates)
-    if not quantized.parity.passed:
-        reason = f"{quantized.precision} misses the error budget; float is exact"
-        return Decision(chosen=exact, record=_record("auto", optimize, reason, candidates, ()))
+    if not (exact.parity.passed or quantized.parity.passed):
+        raise _missed("auto", candidates)
+    if not (exact.parity.passed and quantized.parity.passed):
+        chosen, other = (exact, quantized) if exact.parity.passed else (quantized, exact)
+        reason = f"{other.precision} misses the error budget"
+        return Decision(chosen=chosen, record=_record("auto", optimize, reason, candidates, ()))
     if optimize == "size":
         chosen, reason = _smaller(quantized, exact)
         measured: tuple[str, ...] = ()
@@ -132,16 +133,25 @@ def _record(
 
 
 def _missed(requested: str, candidates: tuple[Candidate, ...]) -> BudgetMissedError:
-    p = candidates[-1].parity if requested != "float" else candidates[0].parity
+    exact, last = candidates[0].parity, candidates[-1].parity
     if requested == "float":
         return BudgetMissedError(
-            f"the float model misses the error budget (max error {p.max_error:.3g} > "
-            f"{p.budget.max_error:.3g}); this is a converter bug, please report it",
+            f"the float model misses the error budget (max error {exact.max_error:.3g} > "
+            f"{exact.budget.max_error:.3g}); this is a converter bug, please report it",
+            candidates,
+        )
+    figures = (
+        f"max error {last.max_error:.3g}, budget {last.budget.max_error:.3g}; "
+        f"label agreement {last.label_agreement}"
+    )
+    if requested == "auto":
+        return BudgetMissedError(
+            f"no precision meets the error budget (float max error {exact.max_error:.3g}; "
+            f"{candidates[-1].precision} {figures}); nothing was signed: raise --max-error",
             candidates,
         )
     return BudgetMissedError(
-        f"int8 misses the error budget even with int16 leaves (max error {p.max_error:.3g}, "
-        f"budget {p.budget.max_error:.3g}; label agreement {p.label_agreement}); "
-        "nothing was signed: use --precision float or auto, or raise --max-error",
+        f"int8 misses the error budget even with int16 leaves ({figures}); nothing was "
+        "signed: use --precision float or auto, or raise --max-error",
         candidates,
     )

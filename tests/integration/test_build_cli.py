@@ -385,3 +385,15 @@ def test_auto_ships_float_when_quantizing_misses_the_budget(
     assert m.precision == "float" and m.build is not None
     assert m.build.reason == "int16 misses the error budget; float is exact"
     assert [c.passed for c in m.build.candidates] == [True, False, False]
+
+
+def test_auto_signs_nothing_when_no_precision_meets_the_budget(
+    trained: Trained, keys: KeyFiles, tmp_path: Path
+) -> None:
+    # float32 summation alone is off by ~1e-7: a zero budget is met by nothing
+    extra = ("--precision", "auto", "--max-error", "0")
+    proc = run("bundle", build_args(trained.path, keys, tmp_path / "out", *extra))
+    assert proc.returncode == 3
+    assert "no precision meets the error budget" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
