@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edgebundle.builder.build import Candidate
+    from edgebundle.builder.candidate import Candidate
     from edgebundle.runtime.manifest import Parity
 
 # The float model sums the same float32 leaves as XGBoost in another order: its error is a few
@@ -23,9 +23,14 @@ def missed(precision: str, candidates: Sequence[Candidate], resolution: float) -
     last = candidates[-1].parity
     if precision == "float":
         return _float_missed(last, resolution)
+    float_parity = candidates[0].parity
+    if precision == "auto":  # only raised when float misses too
+        return (
+            f"no precision meets the error budget ({candidates[-1].precision}: "
+            f"{_measured(last)}); nothing was signed; {_float_missed(float_parity, resolution)}"
+        )
     tried = "int8 and int16 leaves miss" if len(candidates) > 2 else "int8 misses"
     head = f"{tried} the error budget ({_measured(last)}); nothing was signed"
-    float_parity = candidates[0].parity
     if float_parity.passed:
         return f"{head}: use --precision float, which meets it ({_measured(float_parity)})"
     return f"{head}; {_float_missed(float_parity, resolution)}"

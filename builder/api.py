@@ -25,7 +25,8 @@ def build(
     key: Key | Sequence[Key],
     out_dir: PathLike = "bundles",
     data: PathLike | None = None,
-    precision: str = "int8",
+    precision: str = "auto",
+    optimize: str = "latency",
     max_error: float | None = None,
     min_label_agreement: float | None = None,
     use_best_iteration: bool = True,
@@ -37,8 +38,10 @@ def build(
     (``edgebundle.builder.report.format_report``).
 
     ``key``: the private signing key(s), as PEM paths (``passphrase`` for encrypted ones) or
-    loaded keys. Raises a ``BundleError`` (``BudgetMissedError`` with the candidates' report
-    when no precision meets the error budget); nothing is signed then.
+    loaded keys. ``precision`` ``"auto"`` ships float or int8, whichever serves ``optimize``
+    (``"latency"``, ``"size"`` or ``"memory"``) better; ``"int8"`` or ``"float"`` force it.
+    Raises a ``BundleError`` (``BudgetMissedError`` with the candidates' report when no
+    precision meets the error budget); nothing is signed then.
     """
     keys = [key] if isinstance(key, (str, os.PathLike, Ed25519PrivateKey)) else list(key)
     options = BuildOptions(
@@ -49,6 +52,7 @@ def build(
         out_dir=Path(out_dir),
         data=None if data is None else Path(data),
         precision=precision,
+        optimize=optimize,
         max_error=max_error,
         min_label_agreement=min_label_agreement,
         use_best_iteration=use_best_iteration,

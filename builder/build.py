@@ -7,45 +7,44 @@ everything between is pure and testable in memory.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgebundle.builder.advice import missed
 from edgebundle.builder.baseline import baseline
+from edgebundle.builder.candidate import Candidate
+from edgebundle.builder.choice import BudgetMissedError, Decision, automatic, forced
 from edgebundle.builder.convert.check import Reference, compare, default_budget, synthesize_rows
 from edgebundle.builder.convert.emit_float import MIN_ONNXRUNTIME as FLOAT_MIN_ONNXRUNTIME
 from edgebundle.builder.convert.emit_float import emit_float
 from edgebundle.builder.convert.emit_int8 import MIN_ONNXRUNTIME as INT8_MIN_ONNXRUNTIME
 from edgebundle.builder.convert.emit_int8 import emit_int8
 from edgebundle.builder.convert.graph import MarginGraph
-from edgebundle.builder.convert.link import BuiltModel, assemble
+from edgebundle.builder.convert.link import assemble
 from edgebundle.builder.convert.load import SourceModel, load_model
 from edgebundle.builder.convert.objectives import Link
 from edgebundle.builder.data import load_rows
-from edgebundle.builder.errors import ParityError
 from edgebundle.builder.files import write_atomic
+from edgebundle.builder.measure import model_rss_bytes, one_row_latencies
 from edgebundle.builder.progress import SILENT, Progress
-from edgebundle.builder.timing import median_seconds
 from edgebundle.runtime.container import write_bundle
 from edgebundle.runtime.errors import BundleError
 from edgebundle.runtime.manifest import (
     FORMAT,
+    OPTIMIZE_FOR,
+    REQUESTED_PRECISIONS,
     Budget,
     Feature,
     FileEntry,
     InputSchema,
     Manifest,
-    Parity,
     Quantization,
     Requirements,
     Source,
@@ -55,8 +54,9 @@ from edgebundle.runtime.selftest import Selftest, Tolerance
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.signing import MANIFEST_CONTEXT, sign_all
 
+__all__ = ["BudgetMissedError", "BuildOptions", "BuildResult", "Candidate", "build"]
+
 F32 = npt.NDArray[np.float32]
-_TIMING_CALLS = 200
 _SELFTEST_ROWS = 8
 # room for another CPU's float32 rounding, far below any error budget
 _SELFTEST_TOLERANCE = Tolerance(abs=1e-4, rel=1e-4)
@@ -70,28 +70,20 @@ class BuildOptions:
     keys: tuple[Ed25519PrivateKey, ...]  # every one signs the manifest (k-of-n channels)
     out_dir: Path
     data: Path | None = None
-    precision: str = "int8"  # "int8" (escalates to int16 leaves) or "float"
+    precision: str = "auto"  # "auto", "int8" (escalates to int16 leaves) or "float"
+    optimize: str = "latency"  # what "auto" chooses for: "latency", "size" or "memory"
     max_error: float | None = None  # None: the objective's default budget
     min_label_agreement: float | None = None
     use_best_iteration: bool = True
     force: bool = False
 
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Candidate:
-    """One emitted model with its measurements: a row of the build report."""
-
-    precision: str  # float, int8, int16
-    model: BuiltModel
-    graph_info: dict[str, Any]  # the emitter's quantization report; empty for float
-    parity: Parity
-    outputs: dict[str, npt.NDArray[np.generic]]  # on the check rows
-    load_ms: float
-    us_per_row: float
-
-    @property
-    def size(self) -> int:
-        return len(self.model.onnx_bytes)
+    def __post_init__(self) -> None:
+        if self.precision not in REQUESTED_PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {REQUESTED_PRECISIONS}, not {self.precision!r}"
+            )
+        if self.optimize not in OPTIMIZE_FOR:
+            raise ValueError(f"optimize must be one of {OPTIMIZE_FOR}, not {self.optimize!r}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -102,14 +94,6 @@ class BuildResult:
     chosen: Candidate
     bundle_bytes: int
     trees_in_file: int  # more than the manifest's num_trees when best_iteration dropped some
-
-
-class BudgetMissedError(ParityError):
-    """No candidate of the requested precision met the budget; the report is still shown."""
-
-    def __init__(self, message: str, candidates: tuple[Candidate, ...]) -> None:
-        super().__init__(message)
-        self.candidates = candidates
 
 
 def build(options: BuildOptions, progress: Progress = SILENT) -> BuildResult:
@@ -127,14 +111,17 @@ def build(options: BuildOptions, progress: Progress = SILENT) -> BuildResult:
     budget = _budget(options, link)
 
     def evaluate(precision: str, graph: Callable[[], MarginGraph]) -> Candidate:
-        with progress.stage(f"{precision}: converting, checking {len(rows):,} rows, timing"):
+        with progress.stage(f"{precision}: converting, checking {len(rows):,} rows"):
             return _evaluate(precision, graph(), source, rows, reference, budget, len(data))
 
     candidates = _candidates(options.precision, source, evaluate)
+    with progress.stage("timing one-row latency of each candidate"):
+        candidates = _measured(options.optimize, candidates, rows)
     resolution = _resolution(reference, candidates[0].parity.error_scale)
-    chosen = _choose(options.precision, candidates, resolution)
+    decision = _decide(options, candidates, resolution)
+    chosen = decision.chosen
     with progress.stage("signing and writing the bundle"):
-        bundle, manifest = _pack(options, source, chosen, rows, data)
+        bundle, manifest = _pack(options, source, decision, rows, data)
         path = options.out_dir / f"{options.name}-{options.version}.bundle"
         write_atomic(path, bundle, options.force)
     return BuildResult(
@@ -148,9 +135,10 @@ def build(options: BuildOptions, progress: Progress = SILENT) -> BuildResult:
 
 
 def _pack(
-    options: BuildOptions, source: SourceModel, chosen: Candidate, rows: F32, data: F32
+    options: BuildOptions, source: SourceModel, decision: Decision, rows: F32, data: F32
 ) -> tuple[bytes, Manifest]:
     """The signed bundle's bytes: selftest, drift baseline, manifest, signatures."""
+    chosen = decision.chosen
     selftest = _selftest(chosen, rows, len(data))
     payload = {"model.onnx": chosen.model.onnx_bytes, "selftest.json": selftest.to_bytes()}
     if len(data):
@@ -158,7 +146,7 @@ def _pack(
         stats = baseline(source.ensemble, source.feature_names, data, source.objective.link, first)
         payload["stats.json"] = stats.to_bytes()
     epoch = _source_date_epoch()
-    manifest = _manifest(options, source, chosen, payload, epoch)
+    manifest = _manifest(options, source, decision, payload, epoch)
     manifest_bytes = manifest.to_bytes()
     signatures = sign_all(options.keys, MANIFEST_CONTEXT, manifest_bytes)
     return write_bundle(manifest_bytes, signatures.to_bytes(), payload, mtime=epoch or 0), manifest
@@ -182,24 +170,39 @@ def _candidates(
     source: SourceModel,
     evaluate: Callable[[str, Callable[[], MarginGraph]], Candidate],
 ) -> tuple[Candidate, ...]:
-    """Float always (it is the lossless reference row of the report); for int8, int8 leaves
-    and, only when those miss the budget, int16 leaves."""
+    """Float always (it is the lossless reference row of the report and auto's other option);
+    for int8 and auto, int8 leaves and, only when those miss the budget, int16 leaves."""
     ensemble = source.ensemble
     found = [evaluate("float", lambda: emit_float(ensemble))]
-    if precision == "int8":
+    if precision != "float":
         found.append(evaluate("int8", lambda: emit_int8(ensemble, leaf_bits=8)))
         if not found[-1].parity.passed:
             found.append(evaluate("int16", lambda: emit_int8(ensemble, leaf_bits=16)))
     return tuple(found)
 
 
-def _choose(
-    precision: str, candidates: tuple[Candidate, ...], resolution: float
-) -> Candidate:
-    chosen = candidates[-1]
-    if chosen.parity.passed:
-        return chosen
-    raise BudgetMissedError(missed(precision, candidates, resolution), candidates)
+def _measured(optimize: str, candidates: tuple[Candidate, ...], rows: F32) -> tuple[Candidate, ...]:
+    """Every candidate's one-row latency (interleaved, for the report and ``latency``), and its
+    resident memory when that is what the choice is for."""
+    latencies = one_row_latencies([c.scorer for c in candidates], rows)
+    return tuple(
+        replace(
+            c,
+            us_per_row=us,
+            model_rss_bytes=model_rss_bytes(c.model.onnx_bytes, c.scorer)
+            if optimize == "memory" and c.parity.passed
+            else None,
+        )
+        for c, us in zip(candidates, latencies, strict=True)
+    )
+
+
+def _decide(
+    options: BuildOptions, candidates: tuple[Candidate, ...], resolution: float
+) -> Decision:
+    if options.precision == "auto":
+        return automatic(options.optimize, candidates, resolution)
+    return forced(options.precision, options.optimize, candidates, resolution)
 
 
 def _resolution(reference: Reference, scale: float) -> float:
@@ -233,16 +236,9 @@ def _evaluate(
         graph_info=graph.info,
         parity=parity,
         outputs=outputs,
+        scorer=scorer,
         load_ms=load_ms,
-        us_per_row=_us_per_row(scorer, rows),
     )
-
-
-def _us_per_row(scorer: Scorer, rows: F32) -> float:
-    """Median latency of single-row calls, the device's common case."""
-    singles = itertools.cycle(rows[:, None, :])
-    seconds, _ = median_seconds(lambda: scorer.predict(next(singles)), _TIMING_CALLS)
-    return seconds * 1e6
 
 
 def _selftest(chosen: Candidate, rows: F32, data_rows: int) -> Selftest:
@@ -264,10 +260,11 @@ def _selftest(chosen: Candidate, rows: F32, data_rows: int) -> Selftest:
 def _manifest(
     options: BuildOptions,
     source: SourceModel,
-    chosen: Candidate,
+    decision: Decision,
     payload: dict[str, bytes],
     epoch: int | None,
 ) -> Manifest:
+    chosen = decision.chosen
     info = chosen.graph_info
     quantization = None
     if chosen.precision != "float":
@@ -314,6 +311,7 @@ def _manifest(
             name: FileEntry(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
             for name, data in sorted(payload.items())
         },
+        build=decision.record,
     )
 
 

@@ -10,3 +10,7 @@ class ConversionError(BundleError):
 
 class ParityError(BundleError):
     """The converted model misses its error budget against XGBoost's own predictions."""
+
+
+class MeasurementError(BundleError):
+    """A measurement the build needs to choose a precision could not be taken."""

@@ -41,6 +41,8 @@ def format_inspect(doc: dict[str, Any], verified_by: list[str] | None) -> str:
         ("inputs", f"{len(features)} features: " + ", ".join(features)),
         ("outputs", ", ".join(f"{o['name']} ({o['dtype']})" for o in m["outputs"])),
         ("precision", _precision(m)),
+        # bundles built before the build section existed have none
+        ("chosen", m["build"]["reason"] if "build" in m else "(not recorded)"),
         ("parity", f"max error {parity['max_error']:.3g} (budget {budget['max_error']:.3g})"
          f"{labels} on {parity['rows']:,} check rows: "
          + ("passed" if parity["passed"] else "FAILED")),

@@ -24,6 +24,7 @@ def report_dict(result: BuildResult) -> dict[str, Any]:
         "check_rows": {"data": m.parity.data_rows, "synthesized": m.parity.synthesized_rows},
         "budget": m.parity.budget.to_dict(),
         "candidates": [candidate_dict(c, c is result.chosen) for c in result.candidates],
+        "choice": None if m.build is None else m.build.to_dict(),
     }
 
 
@@ -40,6 +41,7 @@ def candidate_dict(c: Candidate, chosen: bool) -> dict[str, Any]:
         "label_agreement": c.parity.label_agreement,
         "margin_error_bound": c.graph_info.get("margin_error_bound"),
         "layout": c.graph_info.get("layout"),
+        "model_rss_bytes": c.model_rss_bytes,
         "passed": c.parity.passed,
     }
 
@@ -86,6 +88,11 @@ def format_report(result: BuildResult) -> str:
             f"budget: max error {budget.max_error:g} (relative to {p.error_scale:.4g}){agreement}",
             "",
             format_candidates(result.candidates, result.chosen),
+            *(
+                []
+                if m.build is None
+                else ["", f"chose {result.chosen.precision}: {m.build.reason}"]
+            ),
         ]
     )
 

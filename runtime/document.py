@@ -4,12 +4,15 @@ serve every such class (pypa/packaging's ``direct_url.py`` and ``pylock.py`` are
 
 A rule's reader gets the JSON value and its dotted path (``files.model.onnx.sha256``) and raises
 ``ManifestError`` naming that path. Every key is required: a value that may be absent is
-present and ``null`` (``optional``), since absence is a typo. Unknown keys are refused. A field
-named ``format`` is read first, so a document of another format version is refused as such
-rather than for the keys that version defines. Rules that tie fields together go in the
-class's ``check()`` method, which ``load`` runs once the fields are read; it (and a
-``__post_init__``) raises ``ManifestError`` with a path relative to the document (``keys``, or
-``""`` for the document itself), which ``load`` places under the document's own path.
+present and ``null`` (``optional``), since absence is a typo. The one exception is a key added
+to a format after documents were written without it (``omittable``): absent there means None,
+so older documents still read, and None is written by leaving the key out (never ``null``).
+Unknown keys are refused. A field named ``format`` is read first, so a document of another
+format version is refused as such rather than for the keys that version defines. Rules that
+tie fields together go in the class's ``check()`` method, which ``load`` runs once the fields
+are read; it (and a ``__post_init__``) raises ``ManifestError`` with a path relative to the
+document (``keys``, or ``""`` for the document itself), which ``load`` places under the
+document's own path.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class Rule(Generic[T]):
 
     read: Callable[[Any, str], T]
     write: Callable[[T], Any] = _same
+    omittable: bool = False  # see ``omittable``
 
 
 # --- the loader ------------------------------------------------------------------------------
@@ -97,7 +101,11 @@ def under(context: str, path: str) -> str:
 def dump(document: DataclassInstance) -> dict[str, Any]:
     """The JSON value of ``document``: what ``load`` reads back as an equal document."""
     rules = _rules(type(document))
-    return {name: rule.write(getattr(document, name)) for name, rule in rules.items()}
+    return {
+        name: rule.write(getattr(document, name))
+        for name, rule in rules.items()
+        if not (rule.omittable and getattr(document, name) is None)
+    }
 
 
 def check_fields(document: DataclassInstance) -> None:
@@ -122,6 +130,8 @@ class Document:
 
 def _field(rule: Rule[Any], d: Mapping[str, Any], name: str, context: str) -> Any:
     if name not in d:
+        if rule.omittable:
+            return None
         raise ManifestError("missing required key", context=join(context, name))
     return rule.read(d[name], join(context, name))
 
@@ -240,6 +250,16 @@ def optional(rule: Rule[T]) -> Rule[T | None]:
         return None if value is None else rule.write(value)
 
     return Rule(read, write)
+
+
+def omittable(rule: Rule[T]) -> Rule[T | None]:
+    """A key added to a format later: absent (None) or what ``rule`` reads, never ``null``, so
+    documents written before it still read and each value has one spelling."""
+
+    def write(value: T | None) -> Any:  # ``dump`` leaves None out before calling this
+        return None if value is None else rule.write(value)
+
+    return Rule(rule.read, write, omittable=True)
 
 
 def nested(cls: type[D]) -> Rule[D]:

@@ -37,6 +37,7 @@ from edgebundle.runtime.document import (
     mapping,
     matching,
     nested,
+    omittable,
     optional,
     read_integer,
     read_string,
@@ -54,6 +55,9 @@ LAYOUTS = ("perfect", "node-array")
 LEAF_BITS = (8, 16)
 BIN_DTYPES = ("uint8", "uint16")
 MISSING_CONVENTIONS = ("nan",)
+REQUESTED_PRECISIONS = ("auto", "int8", "float")
+CANDIDATE_PRECISIONS = ("float", "int8", "int16")
+OPTIMIZE_FOR = ("latency", "size", "memory")
 FRAMEWORKS = ("xgboost",)
 REQUIRED_FILES = ("model.onnx", "selftest.json")
 # The container's own members: a manifest cannot list (and so cannot vouch for) itself.
@@ -175,6 +179,30 @@ class Quantization(Document):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Measured(Document):
+    """One candidate the build emitted, with what it measured (null: not measured)."""
+
+    precision: Annotated[str, choice(CANDIDATE_PRECISIONS)]
+    model_bytes: Annotated[int, count(minimum=1)]
+    passed: Annotated[bool, BOOLEAN]  # met the error budget
+    us_per_row: Annotated[float | None, optional(NON_NEGATIVE)]  # median one-row latency
+    model_rss_bytes: Annotated[int | None, optional(COUNT)]  # resident bytes loading it added
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BuildChoice(Document):
+    """Why this precision: what was asked, for which use, and the candidates measured."""
+
+    requested: Annotated[str, choice(REQUESTED_PRECISIONS)]
+    optimize: Annotated[str, choice(OPTIMIZE_FOR)]
+    reason: Annotated[str, TEXT]
+    candidates: Annotated[
+        tuple[Measured, ...],
+        array(nested(Measured), nonempty=True, unique=(lambda c: c.precision, "precision")),
+    ]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Budget(Document):
     max_error: Annotated[float, NON_NEGATIVE]
     # None: the task has no labels (regression, ranking)
@@ -255,6 +283,8 @@ class Manifest(Document):
     requirements: Annotated[Requirements, nested(Requirements)]
     # payload member name -> expected size and sha256
     files: Annotated[Mapping[str, FileEntry], _FILES]
+    # added later: manifests written before it have no such key
+    build: Annotated[BuildChoice | None, omittable(nested(BuildChoice))] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "files", freeze(self.files))

@@ -28,6 +28,8 @@ from edgebundle.runtime.semver import Version
             "bundle build model.json --name credit-score --version 1.4.0 --key keys/signing.key",
             "bundle build model.json --name credit-score --version 1.4.0 --key keys/signing.key"
             " --data holdout.csv --precision float --json",
+            "bundle build model.json --name credit-score --version 1.4.0 --key keys/signing.key"
+            " --optimize size",
         ],
         ExitCode.BUDGET_MISSED,
     ),
@@ -66,10 +68,20 @@ from edgebundle.runtime.semver import Version
 )
 @click.option(
     "--precision",
-    type=click.Choice(["int8", "float"]),
-    default="int8",
+    type=click.Choice(["auto", "int8", "float"]),
+    default="auto",
     show_default=True,
-    help="int8: binned thresholds + int8 leaves (int16 if needed).",
+    help="int8: binned thresholds + int8 leaves (int16 if needed); float: the lossless "
+    "tree op; auto: builds both and ships the better one for --optimize.",
+)
+@click.option(
+    "--optimize",
+    type=click.Choice(["latency", "size", "memory"]),
+    default="latency",
+    show_default=True,
+    help="What --precision auto chooses for: one-row latency measured in this build "
+    "(int8 unless float is >5% faster), the smaller model, or the model that adds less "
+    "resident memory.",
 )
 @click.option(
     "--max-error",
@@ -100,6 +112,7 @@ def build_command(
     out_dir: Path,
     data: Path | None,
     precision: str,
+    optimize: str,
     max_error: float | None,
     min_agreement: float | None,
     all_trees: bool,
@@ -129,6 +142,7 @@ def build_command(
             out_dir=out_dir,
             data=data,
             precision=precision,
+            optimize=optimize,
             max_error=max_error,
             min_label_agreement=min_agreement,
             use_best_iteration=not all_trees,

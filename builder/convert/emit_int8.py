@@ -26,9 +26,10 @@ fewer bytes (both cost 7 ops per level; perfect measured a little faster at equa
 
 Accuracy: thresholds and traversal are exact. Leaf quantization moves each tree's output by at
 most half its scale, so ``|margin - exact margin| <= sum_t scale_t / 2`` per output in exact
-arithmetic (``margin_error_bound``). The float32 Gemm that sums the T dequantized leaves adds at
-most about ``T * 2**-24 * sum_t max|leaf_t|`` on top, the same order as XGBoost's own float32
-accumulation, orders of magnitude below the quantization bound.
+arithmetic (``margin_error_bound``). The float32 sum of the T dequantized leaves (a ReduceSum
+for one output, with the base margin folded into tree 0's leaves; a Gemm routing trees to
+classes otherwise) adds at most about ``T * 2**-24 * sum_t max|leaf_t|`` on top, the same
+order as XGBoost's own float32 accumulation, orders of magnitude below the quantization bound.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ from edgebundle.runtime.graphcheck.shapes import NONE, Dim, Tensor, at, elements
 # ~65 MB), so this admits models about 4x those, and no graph that could take more than half
 # a gigabyte.
 MAX_GRAPH_BYTES = 512 << 20
-# Only Gemm does more work than it writes elements: ~1 s of one slow core. The int8 Gemm sums
-# [N, trees] leaves per class: 1000 trees x 10 classes at 512 rows is 5.1M.
+# Only Gemm and ReduceSum do more work than they write elements: ~1 s of one slow core. The
+# int8 Gemm sums [N, trees] leaves per class: 1000 trees x 10 classes at 512 rows is 5.1M;
+# ReduceSum (one output) reads each of the [N, trees] leaves once.
 MAX_MULTIPLY_ADDS = 1 << 30
 
 

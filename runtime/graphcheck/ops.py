@@ -188,6 +188,25 @@ def _squeeze(node: Node) -> Tensor:
     return Tensor(tuple(d for i, d in enumerate(data.shape) if i not in axes), data.dtype)
 
 
+def _reduce_sum(node: Node) -> Tensor:
+    """Sums over constant axes, never the batch one: a row's answer depends on that row only."""
+    data = node.inputs[0]
+    rank = len(data.shape)
+    listed = node.constants(1, "axes")
+    axes = {axis % rank for axis in listed if -rank <= axis < rank}
+    if not listed or len(axes) != len(listed) or any(data.shape[a].per_row for a in axes):
+        raise node.fail(f"sums axes {listed} of {shape_text(data.shape)}")
+    if node.attr("noop_with_empty_axes", 0):
+        raise node.fail("has noop_with_empty_axes set")
+    keep = node.attr("keepdims", 1)
+    kept = [ONE if i in axes else d for i, d in enumerate(data.shape) if keep or i not in axes]
+    return Tensor(tuple(kept), data.dtype)
+
+
+def _reduce_sum_work(node: Node) -> Dim:
+    return elements(node.inputs[0].shape, f"node {node.label} (ReduceSum)")
+
+
 def _arg_max(node: Node) -> Tensor:
     data = node.inputs[0]
     axis = node.axis("axis", len(data.shape), 0)
@@ -280,5 +299,6 @@ OPS: Mapping[tuple[str, str], Op] = {
     ("", "GatherElements"): Op(_gather_elements, 2, 2),
     ("", "Slice"): Op(_slice, 3, 5),
     ("", "Squeeze"): Op(_squeeze, 2, 2),
+    ("", "ReduceSum"): Op(_reduce_sum, 2, 2, _reduce_sum_work),
     ("", "Gemm"): Op(_gemm, 2, 3, _gemm_work),
 }

@@ -25,7 +25,7 @@ from edgebundle.builder.convert.int8.leaves import quantize_leaves
 from edgebundle.builder.convert.ir import LEAF, Ensemble, Tree
 from edgebundle.builder.errors import ConversionError
 
-LEAF_TENSOR = "int8/leaf"  # the emitter's [N, T] leaf codes (as float) before dequantization
+LEAF_TENSOR = "int8/leaf"  # the emitter's [N, T] dequantized leaf values before the sum
 
 
 # --- IR from XGBoost (test-only stand-in for builder/convert/load.py) ------------------------
@@ -97,7 +97,7 @@ def reference_leaves(ensemble: Ensemble, x: npt.NDArray[np.float32]) -> npt.NDAr
 @dataclass
 class Scored:
     margin: npt.NDArray[np.float32]  # [N, num_outputs]
-    leaf_codes: npt.NDArray[np.float32]  # [N, T] integer-valued
+    leaf_values: npt.NDArray[np.float32]  # [N, T]: code x scale (+ base in tree 0, one output)
 
 
 def onnx_model(graph: MarginGraph, ensemble: Ensemble) -> onnx.ModelProto:
@@ -123,13 +123,23 @@ def score(graph: MarginGraph, ensemble: Ensemble, x: npt.NDArray[np.float32]) ->
     session = ort.InferenceSession(
         onnx_model(graph, ensemble).SerializeToString(), providers=["CPUExecutionProvider"]
     )
-    margin, leaf_codes = session.run([MARGIN_NAME, LEAF_TENSOR], {INPUT_NAME: x})
-    return Scored(margin=margin, leaf_codes=leaf_codes)
+    margin, leaf_values = session.run([MARGIN_NAME, LEAF_TENSOR], {INPUT_NAME: x})
+    return Scored(margin=margin, leaf_values=leaf_values)
 
 
 def quantized_codes(ensemble: Ensemble, leaf_bits: int, leaf_ids: npt.NDArray[np.int64]) -> Any:
     codes = quantize_leaves(ensemble.trees, leaf_bits).codes
     return np.stack([codes[t][leaf_ids[:, t]] for t in range(len(codes))], axis=1)
+
+
+def leaf_values(ensemble: Ensemble, leaf_bits: int, leaf_ids: npt.NDArray[np.int64]) -> Any:
+    """What the graph's leaf tensor must hold exactly: each reached leaf's code x its tree's
+    scale in float32, plus the base margin in tree 0 when there is one output."""
+    scales = quantize_leaves(ensemble.trees, leaf_bits).scales
+    values = quantized_codes(ensemble, leaf_bits, leaf_ids).astype(np.float32) * scales
+    if ensemble.num_outputs == 1:
+        values[:, 0] += ensemble.base_margin[0]
+    return values
 
 
 def summation_tolerance(ensemble: Ensemble) -> float:
@@ -247,7 +257,8 @@ def test_every_row_reaches_xgboosts_leaf(case: Case) -> None:
     expected_margin = expected_codes @ routed + case.ensemble.base_margin
     for layout in _layouts(case.ensemble):
         scored = score(emit_int8(case.ensemble, 16, layout), case.ensemble, case.rows)
-        np.testing.assert_array_equal(scored.leaf_codes, expected_codes, err_msg=layout)
+        expected = leaf_values(case.ensemble, 16, leaf_ids)
+        np.testing.assert_array_equal(scored.leaf_values, expected, err_msg=layout)
         np.testing.assert_allclose(
             scored.margin, expected_margin, rtol=0, atol=summation_tolerance(case.ensemble)
         )
@@ -257,10 +268,10 @@ def test_infinities_compare_like_xgboost(case: Case) -> None:
     rows = case.rows[:200].copy()
     rows[::2, : case.ensemble.num_features // 2] = np.inf
     rows[1::2, case.ensemble.num_features // 2 :] = -np.inf
-    expected = quantized_codes(case.ensemble, 16, reference_leaves(case.ensemble, rows))
+    expected = leaf_values(case.ensemble, 16, reference_leaves(case.ensemble, rows))
     for layout in _layouts(case.ensemble):
         scored = score(emit_int8(case.ensemble, 16, layout), case.ensemble, rows)
-        np.testing.assert_array_equal(scored.leaf_codes, expected, err_msg=layout)
+        np.testing.assert_array_equal(scored.leaf_values, expected, err_msg=layout)
 
 
 @pytest.mark.parametrize("leaf_bits", [8, 16])
@@ -410,8 +421,8 @@ def test_chain_deeper_than_padding_allows_uses_node_array() -> None:
     rows = np.array([[v, 0.0] for v in (-1.0, 0.0, 7.5, 29.0, 100.0, np.nan)], dtype=np.float32)
     scored = score(emit_int8(ensemble, 16), ensemble, rows)
     assert emit_int8(ensemble).info["layout"] == "node-array"
-    expected = quantized_codes(ensemble, 16, reference_leaves(ensemble, rows))
-    np.testing.assert_array_equal(scored.leaf_codes, expected)
+    expected = leaf_values(ensemble, 16, reference_leaves(ensemble, rows))
+    np.testing.assert_array_equal(scored.leaf_values, expected)
 
 
 def test_rejects_what_it_cannot_emit() -> None:

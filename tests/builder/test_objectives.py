@@ -137,7 +137,7 @@ HARD_STRUCTURES = {
 @pytest.mark.parametrize("case", sorted(HARD_STRUCTURES))
 def test_int8_handles_deep_and_wide_trees(case: str, keys: Any, tmp_path: Path) -> None:
     trained = train("reg:squarederror", tmp_path, rounds=30, **HARD_STRUCTURES[case])
-    report = build(trained.path, keys, tmp_path)
+    report = build(trained.path, keys, tmp_path, "--precision", "int8")
     chosen = next(c for c in report["candidates"] if c["chosen"])
     assert chosen["precision"] in ("int8", "int16") and chosen["passed"]
     ensemble = load_model(trained.path).ensemble

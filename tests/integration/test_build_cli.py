@@ -36,6 +36,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 
 
 def build_args(model: Path, keys: KeyFiles, out: Path, *extra: str) -> list[str]:
+    """int8 unless ``extra`` says otherwise: ``auto``'s latency choice depends on timing."""
+    precision = [] if "--precision" in extra else ["--precision", "int8"]
     return [
         "build",
         str(model),
@@ -47,6 +49,7 @@ def build_args(model: Path, keys: KeyFiles, out: Path, *extra: str) -> list[str]
         str(keys.private),
         "--out",
         str(out),
+        *precision,
         *extra,
     ]
 
@@ -287,6 +290,7 @@ def test_inspect(built: Path, keys: KeyFiles) -> None:
     assert len(doc["signatures"]) == 1
     text = run("bundle", ["inspect", str(built)])
     assert text.returncode == 0 and "credit 1.2.3" in text.stdout
+    assert "  chosen:    --precision int8 forces it\n" in text.stdout
 
 
 def test_verify_valid(built: Path, keys: KeyFiles) -> None:
@@ -376,3 +380,100 @@ def test_wrong_key_is_refused(built: Path, other_keys: KeyFiles) -> None:
     rc, _, stderr = score(built, other_keys.public, "[]\n")
     assert rc == 3 and "trusted" in stderr
     assert run("bundle", ["verify", str(built), "--trust", str(other_keys.public)]).returncode == 1
+
+
+# --- --precision auto: both built, the better one for --optimize shipped, and why -------------
+
+
+def _built_manifest(out: Path) -> Any:
+    return parse_manifest(member((out / "credit-1.2.3.bundle").read_bytes(), "manifest.json"))
+
+
+def test_auto_optimizing_size_ships_the_smaller_model_and_says_why(
+    trained: Trained, keys: KeyFiles, tmp_path: Path
+) -> None:
+    extra = ("--precision", "auto", "--optimize", "size", "--json")
+    proc = run("bundle", build_args(trained.path, keys, tmp_path, *extra))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    sizes = {c["precision"]: c["model_bytes"] for c in report["candidates"]}
+    smaller = min(sizes, key=lambda p: sizes[p])
+    assert report["precision"] == smaller
+    choice = _built_manifest(tmp_path).build
+    assert choice.requested == "auto" and choice.optimize == "size"
+    assert f"{smaller} model.onnx is {sizes[smaller]:,} bytes" in choice.reason
+    # nothing timed is recorded, so the choice and the bytes are reproducible
+    assert [(c.precision, c.model_bytes, c.us_per_row) for c in choice.candidates] == [
+        (p, sizes[p], None) for p in sizes
+    ]
+    assert report["choice"] == choice.to_dict()
+
+
+def test_auto_optimizing_latency_records_both_measurements_and_the_reason(
+    trained: Trained, keys: KeyFiles, tmp_path: Path
+) -> None:
+    proc = run("bundle", build_args(trained.path, keys, tmp_path, "--precision", "auto"))
+    assert proc.returncode == 0, proc.stderr
+    m = _built_manifest(tmp_path)
+    assert m.build is not None and m.build.optimize == "latency"  # the default use
+    measured = {c.precision: c.us_per_row for c in m.build.candidates}
+    assert set(measured) == {"float", "int8"} and all(us and us > 0 for us in measured.values())
+    int8, flt = measured["int8"], measured["float"]
+    assert int8 is not None and flt is not None
+    expected = "int8" if int8 <= flt * 1.05 else "float"  # the documented 5% rule
+    assert m.precision == expected
+    assert f"chose {expected}: optimize latency:" in proc.stdout
+    assert f"int8 {int8:.1f} µs, float {flt:.1f} µs a row" in m.build.reason
+
+
+def test_auto_optimizing_memory_ships_the_lighter_model(
+    trained: Trained, keys: KeyFiles, tmp_path: Path
+) -> None:
+    extra = ("--precision", "auto", "--optimize", "memory")
+    proc = run("bundle", build_args(trained.path, keys, tmp_path, *extra))
+    assert proc.returncode == 0, proc.stderr
+    m = _built_manifest(tmp_path)
+    assert m.build is not None
+    resident = {c.precision: c.model_rss_bytes for c in m.build.candidates}
+    assert all(isinstance(b, int) for b in resident.values())
+    assert m.precision == min(resident, key=lambda p: resident[p] or 0)
+    assert "resident" in m.build.reason
+
+
+@pytest.mark.parametrize("precision", ["int8", "float"])
+def test_forced_precision_is_shipped_whatever_optimize_says(
+    trained: Trained, keys: KeyFiles, tmp_path: Path, precision: str
+) -> None:
+    extra = ("--precision", precision, "--optimize", "size")
+    proc = run("bundle", build_args(trained.path, keys, tmp_path, *extra))
+    assert proc.returncode == 0, proc.stderr
+    m = _built_manifest(tmp_path)
+    assert m.precision == precision and m.build is not None
+    assert m.build.requested == precision
+    assert m.build.reason == f"--precision {precision} forces it"
+    assert f"chose {precision}: --precision {precision} forces it" in proc.stdout
+
+
+def test_auto_ships_float_when_quantizing_misses_the_budget(
+    trained: Trained, keys: KeyFiles, tmp_path: Path
+) -> None:
+    # a budget int8 and int16 leaves miss but the exact float model meets
+    extra = ("--precision", "auto", "--optimize", "size", "--max-error", "1e-6")
+    proc = run("bundle", build_args(trained.path, keys, tmp_path, *extra))
+    assert proc.returncode == 0, proc.stderr
+    m = _built_manifest(tmp_path)
+    assert m.precision == "float" and m.build is not None
+    assert m.build.reason == "int16 misses the error budget"
+    assert [c.passed for c in m.build.candidates] == [True, False, False]
+
+
+def test_auto_signs_nothing_when_no_precision_meets_the_budget(
+    trained: Trained, keys: KeyFiles, tmp_path: Path
+) -> None:
+    # float32 summation alone is off by ~1e-7: a zero budget is met by nothing
+    extra = ("--precision", "auto", "--max-error", "0")
+    proc = run("bundle", build_args(trained.path, keys, tmp_path / "out", *extra))
+    assert proc.returncode == 3
+    assert "no precision meets the error budget" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -64,9 +64,10 @@ def test_a_terminal_sees_each_stage_with_its_time(
     assert all(stages), stderr
     names = [m.group(1) for m in stages if m]
     assert names[0] == "loading model.json"
-    assert [n.split(":")[0] for n in names[2:5]] == [
+    assert [n.split(":")[0] for n in names[2:6]] == [
         "float",
         "int8",
+        "timing one-row latency of each candidate",
         "signing and writing the bundle",
     ]
     assert stdout.startswith("m 1.0.0 → ")  # the report itself still goes to stdout

@@ -171,6 +171,21 @@ def test_slice_needs_constant_bounds_and_keeps_the_batch_whole() -> None:
     )
 
 
+def test_reduce_sum_sums_fixed_axes_of_each_row_only() -> None:
+    assert output("ReduceSum", floats(ROWS, F), ints(1)).shape == (ROWS, ONE)
+    assert output("ReduceSum", floats(ROWS, F), ints(-1), keepdims=0).shape == (ROWS,)
+    work = OPS[("", "ReduceSum")].multiply_adds(node("ReduceSum", floats(ROWS, F), ints(1)))
+    assert work == Dim(6, 0)
+    assert refusal("ReduceSum", floats(ROWS, F), ints(0)) == (
+        "model.onnx: node 'n' (ReduceSum) sums axes [0] of [N, 6]"
+    )  # mixing rows would make one row's answer depend on the others
+    assert "sums axes [1, 1]" in refusal("ReduceSum", floats(ROWS, F), ints(1, 1))
+    assert "sums axes [2]" in refusal("ReduceSum", floats(ROWS, F), ints(2))
+    assert "noop_with_empty_axes" in refusal(
+        "ReduceSum", floats(ROWS, F), ints(1), noop_with_empty_axes=1
+    )
+
+
 def test_squeeze_gather_and_argmax() -> None:
     assert output("Squeeze", floats(ROWS, ONE), ints(1)).shape == (ROWS,)
     assert refusal("Squeeze", floats(ROWS, F), ints(1)) == (

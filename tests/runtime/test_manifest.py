@@ -297,3 +297,53 @@ def test_non_ascii_text_survives(manifest_dict: dict[str, Any]) -> None:
     data = Manifest.from_dict(d).to_bytes()
     assert "montant €".encode() in data
     assert parse_manifest(data).inputs.features[0].name == "montant €"
+
+
+BUILD_CHOICE = {
+    "requested": "auto",
+    "optimize": "latency",
+    "reason": "optimize latency: float is 40% faster at one row",
+    "candidates": [
+        {"precision": "float", "model_bytes": 20000, "passed": True, "us_per_row": 10.5,
+         "model_rss_bytes": None},
+        {"precision": "int8", "model_bytes": 12000, "passed": True, "us_per_row": 14.7,
+         "model_rss_bytes": None},
+    ],
+}  # fmt: skip
+
+
+def test_manifest_written_before_the_build_section_still_reads(
+    manifest_dict: dict[str, Any],
+) -> None:
+    assert "build" not in manifest_dict
+    manifest = Manifest.from_dict(manifest_dict)
+    assert manifest.build is None
+    assert "build" not in manifest.to_dict()  # None is written by leaving the key out
+
+
+def test_build_section_round_trips(manifest_dict: dict[str, Any]) -> None:
+    d = changed(manifest_dict, ("build",), BUILD_CHOICE)
+    manifest = parse_manifest(Manifest.from_dict(d).to_bytes())
+    assert manifest.build is not None and manifest.build.candidates[1].us_per_row == 14.7
+    assert manifest.to_dict() == d
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "message"),
+    [
+        (("build",), None, "build", "expected an object"),  # absent, never null
+        (("build", "optimize"), "speed", "build.optimize", "not one of"),
+        (("build", "requested"), "int4", "build.requested", "not one of"),
+        (("build", "candidates"), [], "build.candidates", "must not be empty"),
+        (("build", "candidates", 1, "precision"), "float", "build.candidates", "duplicate"),
+        (("build", "candidates", 0, "us_per_row"), -1.0, "build.candidates[0].us_per_row", ">= 0"),
+        (("build", "reason"), DELETE, "build.reason", "missing required key"),
+    ],
+)
+def test_bad_build_section_is_refused_by_path(
+    manifest_dict: dict[str, Any], path: Path_, value: object, field: str, message: str
+) -> None:
+    d = changed(changed(manifest_dict, ("build",), BUILD_CHOICE), path, value)
+    with pytest.raises(ManifestError, match=message) as caught:
+        Manifest.from_dict(d)
+    assert field in str(caught.value)
