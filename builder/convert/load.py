@@ -82,7 +82,7 @@ def _from_json(
     objective_name = learner["objective"]["name"]
     objective = _objective(objective_name, learner["objective"])
     gbm = learner["gradient_booster"]
-    _refuse_booster(gbm["name"])
+    model, weights = _tree_model(gbm)
     if int(params.get("num_target", "1")) > 1:
         raise ConversionError(
             f"model has {params['num_target']} targets (multi-target or multi-quantile); "
@@ -91,14 +91,16 @@ def _from_json(
     num_features = int(params["num_feature"])
     num_class = max(1, int(params["num_class"]))
     best_iteration = _best_iteration(learner.get("attributes", {}))
-    model = gbm["model"]
     indptr = [int(i) for i in model["iteration_indptr"]]
     iterations = len(indptr) - 1
     if use_best_iteration and best_iteration is not None:
         iterations = min(iterations, best_iteration + 1)
     tree_docs = model["trees"][: indptr[iterations]]
     targets = model["tree_info"][: indptr[iterations]]
-    trees = tuple(_tree(t, int(c), num_features) for t, c in zip(tree_docs, targets, strict=True))
+    trees = tuple(
+        _tree(t, int(c), num_features, w)
+        for t, c, w in zip(tree_docs, targets, weights[: len(tree_docs)], strict=True)
+    )
     base = _base_margin(params["base_score"], objective, num_class)
     names, types = _features(learner, num_features)
     return SourceModel(
@@ -132,14 +134,22 @@ def _objective(name: str, config: dict[str, Any]) -> Objective:
     return objective
 
 
-def _refuse_booster(name: str) -> None:
+def _tree_model(gbm: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
+    """The tree model and each tree's weight. dart drops trees only while training; its
+    ``predict()`` sums every tree's leaf times the tree's ``weight_drop`` (in float32), so
+    folding the weight into the leaves is exact."""
+    name = gbm["name"]
     if name == "gbtree":
-        return
+        model = gbm["model"]
+        return model, [1.0] * len(model["trees"])
     if name == "dart":
-        raise ConversionError(
-            "booster 'dart' is not supported (its tree weights are not converted); "
-            "retrain with booster='gbtree'"
-        )
+        model = gbm["gbtree"]["model"]
+        weights = [float(w) for w in gbm["weight_drop"]]
+        if len(weights) != len(model["trees"]):
+            raise ConversionError(
+                f"dart model lists {len(weights)} tree weights for {len(model['trees'])} trees"
+            )
+        return model, weights
     raise ConversionError(f"booster {name!r} is not supported; only tree models (gbtree) are")
 
 
@@ -169,7 +179,7 @@ def _features(learner: dict[str, Any], count: int) -> tuple[tuple[str, ...], tup
     return names, types
 
 
-def _tree(doc: dict[str, Any], target: int, num_features: int) -> Tree:
+def _tree(doc: dict[str, Any], target: int, num_features: int, weight: float) -> Tree:
     tree_id = doc["id"]
     if int(doc["tree_param"].get("size_leaf_vector", "1")) > 1:
         raise ConversionError(
@@ -193,7 +203,7 @@ def _tree(doc: dict[str, Any], target: int, num_features: int) -> Tree:
         feature=np.where(is_leaf, 0, feature).astype(np.int32),
         threshold=np.where(is_leaf, np.float32(0), conditions).astype(np.float32),
         default_left=np.asarray(doc["default_left"], dtype=np.int8).astype(np.bool_),
-        value=np.where(is_leaf, conditions, np.float32(0)).astype(np.float32),
+        value=np.where(is_leaf, conditions * np.float32(weight), np.float32(0)).astype(np.float32),
         target=target,
     )
 

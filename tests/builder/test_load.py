@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -107,9 +108,19 @@ def test_refuses_gblinear(tmp_path: Path) -> None:
     assert "gblinear" in refused(tmp_path / "model.json")
 
 
-def test_refuses_dart(tmp_path: Path) -> None:
-    train("reg:squarederror", tmp_path, booster="dart", rate_drop=0.1)
-    assert "dart" in refused(tmp_path / "model.json")
+def test_dart_tree_weights_fold_into_the_leaves(tmp_path: Path) -> None:
+    trained = train(
+        "reg:squarederror", tmp_path, booster="dart", rate_drop=0.5, skip_drop=0.0
+    )
+    weights = json.loads(trained.booster.save_raw("json"))["learner"]["gradient_booster"][
+        "weight_drop"
+    ]
+    assert len(weights) == 20 and min(weights) < 0.9  # the weights matter for this model
+    rows = np.concatenate([trained.x_test, threshold_rows(trained.booster, len(NAMES))])
+    expected = trained.predict(rows)
+    np.testing.assert_allclose(
+        float_predict(trained.path, rows), expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max()
+    )
 
 
 def test_refuses_multi_quantile(tmp_path: Path) -> None:
