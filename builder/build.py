@@ -202,8 +202,10 @@ def _evaluate(
     data_rows: int,
 ) -> Candidate:
     """Assemble, load into the runtime's own scorer, score the check rows and time it."""
+    ensemble = source.ensemble
     model = assemble(
-        graph, source.objective.link, source.ensemble.num_features, source.ensemble.num_outputs
+        graph, source.objective.link, ensemble.num_features, ensemble.num_outputs,
+        source.output_columns,
     )
     started = time.perf_counter()
     # one thread: parity results go into the manifest and must be reproducible

@@ -4,7 +4,8 @@ serve every such class (pypa/packaging's ``direct_url.py`` and ``pylock.py`` are
 
 A rule's reader gets the JSON value and its dotted path (``files.model.onnx.sha256``) and raises
 ``ManifestError`` naming that path. Every key is required: a value that may be absent is
-present and ``null`` (``optional``), since absence is a typo. Unknown keys are refused. A field
+present and ``null`` (``optional``), since absence is a typo; only keys added to a format
+after its release (``extension``) may be left out. Unknown keys are refused. A field
 named ``format`` is read first, so a document of another format version is refused as such
 rather than for the keys that version defines. Rules that tie fields together go in the
 class's ``check(context)`` method, which ``load`` runs once the fields are read.
@@ -50,6 +51,8 @@ class Rule(Generic[T]):
 
     read: Callable[[Any, str], T]
     write: Callable[[T], Any] = _same
+    # an extension key (see ``extension``): absent reads as None, None is not written
+    omissible: bool = False
 
 
 # --- the loader ------------------------------------------------------------------------------
@@ -77,10 +80,16 @@ def load(cls: type[D], value: object, context: str = "") -> D:
 def dump(document: DataclassInstance) -> dict[str, Any]:
     """The JSON value of ``document``: what ``load`` reads back as an equal document."""
     rules = _rules(type(document))
-    return {name: rule.write(getattr(document, name)) for name, rule in rules.items()}
+    return {
+        name: rule.write(getattr(document, name))
+        for name, rule in rules.items()
+        if not (rule.omissible and getattr(document, name) is None)
+    }
 
 
 def _field(rule: Rule[Any], d: Mapping[str, Any], name: str, context: str) -> Any:
+    if name not in d and rule.omissible:
+        return None
     if name not in d:
         raise ManifestError("missing required key", context=join(context, name))
     return rule.read(d[name], join(context, name))
@@ -250,6 +259,22 @@ def optional(rule: Rule[T]) -> Rule[T | None]:
         return None if value is None else rule.write(value)
 
     return Rule(read, write)
+
+
+def extension(rule: Rule[T]) -> Rule[T | None]:
+    """A key added to a format after its first release: absent means None and None is not
+    written, so documents that do not use it keep their bytes and older readers still read
+    them (a reader that predates the key refuses a document that has it, as an unknown key)."""
+
+    def read(value: object, path: str) -> T:
+        if value is None:
+            raise _wrong(value, "a value (leave the key out instead of null)", path)
+        return rule.read(value, path)
+
+    def write(value: T | None) -> Any:
+        return None if value is None else rule.write(value)  # None is left out by ``dump``
+
+    return Rule(read, write, omissible=True)
 
 
 def nested(cls: type[D]) -> Rule[D]:

@@ -32,6 +32,7 @@ from edgebundle.runtime.document import (
     constant,
     count,
     dump,
+    extension,
     freeze,
     load,
     mapping,
@@ -173,6 +174,19 @@ class OutputSpec(Part):
     name: Annotated[str, matching(re.compile(r"[a-z][a-z0-9_]*"), "a lowercase identifier")]
     dtype: Annotated[str, choice(OUTPUT_DTYPES)]
     shape: Annotated[tuple[int, ...], Rule(_read_shape, list)]  # -1 first: the batch dimension
+    # what each column of a [N, K] output is (a quantile, a target), when it is not a class
+    columns: Annotated[
+        tuple[str, ...] | None,
+        extension(array(TEXT, nonempty=True, unique=(lambda c: c, "column name"))),
+    ] = None
+
+    def check(self, context: str) -> None:
+        named = self.columns
+        if named is not None and (len(self.shape) != 2 or self.shape[1] != len(named)):
+            raise ManifestError(
+                f"names {len(named)} columns for an output of shape {list(self.shape)}",
+                context=join(context, "columns"),
+            )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

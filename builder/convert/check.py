@@ -92,11 +92,18 @@ def default_budget(link: Link) -> Budget:
 
 
 def error_scale(link: Link, reference: Reference) -> float:
-    """What errors are measured relative to: 1 for probabilities and labels, else the range."""
+    """What errors are measured relative to: 1 for probabilities and labels, else the range
+    (of the narrowest column when there are several)."""
     if link in (Link.PROBABILITY, Link.SOFTPROB, Link.SOFTMAX, Link.HINGE):
         return 1.0
-    spread = float(np.ptp(reference.primary)) if reference.primary.size else 0.0
-    return spread if spread > 0 else max(1.0, float(np.max(np.abs(reference.primary), initial=0)))
+    # several targets or quantiles: the narrowest column's scale, so none hides behind another
+    columns = reference.primary.reshape(len(reference.primary), -1).T
+    return min((_column_scale(c) for c in columns), default=1.0)
+
+
+def _column_scale(values: npt.NDArray[np.float64]) -> float:
+    spread = float(np.ptp(values)) if values.size else 0.0
+    return spread if spread > 0 else max(1.0, float(np.max(np.abs(values), initial=0)))
 
 
 def compared_output(link: Link, output_names: list[str]) -> str:

@@ -18,8 +18,9 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
-from edgebundle.builder.convert.ir import LEAF, Ensemble, Tree
+from edgebundle.builder.convert.ir import Ensemble
 from edgebundle.builder.convert.objectives import OBJECTIVES, BaseSpace, Objective
+from edgebundle.builder.convert.trees import read_tree
 from edgebundle.builder.errors import ConversionError
 
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".sav"}
@@ -35,6 +36,8 @@ class SourceModel:
     objective_name: str
     objective: Objective
     num_class: int  # 1 unless multiclass
+    # what each of several regression outputs is (quantiles, targets); None for one output
+    output_columns: tuple[str, ...] | None
     feature_names: tuple[str, ...]
     feature_types: tuple[str, ...]
     best_iteration: int | None
@@ -83,13 +86,10 @@ def _from_json(
     objective = _objective(objective_name, learner["objective"])
     gbm = learner["gradient_booster"]
     model, weights = _tree_model(gbm)
-    if int(params.get("num_target", "1")) > 1:
-        raise ConversionError(
-            f"model has {params['num_target']} targets (multi-target or multi-quantile); "
-            "train one model per target/quantile and bundle each"
-        )
     num_features = int(params["num_feature"])
     num_class = max(1, int(params["num_class"]))
+    num_targets = max(1, int(params.get("num_target", "1")))
+    columns = _columns(learner["objective"], num_targets)
     best_iteration = _best_iteration(learner.get("attributes", {}))
     indptr = [int(i) for i in model["iteration_indptr"]]
     iterations = len(indptr) - 1
@@ -98,19 +98,22 @@ def _from_json(
     tree_docs = model["trees"][: indptr[iterations]]
     targets = model["tree_info"][: indptr[iterations]]
     trees = tuple(
-        _tree(t, int(c), num_features, w)
+        tree
         for t, c, w in zip(tree_docs, targets, weights[: len(tree_docs)], strict=True)
+        for tree in read_tree(t, int(c), num_features, w)
     )
-    base = _base_margin(params["base_score"], objective, num_class)
+    num_outputs = max(num_class, num_targets)
+    base = _base_margin(params["base_score"], objective, num_outputs)
     names, types = _features(learner, num_features)
     return SourceModel(
         booster=booster,
         ensemble=Ensemble(
-            trees=trees, num_features=num_features, num_outputs=num_class, base_margin=base
+            trees=trees, num_features=num_features, num_outputs=num_outputs, base_margin=base
         ),
         objective_name=objective_name,
         objective=objective,
         num_class=num_class,
+        output_columns=columns,
         feature_names=names,
         feature_types=types,
         best_iteration=best_iteration,
@@ -125,13 +128,21 @@ def _objective(name: str, config: dict[str, Any]) -> Objective:
     if objective is None:
         supported = ", ".join(sorted(OBJECTIVES))
         raise ConversionError(f"objective {name!r} is not supported; supported: {supported}")
-    alphas = config.get("quantile_loss_param", {}).get("quantile_alpha")
-    if alphas is not None and len(_float_list(alphas)) > 1:
-        raise ConversionError(
-            "reg:quantileerror with several quantiles is not supported; "
-            "train one model per quantile and bundle each"
-        )
     return objective
+
+
+def _columns(config: dict[str, Any], num_targets: int) -> tuple[str, ...] | None:
+    """Names of the outputs of a multi-target or multi-quantile model, in predict()'s column
+    order: ``quantile_0.1`` per alpha of reg:quantileerror, else ``target_0``, ``target_1``..."""
+    if num_targets == 1:
+        return None
+    alphas = config.get("quantile_loss_param", {}).get("quantile_alpha")
+    if alphas is not None:
+        values = _float_list(alphas)
+        if len(values) != num_targets:
+            raise ConversionError(f"model lists {len(values)} quantiles for {num_targets} outputs")
+        return tuple(f"quantile_{a}" for a in values)
+    return tuple(f"target_{k}" for k in range(num_targets))
 
 
 def _tree_model(gbm: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
@@ -179,62 +190,6 @@ def _features(learner: dict[str, Any], count: int) -> tuple[tuple[str, ...], tup
     return names, types
 
 
-def _tree(doc: dict[str, Any], target: int, num_features: int, weight: float) -> Tree:
-    tree_id = doc["id"]
-    if int(doc["tree_param"].get("size_leaf_vector", "1")) > 1:
-        raise ConversionError(
-            f"tree {tree_id} has vector leaves (multi_strategy='multi_output_tree'); "
-            "retrain with multi_strategy='one_output_per_tree'"
-        )
-    if any(int(s) != 0 for s in doc["split_type"]) or doc["categories"]:
-        raise ConversionError(
-            f"tree {tree_id} has categorical splits; one-hot or ordinal-encode the "
-            "categorical features before training"
-        )
-    left = np.asarray(doc["left_children"], dtype=np.int32)
-    right = np.asarray(doc["right_children"], dtype=np.int32)
-    feature = np.asarray(doc["split_indices"], dtype=np.int32)
-    conditions = np.asarray(doc["split_conditions"], dtype=np.float32)
-    is_leaf = left == LEAF
-    _check_structure(tree_id, left, right, feature, conditions, num_features)
-    return Tree(
-        left=left,
-        right=right,
-        feature=np.where(is_leaf, 0, feature).astype(np.int32),
-        threshold=np.where(is_leaf, np.float32(0), conditions).astype(np.float32),
-        default_left=np.asarray(doc["default_left"], dtype=np.int8).astype(np.bool_),
-        value=np.where(is_leaf, conditions * np.float32(weight), np.float32(0)).astype(np.float32),
-        target=target,
-    )
-
-
-def _check_structure(
-    tree_id: int,
-    left: npt.NDArray[np.int32],
-    right: npt.NDArray[np.int32],
-    feature: npt.NDArray[np.int32],
-    conditions: npt.NDArray[np.float32],
-    num_features: int,
-) -> None:
-    """Reject what the emitters would mis-read: the nodes reachable from the root must form
-    a tree with in-range children and features, and finite thresholds and leaves."""
-    n = left.shape[0]
-    seen = np.zeros(n, dtype=np.bool_)
-    stack = [0] if n else []
-    ok = n > 0
-    while stack and ok:
-        node = stack.pop()
-        ok = not seen[node]
-        seen[node] = True
-        if left[node] != LEAF:
-            children = (int(left[node]), int(right[node]))
-            ok = ok and all(0 < c < n for c in children) and 0 <= feature[node] < num_features
-            stack.extend(children)
-        ok = ok and bool(np.isfinite(conditions[node]))
-    if not ok:
-        raise ConversionError(f"tree {tree_id} is malformed (bad child, feature or value)")
-
-
 def _float_list(text: str | float | list[Any]) -> list[float]:
     """XGBoost 3 writes vectors as '[5.1E-1,2E-1]'; older versions write a bare number."""
     if isinstance(text, list):
@@ -244,12 +199,12 @@ def _float_list(text: str | float | list[Any]) -> list[float]:
     return [float(v) for v in re.split(r"[,\s]+", text.strip().strip("[]")) if v]
 
 
-def _base_margin(text: str, objective: Objective, num_class: int) -> npt.NDArray[np.float32]:
+def _base_margin(text: str, objective: Objective, outputs: int) -> npt.NDArray[np.float32]:
     values = _float_list(text)
     if len(values) == 1:
-        values = values * num_class
-    if len(values) != num_class:
-        raise ConversionError(f"base_score has {len(values)} values for {num_class} outputs")
+        values = values * outputs
+    if len(values) != outputs:
+        raise ConversionError(f"base_score has {len(values)} values for {outputs} outputs")
     return np.asarray([_to_margin(v, objective.base) for v in values], dtype=np.float32)
 
 

@@ -24,6 +24,7 @@ def float_predict(path: Path, rows: np.ndarray, **kwargs: bool) -> np.ndarray:
         source.objective.link,
         source.ensemble.num_features,
         source.ensemble.num_outputs,
+        source.output_columns,
     )
     session = ort.InferenceSession(built.onnx_bytes, providers=["CPUExecutionProvider"])
     return np.asarray(session.run([built.outputs[0].name], {"input": rows})[0])
@@ -123,24 +124,38 @@ def test_dart_tree_weights_fold_into_the_leaves(tmp_path: Path) -> None:
     )
 
 
-def test_refuses_multi_quantile(tmp_path: Path) -> None:
+def _check_rows(booster: xgb.Booster, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([x, threshold_rows(booster, x.shape[1])])
+
+
+def test_several_quantiles_are_one_output_each(tmp_path: Path) -> None:
     x = features(300)
-    dm = xgb.DMatrix(x, label=np.nan_to_num(x[:, 0]))
-    booster = xgb.train(
-        {"objective": "reg:quantileerror", "quantile_alpha": [0.2, 0.8]}, dm, 3
-    )
+    dm = xgb.DMatrix(x, label=np.nan_to_num(x[:, 0]), feature_names=list(NAMES))
+    alphas = [0.05, 0.5, 0.95]
+    booster = xgb.train({"objective": "reg:quantileerror", "quantile_alpha": alphas}, dm, 5)
     booster.save_model(tmp_path / "q.json")
-    assert "quantile" in refused(tmp_path / "q.json")
+    source = load_model(tmp_path / "q.json")
+    assert source.output_columns == ("quantile_0.05", "quantile_0.5", "quantile_0.95")
+    rows = _check_rows(booster, x)
+    expected = booster.predict(xgb.DMatrix(rows, feature_names=list(NAMES)))
+    assert expected.shape == (len(rows), 3)
+    np.testing.assert_allclose(float_predict(tmp_path / "q.json", rows), expected, atol=1e-5)
 
 
-def test_refuses_multi_target_trees(tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["one_output_per_tree", "multi_output_tree"])
+def test_several_targets_are_one_output_each(tmp_path: Path, strategy: str) -> None:
     x = features(300)
-    y = np.stack([np.nan_to_num(x[:, 0]), np.nan_to_num(x[:, 2])], axis=1)
-    booster = xgb.train(
-        {"tree_method": "hist", "multi_strategy": "multi_output_tree"}, xgb.DMatrix(x, y), 3
-    )
+    y = np.stack([np.nan_to_num(x[:, 0]), np.nan_to_num(x[:, 2]) * 10], axis=1)
+    dm = xgb.DMatrix(x, y, feature_names=list(NAMES))
+    booster = xgb.train({"tree_method": "hist", "multi_strategy": strategy}, dm, 5)
     booster.save_model(tmp_path / "mt.json")
-    assert "target" in refused(tmp_path / "mt.json")
+    source = load_model(tmp_path / "mt.json")
+    assert source.output_columns == ("target_0", "target_1")
+    # a vector-leaf tree becomes one IR tree per target, with the same splits
+    assert len(source.ensemble.trees) == 10
+    rows = _check_rows(booster, x)
+    expected = booster.predict(xgb.DMatrix(rows, feature_names=list(NAMES)))
+    np.testing.assert_allclose(float_predict(tmp_path / "mt.json", rows), expected, atol=1e-5)
 
 
 def test_refuses_categorical_splits(tmp_path: Path) -> None:

@@ -1,0 +1,146 @@
+"""The models other converters refuse (tests/support/zoo.py), built in both precisions and
+scored the three ways a device scores: `bundle-runtime score` on stdin, the HTTP server's
+/invocations, and the Python API. Every answer must equal XGBoost's predict() within the
+bundle's error budget (float: to float32 summation order)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+import edgebundle
+from edgebundle.builder.build import BuildResult
+from edgebundle.runtime.store import Store
+from tests.conftest import KeyFiles
+from tests.support.serverkit import post_json, rows_json, serve_in_process
+from tests.support.xgbmodels import json_lines, run, score
+from tests.support.zoo import ZOO, ZooModel, train_zoo
+
+pytestmark = pytest.mark.timeout(300)
+PRECISIONS = ("float", "int8")
+
+
+@dataclass(frozen=True)
+class Built:
+    model: ZooModel
+    result: BuildResult
+
+    @property
+    def primary(self) -> str:
+        return self.result.manifest.outputs[0].name
+
+    def assert_close(self, got: npt.ArrayLike) -> None:
+        """Within the budget the bundle was built to, of XGBoost's predict()."""
+        got = np.asarray(got, dtype=np.float64)
+        expected = self.model.expected.astype(np.float64)
+        assert got.shape == expected.shape
+        parity = self.result.manifest.parity
+        if self.result.chosen.precision == "float":
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * parity.error_scale)
+        else:
+            error = np.abs(got - expected).max() / parity.error_scale
+            assert error <= parity.budget.max_error
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory, keys: KeyFiles) -> dict[str, dict[str, Built]]:
+    """Every zoo model built in each precision: {precision: {zoo name: built}}."""
+    root = tmp_path_factory.mktemp("zoo")
+    models = [train_zoo(name, root) for name in ZOO]
+    return {
+        precision: {
+            m.name: Built(
+                m,
+                edgebundle.build(
+                    m.path,
+                    name=m.name,
+                    version="1.0.0",
+                    key=keys.private,
+                    out_dir=root / precision,
+                    precision=precision,
+                ),
+            )
+            for m in models
+        }
+        for precision in PRECISIONS
+    }
+
+
+@pytest.fixture(scope="module", params=PRECISIONS)
+def served(
+    request: pytest.FixtureRequest,
+    zoo: dict[str, dict[str, Built]],
+    keys: KeyFiles,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[int, dict[str, Built]]]:
+    """One store per precision holding the whole zoo, served on 127.0.0.1."""
+    built = zoo[request.param]
+    store = Store.init(tmp_path_factory.mktemp("store") / "s", [keys.public])
+    for item in built.values():
+        store.install(item.result.path.read_bytes(), origin="test")
+    with serve_in_process(store.root) as (running, _):
+        yield running.address[1], built
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("name", ZOO)
+def test_stdin_scores_equal_predict(
+    name: str, precision: str, zoo: dict[str, dict[str, Built]], keys: KeyFiles
+) -> None:
+    built = zoo[precision][name]
+    rc, records, stderr = score(built.result.path, keys.public, json_lines(built.model.rows))
+    assert rc == 0, stderr
+    built.assert_close([r[built.primary] for r in records])
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("name", ZOO)
+def test_python_api_predicts_what_xgboost_predicts(
+    name: str, precision: str, zoo: dict[str, dict[str, Built]], keys: KeyFiles
+) -> None:
+    built = zoo[precision][name]
+    model = edgebundle.load(built.result.path, trust=keys.public)
+    built.assert_close(model.predict(built.model.rows))
+    records = model.score(built.model.rows[:5])
+    built.assert_close([r[built.primary] for r in records] + list(built.model.expected[5:]))
+
+
+def test_http_invocations_score_every_zoo_model(served: tuple[int, dict[str, Built]]) -> None:
+    port, built = served
+    for name, item in built.items():
+        body = {"inputs": rows_json(item.model.rows)}
+        reply = post_json(port, f"/invocations?model={name}", body)
+        assert reply.status == 200, reply.body
+        item.assert_close([r[item.primary] for r in reply.json()["predictions"]])
+
+
+def test_several_outputs_are_named_in_the_manifest(zoo: dict[str, dict[str, Built]]) -> None:
+    for precision in PRECISIONS:
+        quantiles = zoo[precision]["quantiles-3"].result.manifest
+        spec = quantiles.outputs[0]
+        assert (spec.name, spec.shape) == ("prediction", (-1, 3))
+        assert spec.columns == ("quantile_0.1", "quantile_0.5", "quantile_0.9")
+        targets = zoo[precision]["targets-2-vector-leaves"].result.manifest.outputs[0]
+        assert targets.columns == ("target_0", "target_1")
+        # a single-output model's manifest carries no column names at all
+        dart = json.loads(zoo[precision]["dart-regression"].result.manifest.to_bytes())
+        assert "columns" not in dart["outputs"][0]
+
+
+def test_csv_output_names_each_quantile(zoo: dict[str, dict[str, Built]], keys: KeyFiles) -> None:
+    built = zoo["float"]["quantiles-3"]
+    csv = "age,income,debt ratio,lines,late_30d,utilization\n1,50000,0.3,2,0,0.5\n"
+    args = ["score", "--bundle", str(built.result.path), "--trust", str(keys.public)]
+    proc = run("bundle-runtime", [*args, "--format", "csv"], csv)
+    assert proc.returncode == 0, proc.stderr
+    header, row = proc.stdout.splitlines()
+    columns = ["prediction_quantile_0.1", "prediction_quantile_0.5", "prediction_quantile_0.9"]
+    assert header.split(",")[:3] == columns
+    x = np.asarray([[1, 50000, 0.3, 2, 0, 0.5]], dtype=np.float32)
+    expected = edgebundle.load(built.result.path, trust=keys.public).predict(x)[0]
+    np.testing.assert_array_equal(np.asarray(row.split(",")[:3], dtype=np.float32), expected)
