@@ -21,11 +21,16 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgebundle.builder.baseline import baseline
-from edgebundle.builder.convert.check import Reference, compare, default_budget, synthesize_rows
-from edgebundle.builder.convert.emit_float import MIN_ONNXRUNTIME as FLOAT_MIN_ONNXRUNTIME
+from edgebundle.builder.convert.check import (
+    Reference,
+    compare,
+    default_budget,
+    synthesize_linear_rows,
+    synthesize_rows,
+)
 from edgebundle.builder.convert.emit_float import emit_float
-from edgebundle.builder.convert.emit_int8 import MIN_ONNXRUNTIME as INT8_MIN_ONNXRUNTIME
 from edgebundle.builder.convert.emit_int8 import emit_int8
+from edgebundle.builder.convert.emit_linear import emit_linear_float, emit_linear_int8
 from edgebundle.builder.convert.graph import MarginGraph
 from edgebundle.builder.convert.link import BuiltModel, assemble
 from edgebundle.builder.convert.load import SourceModel, load_model
@@ -82,6 +87,7 @@ class Candidate:
     precision: str  # float, int8, int16
     model: BuiltModel
     graph_info: dict[str, Any]  # the emitter's quantization report; empty for float
+    min_onnxruntime: str  # the oldest onnxruntime that runs the model
     parity: Parity
     outputs: dict[str, npt.NDArray[np.generic]]  # on the check rows
     load_ms: float
@@ -113,7 +119,7 @@ def build(options: BuildOptions) -> BuildResult:
     """The whole pipeline; raises a BundleError (never signs) when something is off."""
     source = load_model(options.model, options.use_best_iteration)
     data = load_rows(options.data, source.feature_names) if options.data else _no_rows(source)
-    rows = np.concatenate([data, synthesize_rows(source.ensemble)])
+    rows = np.concatenate([data, _synthesized(source)])
     link = source.objective.link
     reference = Reference.from_predictions(
         link, source.reference_predict(rows), source.reference_predict(rows, margin=True)
@@ -123,7 +129,7 @@ def build(options: BuildOptions) -> BuildResult:
     def evaluate(precision: str, graph: MarginGraph) -> Candidate:
         return _evaluate(precision, graph, source, rows, reference, budget, len(data))
 
-    candidates = _candidates(options.precision, source, evaluate)
+    candidates = _candidates(options.precision, source, rows, evaluate)
     chosen = _choose(options.precision, candidates)
     selftest = _selftest(chosen, rows, len(data))
     payload = {"model.onnx": chosen.model.onnx_bytes, "selftest.json": selftest.to_bytes()}
@@ -147,6 +153,12 @@ def build(options: BuildOptions) -> BuildResult:
     )
 
 
+def _synthesized(source: SourceModel) -> F32:
+    if source.linear is not None:
+        return synthesize_linear_rows(source.ensemble.num_features)
+    return synthesize_rows(source.ensemble)
+
+
 def _no_rows(source: SourceModel) -> F32:
     return np.zeros((0, source.ensemble.num_features), dtype=np.float32)
 
@@ -161,16 +173,30 @@ def _budget(options: BuildOptions, link: Link) -> Budget:
 
 
 def _candidates(
-    precision: str, source: SourceModel, evaluate: Callable[[str, MarginGraph], Candidate]
+    precision: str,
+    source: SourceModel,
+    rows: F32,
+    evaluate: Callable[[str, MarginGraph], Candidate],
 ) -> tuple[Candidate, ...]:
     """Float always (it is the lossless reference row of the report); for int8, int8 leaves
     and, only when those miss the budget, int16 leaves."""
-    found = [evaluate("float", emit_float(source.ensemble))]
+    float_graph, quantized = _emitters(source, rows)
+    found = [evaluate("float", float_graph)]
     if precision == "int8":
-        found.append(evaluate("int8", emit_int8(source.ensemble, leaf_bits=8)))
+        found.append(evaluate("int8", quantized(8)))
         if not found[-1].parity.passed:
-            found.append(evaluate("int16", emit_int8(source.ensemble, leaf_bits=16)))
+            found.append(evaluate("int16", quantized(16)))
     return tuple(found)
+
+
+def _emitters(source: SourceModel, rows: F32) -> tuple[MarginGraph, Callable[[int], MarginGraph]]:
+    """The float graph, and the quantized graph for a code width (8 or 16 bits): of the trees,
+    or of a gblinear model (whose error bound is stated for the largest |x| of ``rows``)."""
+    linear = source.linear
+    if linear is None:
+        return emit_float(source.ensemble), lambda bits: emit_int8(source.ensemble, bits)
+    bound = np.nanmax(np.abs(rows), axis=0, initial=0.0).astype(np.float32)
+    return emit_linear_float(linear), lambda bits: emit_linear_int8(linear, bits, bound)
 
 
 def _choose(precision: str, candidates: tuple[Candidate, ...]) -> Candidate:
@@ -217,6 +243,7 @@ def _evaluate(
         precision=precision,
         model=model,
         graph_info=graph.info,
+        min_onnxruntime=graph.min_onnxruntime,
         parity=parity,
         outputs=outputs,
         load_ms=load_ms,
@@ -294,7 +321,7 @@ def _manifest(
         quantization=quantization,
         parity=chosen.parity,
         requirements=Requirements(
-            onnxruntime=_min_onnxruntime(chosen.precision), opsets=chosen.model.opsets
+            onnxruntime=chosen.min_onnxruntime, opsets=chosen.model.opsets
         ),
         files={
             name: FileEntry(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
@@ -323,8 +350,3 @@ def write_atomic(path: Path, data: bytes, force: bool) -> None:
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     write_durably(path, data)
-
-
-def _min_onnxruntime(precision: str) -> str:
-    """The oldest onnxruntime that runs the chosen model (the device refuses it below)."""
-    return FLOAT_MIN_ONNXRUNTIME if precision == "float" else INT8_MIN_ONNXRUNTIME

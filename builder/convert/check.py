@@ -37,6 +37,20 @@ def synthesize_rows(ensemble: Ensemble, random_rows: int = 256, seed: int = 0) -
     return np.concatenate([grid, one_missing, all_missing, mixed.astype(np.float32)])
 
 
+def synthesize_linear_rows(num_features: int, random_rows: int = 256, seed: int = 0) -> F32:
+    """Rows for a gblinear model, which has no thresholds to sweep: values of every magnitude
+    from 1e-2 to 1e4 and both signs, 10% missing, each feature missing in turn and all missing.
+    Deterministic for reproducible bundles."""
+    rng = np.random.default_rng(seed)
+    shape = (random_rows, num_features)
+    mixed = rng.standard_normal(shape) * 10.0 ** rng.integers(-2, 5, shape)
+    mixed[rng.random(shape) < _MISSING_RATE] = np.nan
+    one_missing = np.ones((num_features, num_features))
+    np.fill_diagonal(one_missing, np.nan)
+    all_missing = np.full((1, num_features), np.nan)
+    return np.concatenate([mixed, one_missing, all_missing]).astype(np.float32)
+
+
 def _around(thresholds: F32) -> F32:
     """Each threshold and its float32 neighbours; 0 for a feature the model never splits on."""
     if thresholds.size == 0:

@@ -125,6 +125,7 @@ def emit_float(ensemble: Ensemble) -> MarginGraph:
         initializers=[base],
         opsets={"": 17, _ML_DOMAIN: 5},
         info={},
+        min_onnxruntime=MIN_ONNXRUNTIME,
     )
 
 

@@ -83,7 +83,7 @@ def emit_int8(ensemble: Ensemble, leaf_bits: int = 8, layout: str | None = None)
         "bin_dtypes": {"uint8": split_features} if split_features else {},
         "margin_error_bound": leaves.error_bound(ensemble),
     }
-    return MarginGraph(nodes, initializers, {"": OPSET}, info)
+    return MarginGraph(nodes, initializers, {"": OPSET}, info, MIN_ONNXRUNTIME)
 
 
 def choose_layout(ensemble: Ensemble, depth: int, codebook: Codebook, leaf_bits: int) -> str:

@@ -73,3 +73,22 @@ class Ensemble:
         features = np.concatenate([t.feature[~t.is_leaf] for t in self.trees] + [_NO_INT])
         thresholds = np.concatenate([t.threshold[~t.is_leaf] for t in self.trees] + [_NO_FLOAT])
         return [np.unique(thresholds[features == f]) for f in range(self.num_features)]
+
+
+@dataclass(frozen=True, eq=False)
+class Linear:
+    """A gblinear model: ``margin = bias + sum over present features of x[f] * weights[f]``.
+
+    XGBoost skips a missing feature (NaN), so it adds nothing: the same as a 0 value.
+    """
+
+    weights: npt.NDArray[np.float32]  # [num_features, num_outputs]
+    bias: npt.NDArray[np.float32]  # [num_outputs], XGBoost's bias plus the base margin
+
+    @property
+    def num_features(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def num_outputs(self) -> int:
+        return int(self.weights.shape[1])

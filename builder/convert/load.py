@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
-from edgebundle.builder.convert.ir import Ensemble
+from edgebundle.builder.convert.ir import Ensemble, Linear, Tree
 from edgebundle.builder.convert.objectives import OBJECTIVES, BaseSpace, Objective
 from edgebundle.builder.convert.trees import read_tree
 from edgebundle.builder.errors import ConversionError
@@ -32,7 +32,8 @@ class SourceModel:
     """A loaded model: its IR plus what the manifest and the parity check need."""
 
     booster: xgb.Booster
-    ensemble: Ensemble
+    ensemble: Ensemble  # no trees for a gblinear model
+    linear: Linear | None  # a gblinear model's weights
     objective_name: str
     objective: Objective
     num_class: int  # 1 unless multiclass
@@ -41,7 +42,7 @@ class SourceModel:
     feature_names: tuple[str, ...]
     feature_types: tuple[str, ...]
     best_iteration: int | None
-    iterations: int  # boosting rounds predict() uses (the bundle's trees)
+    iterations: int  # boosting rounds predict() uses (the bundle's trees); 0 = all
     sha256: str
     framework_version: str
 
@@ -84,16 +85,49 @@ def _from_json(
     params = learner["learner_model_param"]
     objective_name = learner["objective"]["name"]
     objective = _objective(objective_name, learner["objective"])
-    gbm = learner["gradient_booster"]
-    model, weights = _tree_model(gbm)
     num_features = int(params["num_feature"])
     num_class = max(1, int(params["num_class"]))
     num_targets = max(1, int(params.get("num_target", "1")))
-    columns = _columns(learner["objective"], num_targets)
+    num_outputs = max(num_class, num_targets)
+    base = _base_margin(params["base_score"], objective, num_outputs)
     best_iteration = _best_iteration(learner.get("attributes", {}))
+    gbm = learner["gradient_booster"]
+    linear = None
+    if gbm["name"] == "gblinear":
+        linear = _linear(gbm["model"], num_features, num_outputs, base)
+        # predict() of a gblinear model uses every round: its weights are one sum
+        ensemble, iterations = Ensemble((), num_features, num_outputs, linear.bias), 0
+    else:
+        limit = best_iteration if use_best_iteration else None
+        trees, iterations = _trees(gbm, num_features, limit)
+        ensemble = Ensemble(trees, num_features, num_outputs, base)
+    names, types = _features(learner, num_features)
+    return SourceModel(
+        booster=booster,
+        ensemble=ensemble,
+        linear=linear,
+        objective_name=objective_name,
+        objective=objective,
+        num_class=num_class,
+        output_columns=_columns(learner["objective"], num_targets),
+        feature_names=names,
+        feature_types=types,
+        best_iteration=best_iteration,
+        iterations=iterations,
+        sha256=sha256,
+        framework_version=xgb.__version__,
+    )
+
+
+def _trees(
+    gbm: dict[str, Any], num_features: int, best_iteration: int | None
+) -> tuple[tuple[Tree, ...], int]:
+    """The IR trees of the rounds predict() uses (up to ``best_iteration`` when given), and
+    the number of those rounds."""
+    model, weights = _tree_model(gbm)
     indptr = [int(i) for i in model["iteration_indptr"]]
     iterations = len(indptr) - 1
-    if use_best_iteration and best_iteration is not None:
+    if best_iteration is not None:
         iterations = min(iterations, best_iteration + 1)
     tree_docs = model["trees"][: indptr[iterations]]
     targets = model["tree_info"][: indptr[iterations]]
@@ -102,25 +136,24 @@ def _from_json(
         for t, c, w in zip(tree_docs, targets, weights[: len(tree_docs)], strict=True)
         for tree in read_tree(t, int(c), num_features, w)
     )
-    num_outputs = max(num_class, num_targets)
-    base = _base_margin(params["base_score"], objective, num_outputs)
-    names, types = _features(learner, num_features)
-    return SourceModel(
-        booster=booster,
-        ensemble=Ensemble(
-            trees=trees, num_features=num_features, num_outputs=num_outputs, base_margin=base
-        ),
-        objective_name=objective_name,
-        objective=objective,
-        num_class=num_class,
-        output_columns=columns,
-        feature_names=names,
-        feature_types=types,
-        best_iteration=best_iteration,
-        iterations=iterations,
-        sha256=sha256,
-        framework_version=xgb.__version__,
-    )
+    return trees, iterations
+
+
+def _linear(
+    model: dict[str, Any], num_features: int, num_outputs: int, base: npt.NDArray[np.float32]
+) -> Linear:
+    """gblinear's ``weights``: feature f's weight for output k at ``f * K + k``, then the K
+    biases. Measured against predict() (xgboost 3.2): the margin adds the first base margin
+    to every output, even when base_score lists one per class."""
+    weights = np.asarray(model["weights"], dtype=np.float32)
+    if weights.shape != ((num_features + 1) * num_outputs,) or not np.all(np.isfinite(weights)):
+        raise ConversionError(
+            f"gblinear model has {weights.size} weights for {num_features} features and "
+            f"{num_outputs} outputs, or non-finite ones"
+        )
+    matrix = weights[: num_features * num_outputs].reshape(num_features, num_outputs)
+    bias = (weights[num_features * num_outputs :] + base[0]).astype(np.float32)
+    return Linear(weights=matrix, bias=bias)
 
 
 def _objective(name: str, config: dict[str, Any]) -> Objective:

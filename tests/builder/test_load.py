@@ -11,6 +11,7 @@ import pytest
 import xgboost as xgb
 
 from edgebundle.builder.convert.emit_float import emit_float
+from edgebundle.builder.convert.emit_linear import emit_linear_float
 from edgebundle.builder.convert.link import assemble
 from edgebundle.builder.convert.load import load_model
 from edgebundle.builder.errors import ConversionError
@@ -19,8 +20,9 @@ from tests.support.xgbmodels import NAMES, features, labels, threshold_rows, tra
 
 def float_predict(path: Path, rows: np.ndarray, **kwargs: bool) -> np.ndarray:
     source = load_model(path, **kwargs)
+    linear = source.linear
     built = assemble(
-        emit_float(source.ensemble),
+        emit_float(source.ensemble) if linear is None else emit_linear_float(linear),
         source.objective.link,
         source.ensemble.num_features,
         source.ensemble.num_outputs,
@@ -104,9 +106,20 @@ def refused(path: Path) -> str:
     return message
 
 
-def test_refuses_gblinear(tmp_path: Path) -> None:
-    train("reg:squarederror", tmp_path, booster="gblinear")
-    assert "gblinear" in refused(tmp_path / "model.json")
+@pytest.mark.parametrize("objective", ["reg:squarederror", "binary:logistic", "multi:softprob"])
+def test_gblinear_is_a_linear_graph_that_skips_missing_values(
+    tmp_path: Path, objective: str
+) -> None:
+    trained = train(objective, tmp_path, booster="gblinear")
+    source = load_model(trained.path)
+    assert source.linear is not None and not source.ensemble.trees
+    x = trained.x_test
+    assert np.isnan(x).any(axis=0).all()  # every feature is missing somewhere
+    rows = np.concatenate([x, np.full((1, len(NAMES)), np.nan, np.float32)])
+    expected = trained.predict(rows)
+    np.testing.assert_allclose(
+        float_predict(trained.path, rows), expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max()
+    )
 
 
 def test_dart_tree_weights_fold_into_the_leaves(tmp_path: Path) -> None:

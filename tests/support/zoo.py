@@ -1,5 +1,6 @@
-"""The models other converters refuse, small and real: dart, several quantiles, several targets
-(one tree per target and vector leaves), each with rows to score and XGBoost's own answers."""
+"""The models other converters refuse, small and real: dart, gblinear, several quantiles,
+several targets (one tree per target and vector leaves), each with rows to score and XGBoost's
+own answers."""
 
 from __future__ import annotations
 
@@ -41,6 +42,14 @@ _RECIPES: dict[str, tuple[dict[str, Any], Callable[[F32], npt.NDArray[np.float64
     "quantiles-3": (
         {"objective": "reg:quantileerror", "quantile_alpha": [0.1, 0.5, 0.9]},
         lambda x: labels("r", x),
+    ),
+    "gblinear-regression": (
+        {"booster": "gblinear", "objective": "reg:squarederror"},
+        lambda x: labels("r", x),
+    ),
+    "gblinear-binary": (
+        {"booster": "gblinear", "objective": "binary:logistic"},
+        lambda x: labels("binary:logistic", x),
     ),
     "targets-2": ({"multi_strategy": "one_output_per_tree"}, _two_targets),
     "targets-2-vector-leaves": ({"multi_strategy": "multi_output_tree"}, _two_targets),
