@@ -310,10 +310,7 @@ def _manifest(
         ),
         task=source.objective.task,
         inputs=InputSchema(
-            features=tuple(
-                Feature(name=n, type=t)
-                for n, t in zip(source.feature_names, source.feature_types, strict=True)
-            ),
+            features=_features(source),
             missing="nan",
         ),
         outputs=chosen.model.outputs,
@@ -327,6 +324,23 @@ def _manifest(
             name: FileEntry(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
             for name, data in sorted(payload.items())
         },
+    )
+
+
+def _features(source: SourceModel) -> tuple[Feature, ...]:
+    """The input schema; a categorical feature lists the codes its splits name and, for a
+    model trained on pandas categoricals, the category names by code."""
+    listed = source.ensemble.categories_per_feature()
+    return tuple(
+        Feature(
+            name=name,
+            type=kind,
+            codes=tuple(int(c) for c in listed.get(f, ())) if kind == "c" else None,
+            categories=source.category_names.get(f) if kind == "c" else None,
+        )
+        for f, (name, kind) in enumerate(
+            zip(source.feature_names, source.feature_types, strict=True)
+        )
     )
 
 

@@ -49,7 +49,7 @@ FORMAT = "edgebundle.manifest/1"
 
 TASKS = ("binary", "multiclass", "regression", "ranking", "survival")
 PRECISIONS = ("float", "int8")
-FEATURE_TYPES = ("float", "int", "i", "q")
+FEATURE_TYPES = ("float", "int", "i", "q", "c")  # "c": categorical
 OUTPUT_DTYPES = ("float32", "int64")
 LAYOUTS = ("perfect", "node-array", "linear")
 LEAF_BITS = (8, 16)
@@ -156,6 +156,18 @@ class Source(Part):
 class Feature(Part):
     name: Annotated[str, TEXT]
     type: Annotated[str, choice(FEATURE_TYPES)]  # XGBoost's feature type; "float" if none
+    # categorical only: the category codes the model's splits name (any other code is a
+    # category it never saw), and the training data's category names by code (pandas)
+    codes: Annotated[tuple[int, ...] | None, extension(array(COUNT, unique=(str, "code")))] = None
+    categories: Annotated[
+        tuple[str, ...] | None, extension(array(TEXT, unique=(lambda c: c, "category")))
+    ] = None
+
+    def check(self, context: str) -> None:
+        if self.type != "c" and (self.codes is not None or self.categories is not None):
+            raise ManifestError(
+                "only a categorical feature (type 'c') lists codes or categories", context
+            )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -23,9 +23,13 @@ _MISSING_RATE = 0.1
 def synthesize_rows(ensemble: Ensemble, random_rows: int = 256, seed: int = 0) -> F32:
     """Rows that put every feature on, just below and just above each of its thresholds
     (in shuffled combinations), each feature missing in turn, all features missing, and
-    random mixes of those values with missing ones. Deterministic for reproducible bundles."""
+    random mixes of those values with missing ones; a categorical feature takes every
+    category its splits list, one they do not, a negative and a non-integer one instead.
+    Deterministic for reproducible bundles."""
     rng = np.random.default_rng(seed)
     candidates = [_around(t) for t in ensemble.thresholds_per_feature()]
+    for feature, categories in ensemble.categories_per_feature().items():
+        candidates[feature] = _categories(categories)
     sweep = max(len(c) for c in candidates)
     columns = [np.resize(rng.permutation(c), sweep) for c in candidates]
     grid = np.stack(columns, axis=1).astype(np.float32)
@@ -49,6 +53,14 @@ def synthesize_linear_rows(num_features: int, random_rows: int = 256, seed: int 
     np.fill_diagonal(one_missing, np.nan)
     all_missing = np.full((1, num_features), np.nan)
     return np.concatenate([mixed, one_missing, all_missing]).astype(np.float32)
+
+
+def _categories(listed: npt.NDArray[np.int32]) -> F32:
+    """Every listed category, an unseen one, a negative one (both go left in XGBoost) and a
+    non-integer one (read as its integer part)."""
+    top = int(listed.max()) if listed.size else 0
+    extra = [top + 1, -1, (int(listed[0]) if listed.size else 0) + 0.5]
+    return np.concatenate([listed, extra]).astype(np.float32)
 
 
 def _around(thresholds: F32) -> F32:

@@ -6,6 +6,7 @@ This is the only module that reads XGBoost's model JSON. It never unpickles.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -24,7 +25,7 @@ from edgebundle.builder.convert.trees import read_tree
 from edgebundle.builder.errors import ConversionError
 
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".sav"}
-_FEATURE_TYPES = {"float", "int", "i", "q"}
+_FEATURE_TYPES = {"float", "int", "i", "q", "c"}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -39,6 +40,8 @@ class SourceModel:
     num_class: int  # 1 unless multiclass
     # what each of several regression outputs is (quantiles, targets); None for one output
     output_columns: tuple[str, ...] | None
+    # categorical feature -> its training categories' names by code (pandas categoricals)
+    category_names: dict[int, tuple[str, ...]]
     feature_names: tuple[str, ...]
     feature_types: tuple[str, ...]
     best_iteration: int | None
@@ -100,7 +103,7 @@ def _from_json(
     else:
         limit = best_iteration if use_best_iteration else None
         trees, iterations = _trees(gbm, num_features, limit)
-        ensemble = Ensemble(trees, num_features, num_outputs, base)
+        ensemble = Ensemble(trees, num_features, num_outputs, base, _categorical(learner))
     names, types = _features(learner, num_features)
     return SourceModel(
         booster=booster,
@@ -110,6 +113,7 @@ def _from_json(
         objective=objective,
         num_class=num_class,
         output_columns=_columns(learner["objective"], num_targets),
+        category_names=_category_names(gbm.get("model", {}).get("cats"), num_features),
         feature_names=names,
         feature_types=types,
         best_iteration=best_iteration,
@@ -178,6 +182,37 @@ def _columns(config: dict[str, Any], num_targets: int) -> tuple[str, ...] | None
     return tuple(f"target_{k}" for k in range(num_targets))
 
 
+def _category_names(cats: dict[str, Any] | None, count: int) -> dict[int, tuple[str, ...]]:
+    """The category names XGBoost keeps of a model trained on pandas categoricals: per
+    feature either strings (``offsets`` into byte ``values``) or numbers, in code order
+    (code = position). Models trained on numeric codes keep none."""
+    encodings = (cats or {}).get("enc") or []
+    if encodings and len(encodings) != count:
+        raise ConversionError(f"model lists categories for {len(encodings)} of {count} features")
+    names: dict[int, tuple[str, ...]] = {}
+    for feature, enc in enumerate(encodings):
+        values = enc.get("values") or []
+        if not values:
+            continue
+        if "offsets" in enc:
+            raw = bytes(v % 256 for v in values)
+            if not raw.isascii():
+                # measured with xgboost 3.2: offsets count characters while the values hold
+                # that many bytes, so a non-ASCII name is stored cut short; such a feature
+                # keeps its codes only
+                continue
+            ends = [int(o) for o in enc["offsets"]]
+            found = tuple(raw[a:b].decode("ascii") for a, b in itertools.pairwise(ends))
+        else:
+            found = tuple(str(v) for v in values)
+        names[feature] = found
+    return names
+
+
+def _categorical(learner: dict[str, Any]) -> frozenset[int]:
+    return frozenset(i for i, t in enumerate(learner.get("feature_types") or ()) if t == "c")
+
+
 def _tree_model(gbm: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
     """The tree model and each tree's weight. dart drops trees only while training; its
     ``predict()`` sums every tree's leaf times the tree's ``weight_drop`` (in float32), so
@@ -211,12 +246,6 @@ def _features(learner: dict[str, Any], count: int) -> tuple[tuple[str, ...], tup
         )
     if len(set(names)) != count:
         raise ConversionError("model has duplicate feature names")
-    categorical = [n for n, t in zip(names, types, strict=True) if t == "c"]
-    if categorical:
-        raise ConversionError(
-            f"categorical features are not supported ({', '.join(categorical[:5])}); "
-            "one-hot or ordinal-encode them before training"
-        )
     unknown = sorted({t for t in types} - _FEATURE_TYPES)
     if unknown:
         raise ConversionError(f"unsupported feature types: {', '.join(unknown)}")

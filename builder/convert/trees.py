@@ -23,17 +23,13 @@ def read_tree(
     """The IR trees of one XGBoost tree: itself, or for a vector-leaf tree
     (``multi_strategy='multi_output_tree'``) one copy per target carrying that target's leaf."""
     tree_id = doc["id"]
-    if any(int(s) != 0 for s in doc["split_type"]) or doc["categories"]:
-        raise ConversionError(
-            f"tree {tree_id} has categorical splits; one-hot or ordinal-encode the "
-            "categorical features before training"
-        )
     left = np.asarray(doc["left_children"], dtype=np.int32)
     right = np.asarray(doc["right_children"], dtype=np.int32)
     feature = np.asarray(doc["split_indices"], dtype=np.int32)
     conditions = np.asarray(doc["split_conditions"], dtype=np.float32)
     is_leaf = left == LEAF
     _check_structure(tree_id, left, right, feature, conditions, num_features)
+    categories = _category_sets(tree_id, doc, is_leaf)
     width = int(doc["tree_param"].get("size_leaf_vector", "1"))
     if width > 1:
         leaf_values = _vector_leaves(tree_id, doc, right, is_leaf, width)
@@ -49,9 +45,33 @@ def read_tree(
             default_left=np.asarray(doc["default_left"], dtype=np.int8).astype(np.bool_),
             value=np.where(is_leaf, weighted[k], np.float32(0)).astype(np.float32),
             target=target + k,
+            categories=categories,
         )
         for k in range(weighted.shape[0])
     )
+
+
+def _category_sets(
+    tree_id: int, doc: dict[str, Any], is_leaf: npt.NDArray[np.bool_]
+) -> dict[int, npt.NDArray[np.int32]]:
+    """Each categorical split's set: ``categories[segment : segment + size]`` of the node's
+    entry in ``categories_nodes`` (node ids whose ``split_type`` is 1)."""
+    split_type = np.asarray(doc["split_type"], dtype=np.int64)
+    flat = np.asarray(doc["categories"], dtype=np.int64)
+    nodes = [int(n) for n in doc["categories_nodes"]]
+    segments = [int(v) for v in doc["categories_segments"]]
+    sizes = [int(v) for v in doc["categories_sizes"]]
+    categorical = sorted(int(n) for n in np.flatnonzero((split_type == 1) & ~is_leaf))
+    if sorted(nodes) != categorical or not len(segments) == len(sizes) == len(nodes):
+        raise ConversionError(f"tree {tree_id} is malformed (categorical split lists disagree)")
+    sets = {}
+    for node, start, size in zip(nodes, segments, sizes, strict=True):
+        members = flat[start : start + size] if start >= 0 and size > 0 else flat[:0]
+        # float32 holds every integer below 2**24: a set beyond it could not be tested exactly
+        if len(members) != size or np.any((members < 0) | (members >= 2**24)):
+            raise ConversionError(f"tree {tree_id} is malformed (bad category set)")
+        sets[node] = np.unique(members).astype(np.int32)
+    return sets
 
 
 def _vector_leaves(

@@ -16,6 +16,7 @@ from edgebundle.builder.convert.link import assemble
 from edgebundle.builder.convert.load import load_model
 from edgebundle.builder.errors import ConversionError
 from tests.support.xgbmodels import NAMES, features, labels, threshold_rows, train
+from tests.support.zoo import CATEGORICAL, categorical_predict, train_categorical
 
 
 def float_predict(path: Path, rows: np.ndarray, **kwargs: bool) -> np.ndarray:
@@ -171,16 +172,39 @@ def test_several_targets_are_one_output_each(tmp_path: Path, strategy: str) -> N
     np.testing.assert_allclose(float_predict(tmp_path / "mt.json", rows), expected, atol=1e-5)
 
 
-def test_refuses_categorical_splits(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    cat = rng.integers(0, 5, 400).astype(np.float32)
-    x = np.stack([cat, rng.normal(size=400).astype(np.float32)], axis=1)
-    dm = xgb.DMatrix(x, label=(cat == 2).astype(float), feature_types=["c", "q"],
-                     enable_categorical=True)
-    xgb.train({"tree_method": "hist", "max_cat_to_onehot": 1}, dm, 3).save_model(
-        tmp_path / "cat.json"
+@pytest.mark.parametrize("name", sorted(CATEGORICAL))
+def test_categorical_splits_follow_xgboost_for_every_code(tmp_path: Path, name: str) -> None:
+    """Every category, unseen ones, negative and non-integer codes and missing values: the
+    float graph's set membership sends each row where predict() sends it."""
+    booster, path, rows = train_categorical(name, tmp_path, rounds=5)
+    source = load_model(path)
+    assert source.ensemble.has_category_splits and source.ensemble.categorical == {0}
+    np.testing.assert_allclose(
+        float_predict(path, rows), categorical_predict(booster, rows), rtol=1e-6, atol=1e-6
     )
-    assert "categorical" in refused(tmp_path / "cat.json")
+
+
+def test_pandas_category_names_are_read_by_code(tmp_path: Path) -> None:
+    pandas = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    shops = ["berlin", "oslo", "paris", "zurich"]
+    frame = pandas.DataFrame(
+        {
+            "shop": pandas.Categorical(rng.choice(shops, 300), categories=shops),
+            "city": pandas.Categorical(rng.choice(["zürich", "köln"], 300)),
+            "z": rng.normal(size=300),
+        }
+    )
+    booster = xgb.train(
+        {"tree_method": "hist"},
+        xgb.DMatrix(frame, label=(frame.shop == "paris") * 2.0, enable_categorical=True),
+        3,
+    )
+    booster.save_model(tmp_path / "pd.json")
+    source = load_model(tmp_path / "pd.json")
+    # xgboost 3.2 stores non-ASCII names cut short: that feature keeps its codes only
+    assert source.category_names == {0: tuple(shops)}
+    assert source.feature_types == ("c", "c", "float")
 
 
 def test_refuses_pickles_without_reading_them(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +20,13 @@ from edgebundle.runtime.store import Store
 from tests.conftest import KeyFiles
 from tests.support.serverkit import post_json, rows_json, serve_in_process
 from tests.support.xgbmodels import json_lines, run, score
-from tests.support.zoo import ZOO, ZooModel, train_zoo
+from tests.support.zoo import (
+    CATEGORICAL,
+    ZOO,
+    ZooModel,
+    train_categorical,
+    train_zoo,
+)
 
 pytestmark = pytest.mark.timeout(300)
 PRECISIONS = ("float", "int8")
@@ -47,11 +54,19 @@ class Built:
             assert error <= parity.budget.max_error
 
 
+ALL = (*ZOO, *CATEGORICAL)
+
+
+def _builds(precision: str, name: str) -> bool:
+    """int8 bundles of categorical splits are not built yet (the build says so)."""
+    return precision == "float" or name not in CATEGORICAL
+
+
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory: pytest.TempPathFactory, keys: KeyFiles) -> dict[str, dict[str, Built]]:
     """Every zoo model built in each precision: {precision: {zoo name: built}}."""
     root = tmp_path_factory.mktemp("zoo")
-    models = [train_zoo(name, root) for name in ZOO]
+    models = [train_zoo(name, root) for name in ALL]
     return {
         precision: {
             m.name: Built(
@@ -66,9 +81,13 @@ def zoo(tmp_path_factory: pytest.TempPathFactory, keys: KeyFiles) -> dict[str, d
                 ),
             )
             for m in models
+            if _builds(precision, m.name)
         }
         for precision in PRECISIONS
     }
+
+
+CASES = [(p, n) for p in PRECISIONS for n in ALL if _builds(p, n)]
 
 
 @pytest.fixture(scope="module", params=PRECISIONS)
@@ -87,8 +106,7 @@ def served(
         yield running.address[1], built
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize(("precision", "name"), CASES)
 def test_stdin_scores_equal_predict(
     name: str, precision: str, zoo: dict[str, dict[str, Built]], keys: KeyFiles
 ) -> None:
@@ -98,8 +116,7 @@ def test_stdin_scores_equal_predict(
     built.assert_close([r[built.primary] for r in records])
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize(("precision", "name"), CASES)
 def test_python_api_predicts_what_xgboost_predicts(
     name: str, precision: str, zoo: dict[str, dict[str, Built]], keys: KeyFiles
 ) -> None:
@@ -144,3 +161,37 @@ def test_csv_output_names_each_quantile(zoo: dict[str, dict[str, Built]], keys: 
     x = np.asarray([[1, 50000, 0.3, 2, 0, 0.5]], dtype=np.float32)
     expected = edgebundle.load(built.result.path, trust=keys.public).predict(x)[0]
     np.testing.assert_array_equal(np.asarray(row.split(",")[:3], dtype=np.float32), expected)
+
+
+def test_int8_of_categorical_splits_is_refused_in_one_line(
+    zoo: dict[str, dict[str, Built]], keys: KeyFiles, tmp_path: Path
+) -> None:
+    model = zoo["float"]["cat-3-onehot"].model
+    proc = run(
+        "bundle",
+        ["build", str(model.path), "--name", "c", "--version", "1.0.0",
+         "--key", str(keys.private), "--out", str(tmp_path)],
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: int8 bundles of categorical splits are not built yet")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_manifest_lists_the_categories_the_splits_name(zoo: dict[str, dict[str, Built]]) -> None:
+    for name, (categories, _) in CATEGORICAL.items():
+        shop = zoo["float"][name].result.manifest.inputs.features[0]
+        assert shop.type == "c" and shop.codes is not None and shop.categories is None
+        assert set(shop.codes) <= set(range(categories)) and len(shop.codes) > 1
+
+
+@pytest.mark.parametrize("name", ["cat-3-onehot", "cat-50-partition", "cat-50-onehot"])
+def test_categorical_bundle_within_twice_the_ordinal_one(
+    name: str, zoo: dict[str, dict[str, Built]], keys: KeyFiles, tmp_path: Path
+) -> None:
+    """The same data and parameters with the shop code as a number: the bundle of category
+    sets may be at most twice its size."""
+    _, ordinal, _ = train_categorical(name, tmp_path, ordinal=True)
+    plain = edgebundle.build(
+        ordinal, name="o", version="1.0.0", key=keys.private, out_dir=tmp_path, precision="float"
+    )
+    assert zoo["float"][name].result.bundle_bytes <= 2 * plain.bundle_bytes

@@ -752,9 +752,11 @@ def emitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, 
                 graphs[f"int{bits}-{layout}"] = emit_int8(ensemble, bits, layout)
         models.update(_assembled(objective, source, graphs))
     root = tmp_path_factory.mktemp("zoo")
-    for name in ZOO:
+    for name in (*ZOO, "cat-50-partition"):
         source = load_model(train_zoo(name, root).path)
-        if source.linear is None:
+        if source.ensemble.has_category_splits:  # float only, so far
+            graphs = {"float": emit_float(source.ensemble)}
+        elif source.linear is None:
             graphs = {"float": emit_float(source.ensemble), "int8": emit_int8(source.ensemble)}
         else:
             bound = np.ones(source.ensemble.num_features, np.float32)

@@ -54,11 +54,15 @@ _RECIPES: dict[str, tuple[dict[str, Any], Callable[[F32], npt.NDArray[np.float64
     "targets-2": ({"multi_strategy": "one_output_per_tree"}, _two_targets),
     "targets-2-vector-leaves": ({"multi_strategy": "multi_output_tree"}, _two_targets),
 }
-ZOO = tuple(sorted(_RECIPES))
+ZOO = tuple(sorted(_RECIPES))  # the categorical ones: CATEGORICAL, below
 
 
 def train_zoo(name: str, out: Path) -> ZooModel:
     """Train the zoo model ``name`` on 500 rows; score 100 held-out rows and threshold rows."""
+    if name in CATEGORICAL:
+        booster, path, rows = train_categorical(name, out)
+        expected = categorical_predict(booster, rows)
+        return ZooModel(name=name, path=path, rows=rows, expected=expected, classifier=False)
     params, target = _RECIPES[name]
     train_x = _X[:500]
     dtrain = xgb.DMatrix(train_x, label=target(train_x), missing=np.nan, feature_names=list(NAMES))
@@ -75,3 +79,72 @@ def train_zoo(name: str, out: Path) -> ZooModel:
         expected=expected,
         classifier=params.get("objective") == "binary:logistic",
     )
+
+
+# --- categorical features -----------------------------------------------------------------------
+
+CATEGORICAL = {
+    # name: (categories, max_cat_to_onehot): 1 makes every split a partition; above the
+    # category count every split is one-hot (one category against the rest)
+    "cat-3-onehot": (3, 8),
+    "cat-50-partition": (50, 1),
+    "cat-50-onehot": (50, 64),
+    "cat-1000-partition": (1000, 1),
+}
+CAT_NAMES = ("shop", "z", "w")
+
+
+def categorical_rows(categories: int, rows: int, seed: int = 0) -> F32:
+    """[shop code, z, w]: shop in 0..categories-1, 5% of each column missing."""
+    rng = np.random.default_rng(seed)
+    x = np.stack(
+        [rng.integers(0, categories, rows), rng.normal(size=rows), rng.normal(size=rows)], axis=1
+    ).astype(np.float32)
+    x[rng.random(x.shape) < 0.05] = np.nan
+    return x
+
+
+def categorical_target(x: F32, categories: int) -> npt.NDArray[np.float64]:
+    effect = np.random.default_rng(7).normal(size=categories + 1)
+    shop = np.nan_to_num(x[:, 0], nan=categories).astype(int)
+    return effect[shop] + 0.5 * np.nan_to_num(x[:, 1])
+
+
+def probe_rows(categories: int) -> F32:
+    """Every category, unseen ones above, negative and non-integer codes, and missing."""
+    codes = np.concatenate(
+        [np.arange(categories), [categories, categories + 7, -1, -0.5, 1.5, 2.99, np.nan]]
+    )
+    z = np.random.default_rng(9).normal(size=(len(codes), 2))
+    return np.concatenate([codes[:, None], z], axis=1).astype(np.float32)
+
+
+def train_categorical(
+    name: str, out: Path, ordinal: bool = False, rounds: int = 15
+) -> tuple[xgb.Booster, Path, F32]:
+    """The zoo's categorical model ``name`` (or, ``ordinal``, the same data with the shop code
+    as a number); its path and rows to score."""
+    categories, onehot = CATEGORICAL[name]
+    x = categorical_rows(categories, 3000)
+    types = ["q" if ordinal else "c", "q", "q"]
+    dtrain = xgb.DMatrix(
+        x, label=categorical_target(x, categories), missing=np.nan,
+        feature_names=list(CAT_NAMES), feature_types=types, enable_categorical=True,
+    )
+    config = {
+        "tree_method": "hist", "max_depth": 4, "eta": 0.3, "nthread": 1, "seed": 3,
+        "max_cat_to_onehot": onehot, "max_bin": 1024,
+    }
+    booster = xgb.train(config, dtrain, num_boost_round=rounds)
+    path = out / f"{name}{'-ordinal' if ordinal else ''}.json"
+    booster.save_model(path)
+    rows = np.concatenate([categorical_rows(categories, 100, seed=1), probe_rows(categories)])
+    return booster, path, rows
+
+
+def categorical_predict(booster: xgb.Booster, rows: F32) -> npt.NDArray[np.float32]:
+    dm = xgb.DMatrix(
+        rows, missing=np.nan, feature_names=list(CAT_NAMES), feature_types=["c", "q", "q"],
+        enable_categorical=True,
+    )
+    return booster.predict(dm)  # type: ignore[no-any-return]
