@@ -11,6 +11,7 @@ import math
 from collections.abc import Collection, Iterable, Sequence
 
 from edgebundle.runtime.errors import InputError
+from edgebundle.runtime.rows.categories import CategoryNames, category_code, code_tables
 from edgebundle.runtime.rows.parsed import Row, RowError, to_float32
 
 _MAX_SHOWN = 32  # characters of a bad cell quoted back in an error message
@@ -20,10 +21,16 @@ class CsvRowParser:
     """Reads CSV rows by the header's column names; non-feature columns are passed through."""
 
     def __init__(
-        self, header: Sequence[str], features: Sequence[str], reserved: Collection[str]
+        self,
+        header: Sequence[str],
+        features: Sequence[str],
+        reserved: Collection[str],
+        names: CategoryNames = (),
     ) -> None:
-        """Check the header row; ``reserved`` are the output's own column names."""
+        """Check the header row; ``reserved`` are the output's own column names; ``names``
+        the category names a categorical feature's cells may hold instead of numbers."""
         _check_header(header, features, reserved)
+        self._codes = code_tables(names)
         self._width = len(header)
         position = {name: j for j, name in enumerate(header)}
         self._feature_columns = [(name, position[name]) for name in features]
@@ -66,10 +73,19 @@ class CsvRowParser:
             for name, j in zip(self.passthrough_columns, self._passthrough_positions, strict=True)
         }
         try:
-            values = [csv_number(cells[j], name) for name, j in self._feature_columns]
+            values = [self._number(cells[j], name) for name, j in self._feature_columns]
         except InputError as e:
             return RowError(f"{where}: {e}", passthrough)
         return values, passthrough
+
+
+    def _number(self, cell: str, column: str) -> float:
+        try:
+            return csv_number(cell, column)
+        except InputError:
+            if column not in self._codes:
+                raise
+            return category_code(self._codes, column, cell.strip())
 
 
 def _check_header(

@@ -194,9 +194,9 @@ def invocations(app: App, request: Request) -> Response:
         body = request.read_body()
         if kind == CSV_TYPE:
             reserved = {*output_columns(model.scorer.outputs), ERROR_KEY}
-            rows = parse_csv_rows(body, features, reserved, limit)
+            rows = parse_csv_rows(body, features, reserved, limit, model.scorer.category_names)
         else:
-            rows = parse_json_rows(body, features, limit)
+            rows = parse_json_rows(body, features, limit, model.scorer.category_names)
         with _scoring_failures():
             records = score_rows(model.scorer, rows, _observer(app, snapshot, model))
     app.metrics.add_rows(model.name, len(rows))

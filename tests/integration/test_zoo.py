@@ -9,10 +9,12 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+import xgboost as xgb
 
 import edgebundle
 from edgebundle.builder.build import BuildResult
@@ -22,9 +24,11 @@ from tests.support.serverkit import post_json, rows_json, serve_in_process
 from tests.support.xgbmodels import json_lines, run, score
 from tests.support.zoo import (
     CATEGORICAL,
+    SHOPS,
     ZOO,
     ZooModel,
     train_categorical,
+    train_named,
     train_zoo,
 )
 
@@ -195,3 +199,96 @@ def test_categorical_bundle_within_twice_the_ordinal_one(
         ordinal, name="o", version="1.0.0", key=keys.private, out_dir=tmp_path, precision="float"
     )
     assert zoo["float"][name].result.bundle_bytes <= 2 * plain.bundle_bytes
+
+
+# --- category names (a model trained on pandas categoricals) -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def named(
+    tmp_path_factory: pytest.TempPathFactory, keys: KeyFiles
+) -> tuple[BuildResult, Any, npt.NDArray[np.float32]]:
+    """The float bundle of a model trained with shop names, a DataFrame of names to score and
+    XGBoost's predictions on it."""
+    root = tmp_path_factory.mktemp("named")
+    booster, path, frame = train_named(root)
+    result = edgebundle.build(
+        path, name="named", version="1.0.0", key=keys.private, out_dir=root, precision="float"
+    )
+    expected = booster.predict(xgb.DMatrix(frame, enable_categorical=True))
+    return result, frame, expected
+
+
+def _records(frame: Any) -> list[dict[str, Any]]:
+    return [
+        {"shop": None if not isinstance(s, str) else s, "z": float(z), "w": float(w)}
+        for s, z, w in zip(frame["shop"], frame["z"], frame["w"], strict=True)
+    ]
+
+
+def _json_rows(frame: Any) -> list[dict[str, Any]]:
+    """Rows as JSON objects: NaN (no JSON for it) as null."""
+    return [{k: (None if v != v else v) for k, v in r.items()} for r in _records(frame)]
+
+
+def test_manifest_names_the_categories(named: tuple[BuildResult, Any, Any]) -> None:
+    shop = named[0].manifest.inputs.features[0]
+    assert (shop.name, shop.type, shop.categories) == ("shop", "c", SHOPS)
+
+
+def test_names_score_as_xgboost_predicts_the_dataframe(
+    named: tuple[BuildResult, Any, npt.NDArray[np.float32]], keys: KeyFiles
+) -> None:
+    result, frame, expected = named
+    model = edgebundle.load(result.path, trust=keys.public)
+    np.testing.assert_allclose(model.predict(frame), expected, rtol=1e-6, atol=1e-6)
+    records = [json.dumps(row) for row in _json_rows(frame)]
+    rc, scored, stderr = score(result.path, keys.public, "\n".join(records) + "\n")
+    assert rc == 0, stderr
+    np.testing.assert_allclose([r["prediction"] for r in scored], expected, rtol=1e-6, atol=1e-6)
+    csv = "shop,z,w\n" + "".join(
+        f"{r['shop'] or ''},{r['z']!r},{r['w']!r}\n".replace("nan", "") for r in _records(frame)
+    )
+    proc = run(
+        "bundle-runtime",
+        ["score", "--bundle", str(result.path), "--trust", str(keys.public), "--format", "csv"],
+        csv,
+    )
+    assert proc.returncode == 0, proc.stderr
+    values = [float(line.split(",")[0]) for line in proc.stdout.splitlines()[1:]]
+    np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_names_over_http_and_an_unknown_name_is_a_422(
+    named: tuple[BuildResult, Any, npt.NDArray[np.float32]],
+    keys: KeyFiles,
+    tmp_path: Path,
+) -> None:
+    result, frame, expected = named
+    store = Store.init(tmp_path / "store", [keys.public])
+    store.install(result.path.read_bytes(), origin="test")
+    rows = _json_rows(frame)
+    with serve_in_process(store.root) as (running, _):
+        port = running.address[1]
+        reply = post_json(port, "/invocations", {"instances": rows})
+        assert reply.status == 200, reply.body
+        got = [r["prediction"] for r in reply.json()["predictions"]]
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+        bad = post_json(port, "/invocations", {"instances": [{"shop": "lyon", "z": 0, "w": 0}]})
+        assert bad.status == 422
+        assert "unknown category 'lyon'" in bad.json()["error"]
+
+
+def test_an_unknown_name_is_one_error_record(
+    named: tuple[BuildResult, Any, Any], keys: KeyFiles
+) -> None:
+    result = named[0]
+    lines = '{"shop": "lyon", "z": 1}\n{"shop": "shop-03", "z": 1}\n{"z": "shop-03"}\n'
+    rc, records, _ = score(result.path, keys.public, lines)
+    assert rc == 1
+    assert records[0] == {"error": "line 1: feature 'shop': unknown category 'lyon'"}
+    assert "prediction" in records[1]
+    assert records[2]["error"].startswith("line 3: feature 'z': expected a number")
+    model = edgebundle.load(result.path, trust=keys.public)
+    with pytest.raises(edgebundle.BundleError, match="unknown category 'lyon'"):
+        model.predict([{"shop": "lyon"}])

@@ -148,3 +148,27 @@ def categorical_predict(booster: xgb.Booster, rows: F32) -> npt.NDArray[np.float
         enable_categorical=True,
     )
     return booster.predict(dm)  # type: ignore[no-any-return]
+
+
+SHOPS = tuple(f"shop-{i:02d}" for i in range(12))
+
+
+def train_named(out: Path) -> tuple[xgb.Booster, Path, Any]:
+    """A model trained on a pandas DataFrame whose shop column holds category names; the
+    DataFrame it is checked on has every name and missing shops."""
+    import pandas as pd
+
+    def frame(rows: int, seed: int) -> Any:
+        x = categorical_rows(len(SHOPS), rows, seed)
+        shop = [None if np.isnan(c) else SHOPS[int(c)] for c in x[:, 0]]
+        return pd.DataFrame(
+            {"shop": pd.Categorical(shop, categories=SHOPS), "z": x[:, 1], "w": x[:, 2]}
+        ), x
+
+    train, x = frame(2000, 0)
+    dtrain = xgb.DMatrix(train, label=categorical_target(x, len(SHOPS)), enable_categorical=True)
+    config = {"tree_method": "hist", "max_depth": 4, "nthread": 1, "max_cat_to_onehot": 1}
+    booster = xgb.train(config, dtrain, num_boost_round=10)
+    path = out / "named.json"
+    booster.save_model(path)
+    return booster, path, frame(60, 1)[0]
