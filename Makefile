@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/python -m edgebundle.builder.example --out $(DEMO)
 	@echo "--- creating a signing key pair"
 	$(BIN)/bundle keygen --out $(DEMO)/keys
-	@echo "--- building the signed int8 bundle (conversion, parity check against XGBoost)"
+	@echo "--- building the signed bundle (float and int8 converted, each checked against XGBoost, the faster one at one row shipped)"
 	$(BIN)/bundle build $(DEMO)/model.json --name credit-score --version 1.0.0 \
 		--key $(DEMO)/keys/signing.key --data $(DEMO)/data.csv --force
 	@echo "--- verifying the bundle as a device would"

@@ -20,17 +20,29 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgebundle.builder.baseline import baseline
 from edgebundle.builder.candidate import Candidate
-from edgebundle.builder.choice import BudgetMissedError, Decision, automatic, forced
-from edgebundle.builder.convert.check import Reference, compare, default_budget, synthesize_rows
-from edgebundle.builder.convert.emit_float import MIN_ONNXRUNTIME as FLOAT_MIN_ONNXRUNTIME
+from edgebundle.builder.choice import (
+    BudgetMissedError,
+    Decision,
+    automatic,
+    float_only,
+    forced,
+)
+from edgebundle.builder.convert.check import (
+    Reference,
+    compare,
+    default_budget,
+    synthesize_linear_rows,
+    synthesize_rows,
+)
 from edgebundle.builder.convert.emit_float import emit_float
-from edgebundle.builder.convert.emit_int8 import MIN_ONNXRUNTIME as INT8_MIN_ONNXRUNTIME
 from edgebundle.builder.convert.emit_int8 import emit_int8
+from edgebundle.builder.convert.emit_linear import emit_linear_float, emit_linear_int8
 from edgebundle.builder.convert.graph import MarginGraph
 from edgebundle.builder.convert.link import assemble
 from edgebundle.builder.convert.load import SourceModel, load_model
 from edgebundle.builder.convert.objectives import Link
 from edgebundle.builder.data import load_rows
+from edgebundle.builder.errors import ConversionError
 from edgebundle.builder.files import write_atomic
 from edgebundle.builder.measure import model_rss_bytes, one_row_latencies
 from edgebundle.builder.progress import SILENT, Progress
@@ -103,7 +115,7 @@ def build(options: BuildOptions, progress: Progress = SILENT) -> BuildResult:
         source = load_model(options.model, options.use_best_iteration)
     with progress.stage(f"reading check rows ({len(source.ensemble.trees)} trees)"):
         data = load_rows(options.data, source.feature_names) if options.data else _no_rows(source)
-        rows = np.concatenate([data, synthesize_rows(source.ensemble)])
+        rows = np.concatenate([data, _synthesized(source)])
         link = source.objective.link
         reference = Reference.from_predictions(
             link, source.reference_predict(rows), source.reference_predict(rows, margin=True)
@@ -114,11 +126,11 @@ def build(options: BuildOptions, progress: Progress = SILENT) -> BuildResult:
         with progress.stage(f"{precision}: converting, checking {len(rows):,} rows"):
             return _evaluate(precision, graph(), source, rows, reference, budget, len(data))
 
-    candidates = _candidates(options.precision, source, evaluate)
+    candidates, unquantizable = _candidates(options.precision, source, rows, evaluate)
     with progress.stage("timing one-row latency of each candidate"):
         candidates = _measured(options.optimize, candidates, rows)
     resolution = _resolution(reference, candidates[0].parity.error_scale)
-    decision = _decide(options, candidates, resolution)
+    decision = _decide(options, candidates, resolution, unquantizable)
     chosen = decision.chosen
     with progress.stage("signing and writing the bundle"):
         bundle, manifest = _pack(options, source, decision, rows, data)
@@ -152,6 +164,12 @@ def _pack(
     return write_bundle(manifest_bytes, signatures.to_bytes(), payload, mtime=epoch or 0), manifest
 
 
+def _synthesized(source: SourceModel) -> F32:
+    if source.linear is not None:
+        return synthesize_linear_rows(source.ensemble.num_features)
+    return synthesize_rows(source.ensemble)
+
+
 def _no_rows(source: SourceModel) -> F32:
     return np.zeros((0, source.ensemble.num_features), dtype=np.float32)
 
@@ -168,17 +186,38 @@ def _budget(options: BuildOptions, link: Link) -> Budget:
 def _candidates(
     precision: str,
     source: SourceModel,
+    rows: F32,
     evaluate: Callable[[str, Callable[[], MarginGraph]], Candidate],
-) -> tuple[Candidate, ...]:
+) -> tuple[tuple[Candidate, ...], str | None]:
     """Float always (it is the lossless reference row of the report and auto's other option);
-    for int8 and auto, int8 leaves and, only when those miss the budget, int16 leaves."""
-    ensemble = source.ensemble
-    found = [evaluate("float", lambda: emit_float(ensemble))]
-    if precision != "float":
-        found.append(evaluate("int8", lambda: emit_int8(ensemble, leaf_bits=8)))
-        if not found[-1].parity.passed:
-            found.append(evaluate("int16", lambda: emit_int8(ensemble, leaf_bits=16)))
-    return tuple(found)
+    for int8 and auto, int8 leaves and, only when those miss the budget, int16 leaves. With
+    auto, a model the quantized graph cannot express yet is not an error: float alone is
+    built, and the second value says why."""
+    float_graph, quantized = _emitters(source, rows)
+    found = [evaluate("float", float_graph)]
+    if precision == "float":
+        return tuple(found), None
+    try:
+        found.append(evaluate("int8", lambda: quantized(8)))
+    except ConversionError as e:
+        if precision != "auto":
+            raise
+        return tuple(found), str(e)
+    if not found[-1].parity.passed:
+        found.append(evaluate("int16", lambda: quantized(16)))
+    return tuple(found), None
+
+
+def _emitters(
+    source: SourceModel, rows: F32
+) -> tuple[Callable[[], MarginGraph], Callable[[int], MarginGraph]]:
+    """The float graph, and the quantized graph for a code width (8 or 16 bits): of the trees,
+    or of a gblinear model (whose error bound is stated for the largest |x| of ``rows``)."""
+    linear, ensemble = source.linear, source.ensemble
+    if linear is None:
+        return lambda: emit_float(ensemble), lambda bits: emit_int8(ensemble, bits)
+    bound = np.nanmax(np.abs(rows), axis=0, initial=0.0).astype(np.float32)
+    return lambda: emit_linear_float(linear), lambda bits: emit_linear_int8(linear, bits, bound)
 
 
 def _measured(optimize: str, candidates: tuple[Candidate, ...], rows: F32) -> tuple[Candidate, ...]:
@@ -188,7 +227,7 @@ def _measured(optimize: str, candidates: tuple[Candidate, ...], rows: F32) -> tu
     return tuple(
         replace(
             c,
-            us_per_row=us,
+            us_per_row=round(us, 2),  # as recorded, so the reason quotes what is kept
             model_rss_bytes=model_rss_bytes(c.model.onnx_bytes, c.scorer)
             if optimize == "memory" and c.parity.passed
             else None,
@@ -198,8 +237,13 @@ def _measured(optimize: str, candidates: tuple[Candidate, ...], rows: F32) -> tu
 
 
 def _decide(
-    options: BuildOptions, candidates: tuple[Candidate, ...], resolution: float
+    options: BuildOptions,
+    candidates: tuple[Candidate, ...],
+    resolution: float,
+    unquantizable: str | None,
 ) -> Decision:
+    if unquantizable is not None:
+        return float_only(options.optimize, candidates, resolution, unquantizable)
     if options.precision == "auto":
         return automatic(options.optimize, candidates, resolution)
     return forced(options.precision, options.optimize, candidates, resolution)
@@ -221,8 +265,10 @@ def _evaluate(
     data_rows: int,
 ) -> Candidate:
     """Assemble, load into the runtime's own scorer, score the check rows and time it."""
+    ensemble = source.ensemble
     model = assemble(
-        graph, source.objective.link, source.ensemble.num_features, source.ensemble.num_outputs
+        graph, source.objective.link, ensemble.num_features, ensemble.num_outputs,
+        source.output_columns,
     )
     started = time.perf_counter()
     # one thread: parity results go into the manifest and must be reproducible
@@ -234,6 +280,7 @@ def _evaluate(
         precision=precision,
         model=model,
         graph_info=graph.info,
+        min_onnxruntime=graph.min_onnxruntime,
         parity=parity,
         outputs=outputs,
         scorer=scorer,
@@ -294,10 +341,7 @@ def _manifest(
         ),
         task=source.objective.task,
         inputs=InputSchema(
-            features=tuple(
-                Feature(name=n, type=t)
-                for n, t in zip(source.feature_names, source.feature_types, strict=True)
-            ),
+            features=_features(source),
             missing="nan",
         ),
         outputs=chosen.model.outputs,
@@ -305,13 +349,30 @@ def _manifest(
         quantization=quantization,
         parity=chosen.parity,
         requirements=Requirements(
-            onnxruntime=_min_onnxruntime(chosen.precision), opsets=chosen.model.opsets
+            onnxruntime=chosen.min_onnxruntime, opsets=chosen.model.opsets
         ),
         files={
             name: FileEntry(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
             for name, data in sorted(payload.items())
         },
         build=decision.record,
+    )
+
+
+def _features(source: SourceModel) -> tuple[Feature, ...]:
+    """The input schema; a categorical feature lists the codes its splits name and, for a
+    model trained on pandas categoricals, the category names by code."""
+    listed = source.ensemble.categories_per_feature()
+    return tuple(
+        Feature(
+            name=name,
+            type=kind,
+            codes=tuple(int(c) for c in listed.get(f, ())) if kind == "c" else None,
+            categories=source.category_names.get(f) if kind == "c" else None,
+        )
+        for f, (name, kind) in enumerate(
+            zip(source.feature_names, source.feature_types, strict=True)
+        )
     )
 
 
@@ -322,8 +383,3 @@ def _source_date_epoch() -> int | None:
     if not value.isdigit():
         raise BundleError(f"SOURCE_DATE_EPOCH must be a non-negative integer, got {value!r}")
     return int(value)
-
-
-def _min_onnxruntime(precision: str) -> str:
-    """The oldest onnxruntime that runs the chosen model (the device refuses it below)."""
-    return FLOAT_MIN_ONNXRUNTIME if precision == "float" else INT8_MIN_ONNXRUNTIME

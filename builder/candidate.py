@@ -18,6 +18,7 @@ class Candidate:
     precision: str  # float, int8, int16
     model: BuiltModel
     graph_info: dict[str, Any]  # the emitter's quantization report; empty for float
+    min_onnxruntime: str  # the oldest onnxruntime that runs the model
     parity: Parity
     outputs: dict[str, npt.NDArray[np.generic]]  # on the check rows
     scorer: Scorer  # kept for the interleaved latency measurement

@@ -81,6 +81,17 @@ def automatic(
     return Decision(chosen=chosen, record=_record("auto", optimize, reason, candidates, measured))
 
 
+def float_only(
+    optimize: str, candidates: tuple[Candidate, ...], resolution: float, why: str
+) -> Decision:
+    """``--precision auto`` on a model the quantized graph cannot express (``why``): float."""
+    chosen = candidates[0]
+    if not chosen.parity.passed:
+        raise BudgetMissedError(missed("float", candidates, resolution), candidates)
+    reason = f"only float can be built: {why}"
+    return Decision(chosen=chosen, record=_record("auto", optimize, reason, candidates, ()))
+
+
 def _smaller(quantized: Candidate, exact: Candidate) -> tuple[Candidate, str]:
     chosen, other = (quantized, exact) if quantized.size <= exact.size else (exact, quantized)
     return chosen, (

@@ -17,6 +17,7 @@ from edgebundle.runtime.bundle import DEFAULT_LIMITS, open_bundle, read_bundle_f
 from edgebundle.runtime.errors import InputError, KeyFileError, StoreError
 from edgebundle.runtime.manifest import Manifest
 from edgebundle.runtime.rows.answers import answer_records, stack_rows
+from edgebundle.runtime.rows.categories import category_code, code_tables
 from edgebundle.runtime.rows.json_rows import json_row_parser
 from edgebundle.runtime.rows.parsed import Row, RowError
 from edgebundle.runtime.scoring import DEFAULT_THREADS, Scorer
@@ -97,7 +98,8 @@ class Model:
         )
 
     def _parse(self, rows: Sequence[object]) -> list[Row | RowError]:
-        return json_row_parser(self.features).parse_values(list(rows), lambda i: f"row {i}")
+        parser = json_row_parser(self.features, self._scorer.category_names)
+        return parser.parse_values(list(rows), lambda i: f"row {i}")
 
     def _from_array(self, array: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         if array.dtype.kind not in "iuf":
@@ -114,12 +116,34 @@ class Model:
         if missing:
             shown = ", ".join(repr(name) for name in missing[:5])
             raise InputError(f"the DataFrame has no column {shown}")
+        named = code_tables(self._scorer.category_names)
         try:
-            selected = frame[list(self.features)]  # type: ignore[index]
-            values = np.asarray(selected.to_numpy(dtype=np.float64, na_value=np.nan))
+            if named:  # columns of category names (pandas categoricals) become codes
+                values = np.stack([_frame_column(frame, f, named) for f in self.features], axis=1)
+            else:
+                selected = frame[list(self.features)]  # type: ignore[index]
+                values = np.asarray(selected.to_numpy(dtype=np.float64, na_value=np.nan))
         except (TypeError, ValueError) as e:
             raise InputError(f"the DataFrame's feature columns are not all numeric: {e}") from None
         return self._from_array(values)
+
+
+def _frame_column(
+    frame: _DataFrame, feature: str, named: dict[str, dict[str, int]]
+) -> npt.NDArray[np.float64]:
+    """One feature column as float64: numbers as they are, category names by their code."""
+    column = frame[feature]  # type: ignore[index]
+    if feature not in named:
+        return np.asarray(column.to_numpy(dtype=np.float64, na_value=np.nan))
+    values = column.to_numpy(dtype=object)
+    return np.asarray(
+        [
+            category_code(named, feature, v) if isinstance(v, str)
+            else np.nan if v is None else float(v)
+            for v in values
+        ],
+        dtype=np.float64,
+    )
 
 
 def load(

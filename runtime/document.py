@@ -4,15 +4,14 @@ serve every such class (pypa/packaging's ``direct_url.py`` and ``pylock.py`` are
 
 A rule's reader gets the JSON value and its dotted path (``files.model.onnx.sha256``) and raises
 ``ManifestError`` naming that path. Every key is required: a value that may be absent is
-present and ``null`` (``optional``), since absence is a typo. The one exception is a key added
-to a format after documents were written without it (``omittable``): absent there means None,
-so older documents still read, and None is written by leaving the key out (never ``null``).
-Unknown keys are refused. A field named ``format`` is read first, so a document of another
-format version is refused as such rather than for the keys that version defines. Rules that
-tie fields together go in the class's ``check()`` method, which ``load`` runs once the fields
-are read; it (and a ``__post_init__``) raises ``ManifestError`` with a path relative to the
-document (``keys``, or ``""`` for the document itself), which ``load`` places under the
-document's own path.
+present and ``null`` (``optional``), since absence is a typo; only keys added to a format
+after its release (``extension``) may be left out: absent reads as None, so older documents
+still read, and None is written by leaving the key out (never ``null``). Unknown keys are
+refused. A field named ``format`` is read first, so a document of another format version is
+refused as such rather than for the keys that version defines. Rules that tie fields together
+go in the class's ``check()`` method, which ``load`` runs once the fields are read; it (and a
+``__post_init__``) raises ``ManifestError`` with a path relative to the document (``keys``, or
+``""`` for the document itself), which ``load`` places under the document's own path.
 """
 
 from __future__ import annotations
@@ -64,7 +63,8 @@ class Rule(Generic[T]):
 
     read: Callable[[Any, str], T]
     write: Callable[[T], Any] = _same
-    omittable: bool = False  # see ``omittable``
+    # an extension key (see ``extension``): absent reads as None, None is not written
+    omissible: bool = False
 
 
 # --- the loader ------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def dump(document: DataclassInstance) -> dict[str, Any]:
     return {
         name: rule.write(getattr(document, name))
         for name, rule in rules.items()
-        if not (rule.omittable and getattr(document, name) is None)
+        if not (rule.omissible and getattr(document, name) is None)
     }
 
 
@@ -129,9 +129,9 @@ class Document:
 
 
 def _field(rule: Rule[Any], d: Mapping[str, Any], name: str, context: str) -> Any:
+    if name not in d and rule.omissible:
+        return None
     if name not in d:
-        if rule.omittable:
-            return None
         raise ManifestError("missing required key", context=join(context, name))
     return rule.read(d[name], join(context, name))
 
@@ -252,14 +252,20 @@ def optional(rule: Rule[T]) -> Rule[T | None]:
     return Rule(read, write)
 
 
-def omittable(rule: Rule[T]) -> Rule[T | None]:
-    """A key added to a format later: absent (None) or what ``rule`` reads, never ``null``, so
-    documents written before it still read and each value has one spelling."""
+def extension(rule: Rule[T]) -> Rule[T | None]:
+    """A key added to a format after its first release: absent means None and None is not
+    written, so documents that do not use it keep their bytes and older readers still read
+    them (a reader that predates the key refuses a document that has it, as an unknown key)."""
 
-    def write(value: T | None) -> Any:  # ``dump`` leaves None out before calling this
-        return None if value is None else rule.write(value)
+    def read(value: object, path: str) -> T:
+        if value is None:
+            raise ManifestError("expected a value, got null (leave the key out instead)", path)
+        return rule.read(value, path)
 
-    return Rule(rule.read, write, omittable=True)
+    def write(value: T | None) -> Any:
+        return None if value is None else rule.write(value)  # None is left out by ``dump``
+
+    return Rule(read, write, omissible=True)
 
 
 def nested(cls: type[D]) -> Rule[D]:

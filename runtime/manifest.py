@@ -33,11 +33,11 @@ from edgebundle.runtime.document import (
     constant,
     count,
     dump,
+    extension,
     freeze,
     mapping,
     matching,
     nested,
-    omittable,
     optional,
     read_integer,
     read_string,
@@ -49,9 +49,9 @@ FORMAT = "edgebundle.manifest/1"
 
 TASKS = ("binary", "multiclass", "regression", "ranking", "survival")
 PRECISIONS = ("float", "int8")
-FEATURE_TYPES = ("float", "int", "i", "q")
+FEATURE_TYPES = ("float", "int", "i", "q", "c")  # "c": categorical
 OUTPUT_DTYPES = ("float32", "int64")
-LAYOUTS = ("perfect", "node-array")
+LAYOUTS = ("perfect", "node-array", "linear")
 LEAF_BITS = (8, 16)
 BIN_DTYPES = ("uint8", "uint16")
 MISSING_CONVENTIONS = ("nan",)
@@ -143,6 +143,16 @@ class Source(Document):
 class Feature(Document):
     name: Annotated[str, TEXT]
     type: Annotated[str, choice(FEATURE_TYPES)]  # XGBoost's feature type; "float" if none
+    # categorical only: the category codes the model's splits name (any other code is a
+    # category it never saw), and the training data's category names by code (pandas)
+    codes: Annotated[tuple[int, ...] | None, extension(array(COUNT, unique=(str, "code")))] = None
+    categories: Annotated[
+        tuple[str, ...] | None, extension(array(TEXT, unique=(lambda c: c, "category")))
+    ] = None
+
+    def check(self) -> None:
+        if self.type != "c" and (self.codes is not None or self.categories is not None):
+            raise ManifestError("only a categorical feature (type 'c') lists codes or categories")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -161,6 +171,19 @@ class OutputSpec(Document):
     name: Annotated[str, matching(re.compile(r"[a-z][a-z0-9_]*"), "a lowercase identifier")]
     dtype: Annotated[str, choice(OUTPUT_DTYPES)]
     shape: Annotated[tuple[int, ...], Rule(_read_shape, list)]  # -1 first: the batch dimension
+    # what each column of a [N, K] output is (a quantile, a target), when it is not a class
+    columns: Annotated[
+        tuple[str, ...] | None,
+        extension(array(TEXT, nonempty=True, unique=(lambda c: c, "column name"))),
+    ] = None
+
+    def check(self) -> None:
+        named = self.columns
+        if named is not None and (len(self.shape) != 2 or self.shape[1] != len(named)):
+            raise ManifestError(
+                f"names {len(named)} columns for an output of shape {list(self.shape)}",
+                context="columns",
+            )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -284,7 +307,7 @@ class Manifest(Document):
     # payload member name -> expected size and sha256
     files: Annotated[Mapping[str, FileEntry], _FILES]
     # added later: manifests written before it have no such key
-    build: Annotated[BuildChoice | None, omittable(nested(BuildChoice))] = None
+    build: Annotated[BuildChoice | None, extension(nested(BuildChoice))] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "files", freeze(self.files))

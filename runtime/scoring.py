@@ -26,6 +26,7 @@ from edgebundle.runtime.graphcheck import check_model
 from edgebundle.runtime.graphcheck.shapes import ROWS, Shape, fixed
 from edgebundle.runtime.manifest import OutputSpec
 from edgebundle.runtime.memory import return_freed_memory
+from edgebundle.runtime.rows.categories import CategoryNames, category_names
 
 if TYPE_CHECKING:
     from edgebundle.runtime.bundle import VerifiedBundle
@@ -60,11 +61,14 @@ class Scorer:
         features: Sequence[str],
         outputs: Sequence[OutputSpec],
         threads: int = DEFAULT_THREADS,
+        category_names: CategoryNames = (),
     ) -> None:
         if threads < 0:
             raise ValueError("threads must be >= 0 (0 = onnxruntime's default)")
         self.features = tuple(features)
         self.outputs = tuple(outputs)
+        # what input rows may name categories by (rows/categories.py)
+        self.category_names = category_names
         self._output_names = [spec.name for spec in self.outputs]
         self._first_name = self._output_names[:1]
         # A signed model can still be hostile: onnxruntime sees it only once this passes.
@@ -85,7 +89,8 @@ class Scorer:
         manifest = bundle.manifest
         check_onnxruntime(manifest.requirements.onnxruntime, ort.__version__)
         features = [feature.name for feature in manifest.inputs.features]
-        return cls(bundle.files["model.onnx"], features, manifest.outputs, threads)
+        names = category_names(manifest.inputs.features)
+        return cls(bundle.files["model.onnx"], features, manifest.outputs, threads, names)
 
     @property
     def num_features(self) -> int:

@@ -55,11 +55,15 @@ def bin_edges(edges: Sequence[float]) -> npt.NDArray[np.float32]:
 
 def prediction_values(kind: str, output: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     """What a prediction histogram bins, from the bundle's first output: the label for a class
-    histogram (argmax of ``[N, C]`` probabilities), else the output itself."""
+    histogram (argmax of ``[N, C]`` probabilities), else the output itself; of a multi-target
+    or multi-quantile ``[N, K]`` output its first column (one histogram per model)."""
     values: npt.NDArray[np.float64] = np.asarray(output, dtype=np.float64)
     if kind == "class" and values.ndim == 2:
         labels: npt.NDArray[np.float64] = np.argmax(values, axis=1).astype(np.float64)
         return labels
+    if values.ndim == 2:
+        first: npt.NDArray[np.float64] = values[:, 0]
+        return first
     return values
 
 

@@ -129,7 +129,7 @@ def score_jsonl(
     observe: Observer | None = None,
 ) -> None:
     """Score JSONL from ``source``: one output line per input line, in order."""
-    parser = JsonRowParser(scorer.features)
+    parser = JsonRowParser(scorer.features, scorer.category_names)
     with _pipeline(scorer, write, stats, observe) as pipeline:
         next_line = functools.partial(source.next_line, pipeline.flush)
         for lines in _batches(next_line, source.ready, batch_rows):
@@ -162,7 +162,7 @@ def score_csv(
             return
         reserved = {*output_columns(scorer.outputs), ERROR_KEY}
         try:
-            parser = CsvRowParser(header, scorer.features, reserved)
+            parser = CsvRowParser(header, scorer.features, reserved, scorer.category_names)
         except InputError as e:
             raise InputError(f"line 1: {e}") from None
         for line in parser.notes:

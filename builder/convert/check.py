@@ -23,9 +23,13 @@ _MISSING_RATE = 0.1
 def synthesize_rows(ensemble: Ensemble, random_rows: int = 256, seed: int = 0) -> F32:
     """Rows that put every feature on, just below and just above each of its thresholds
     (in shuffled combinations), each feature missing in turn, all features missing, and
-    random mixes of those values with missing ones. Deterministic for reproducible bundles."""
+    random mixes of those values with missing ones; a categorical feature takes every
+    category its splits list, one they do not, a negative and a non-integer one instead.
+    Deterministic for reproducible bundles."""
     rng = np.random.default_rng(seed)
     candidates = [_around(t) for t in ensemble.thresholds_per_feature()]
+    for feature, categories in ensemble.categories_per_feature().items():
+        candidates[feature] = _categories(categories)
     sweep = max(len(c) for c in candidates)
     columns = [np.resize(rng.permutation(c), sweep) for c in candidates]
     grid = np.stack(columns, axis=1).astype(np.float32)
@@ -35,6 +39,28 @@ def synthesize_rows(ensemble: Ensemble, random_rows: int = 256, seed: int = 0) -
     mixed = np.stack([rng.choice(c, size=random_rows) for c in candidates], axis=1)
     mixed[rng.random(mixed.shape) < _MISSING_RATE] = np.nan
     return np.concatenate([grid, one_missing, all_missing, mixed.astype(np.float32)])
+
+
+def synthesize_linear_rows(num_features: int, random_rows: int = 256, seed: int = 0) -> F32:
+    """Rows for a gblinear model, which has no thresholds to sweep: values of every magnitude
+    from 1e-2 to 1e4 and both signs, 10% missing, each feature missing in turn and all missing.
+    Deterministic for reproducible bundles."""
+    rng = np.random.default_rng(seed)
+    shape = (random_rows, num_features)
+    mixed = rng.standard_normal(shape) * 10.0 ** rng.integers(-2, 5, shape)
+    mixed[rng.random(shape) < _MISSING_RATE] = np.nan
+    one_missing = np.ones((num_features, num_features))
+    np.fill_diagonal(one_missing, np.nan)
+    all_missing = np.full((1, num_features), np.nan)
+    return np.concatenate([mixed, one_missing, all_missing]).astype(np.float32)
+
+
+def _categories(listed: npt.NDArray[np.int32]) -> F32:
+    """Every listed category, an unseen one, a negative one (both go left in XGBoost) and a
+    non-integer one (read as its integer part)."""
+    top = int(listed.max()) if listed.size else 0
+    extra = [top + 1, -1, (int(listed[0]) if listed.size else 0) + 0.5]
+    return np.concatenate([listed, extra]).astype(np.float32)
 
 
 def _around(thresholds: F32) -> F32:
@@ -92,11 +118,18 @@ def default_budget(link: Link) -> Budget:
 
 
 def error_scale(link: Link, reference: Reference) -> float:
-    """What errors are measured relative to: 1 for probabilities and labels, else the range."""
+    """What errors are measured relative to: 1 for probabilities and labels, else the range
+    (of the narrowest column when there are several)."""
     if link in (Link.PROBABILITY, Link.SOFTPROB, Link.SOFTMAX, Link.HINGE):
         return 1.0
-    spread = float(np.ptp(reference.primary)) if reference.primary.size else 0.0
-    return spread if spread > 0 else max(1.0, float(np.max(np.abs(reference.primary), initial=0)))
+    # several targets or quantiles: the narrowest column's scale, so none hides behind another
+    columns = reference.primary.reshape(len(reference.primary), -1).T
+    return min((_column_scale(c) for c in columns), default=1.0)
+
+
+def _column_scale(values: npt.NDArray[np.float64]) -> float:
+    spread = float(np.ptp(values)) if values.size else 0.0
+    return spread if spread > 0 else max(1.0, float(np.max(np.abs(values), initial=0)))
 
 
 def compared_output(link: Link, output_names: list[str]) -> str:

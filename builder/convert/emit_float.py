@@ -8,7 +8,9 @@ to float32 summation order.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -18,9 +20,12 @@ from edgebundle.builder.convert.graph import INPUT_NAME, MARGIN_NAME, MarginGrap
 from edgebundle.builder.convert.ir import LEAF, Ensemble, Tree
 
 _BRANCH_LT = 1  # TreeEnsemble nodes_modes: XGBoost sends x < threshold to the left ("true")
+_BRANCH_MEMBER = 6  # x in the node's set of membership_values: XGBoost's categories go right
 _ML_DOMAIN = "ai.onnx.ml"
 # ai.onnx.ml opset 5's TreeEnsemble has a kernel from onnxruntime 1.21 on; 1.20 knows the
-# opset but refuses the node ("Could not find an implementation for TreeEnsemble(5)").
+# opset but refuses the node ("Could not find an implementation for TreeEnsemble(5)"). Its
+# BRANCH_MEMBER mode (categorical splits) came with the same kernel (onnxruntime PR #22333,
+# which unrolls a set into a chain of equality tests), so 1.21 serves both.
 MIN_ONNXRUNTIME = "1.21.0"
 
 
@@ -35,6 +40,8 @@ class _Tables:
     true_leafs: list[int] = field(default_factory=list)
     false_ids: list[int] = field(default_factory=list)
     false_leafs: list[int] = field(default_factory=list)
+    modes: list[int] = field(default_factory=list)
+    members: list[float] = field(default_factory=list)  # each member node's set, NaN after it
     leaf_targets: list[int] = field(default_factory=list)
     leaf_weights: list[float] = field(default_factory=list)
     roots: list[int] = field(default_factory=list)
@@ -56,13 +63,21 @@ class _Tables:
             return (leaf_index[n], True) if n in leaf_index else (node_index[n], False)
 
         for n in internal:
-            self._node(
-                int(tree.feature[n]),
-                float(tree.threshold[n]),
-                bool(tree.default_left[n]),
-                child(int(tree.left[n])),
-                child(int(tree.right[n])),
-            )
+            left, right = child(int(tree.left[n])), child(int(tree.right[n]))
+            members = tree.categories.get(int(n))
+            if members is None:
+                self._node(
+                    int(tree.feature[n]),
+                    float(tree.threshold[n]),
+                    bool(tree.default_left[n]),
+                    left,
+                    right,
+                )
+            else:
+                # "true" is membership, so the right child; missing goes true when it goes right
+                self._node(int(tree.feature[n]), 0.0, not tree.default_left[n], right, left)
+                self.modes[-1] = _BRANCH_MEMBER
+                self.members.extend([*members.astype(np.float32).tolist(), math.nan])
 
     def _leaf(self, tree: Tree, node: int) -> int:
         self.leaf_targets.append(tree.target)
@@ -78,6 +93,7 @@ class _Tables:
         false_child: tuple[int, bool],
     ) -> None:
         self.features.append(feature)
+        self.modes.append(_BRANCH_LT)
         self.splits.append(split)
         self.tracks_true.append(int(missing_left))
         self.true_ids.append(true_child[0])
@@ -94,10 +110,11 @@ def emit_float(ensemble: Ensemble) -> MarginGraph:
     if not ensemble.trees:
         # An ensemble with no trees still needs a graph: one zero leaf keeps the op valid.
         tables.add(_zero_tree())
-    n_nodes = len(tables.features)
+    prelude, tree_input, *initializers = _whole_categories(ensemble)
+    membership = {"membership_values": _float_tensor(tables.members)} if tables.members else {}
     tree_node = helper.make_node(
         "TreeEnsemble",
-        [INPUT_NAME],
+        [tree_input],
         ["float/sum"],
         name="float/trees",
         domain=_ML_DOMAIN,
@@ -107,7 +124,7 @@ def emit_float(ensemble: Ensemble) -> MarginGraph:
         tree_roots=tables.roots,
         nodes_featureids=tables.features,
         nodes_splits=_float_tensor(tables.splits),
-        nodes_modes=numpy_helper.from_array(np.full(n_nodes, _BRANCH_LT, dtype=np.uint8)),
+        nodes_modes=numpy_helper.from_array(np.asarray(tables.modes, dtype=np.uint8)),
         nodes_missing_value_tracks_true=tables.tracks_true,
         nodes_truenodeids=tables.true_ids,
         nodes_trueleafs=tables.true_leafs,
@@ -115,17 +132,41 @@ def emit_float(ensemble: Ensemble) -> MarginGraph:
         nodes_falseleafs=tables.false_leafs,
         leaf_targetids=tables.leaf_targets,
         leaf_weights=_float_tensor(tables.leaf_weights),
+        **membership,
     )
     base = numpy_helper.from_array(
         ensemble.base_margin.reshape(1, -1).astype(np.float32), "float/base_margin"
     )
     add = helper.make_node("Add", ["float/sum", base.name], [MARGIN_NAME], name="float/add_base")
     return MarginGraph(
-        nodes=[tree_node, add],
-        initializers=[base],
+        nodes=[*prelude, tree_node, add],
+        initializers=[base, *(i for i in initializers if i is not None)],
         opsets={"": 17, _ML_DOMAIN: 5},
         info={},
+        min_onnxruntime=MIN_ONNXRUNTIME,
     )
+
+
+def _whole_categories(ensemble: Ensemble) -> tuple[list[Any], str, Any]:
+    """XGBoost reads a category as its integer part; set membership compares exact floats. So
+    categorical columns go through Floor first (negative values stay negative, so outside
+    every set, as XGBoost sends them left too; NaN stays missing). No nodes without them."""
+    columns = sorted({int(t.feature[n]) for t in ensemble.trees for n in t.categories})
+    if not columns:
+        return [], INPUT_NAME, None
+    mask = np.zeros(ensemble.num_features, dtype=np.bool_)
+    mask[columns] = True
+    tensor = numpy_helper.from_array(mask, "float/categorical")
+    nodes = [
+        helper.make_node("Floor", [INPUT_NAME], ["float/floor"], name="float/floor"),
+        helper.make_node(
+            "Where",
+            [tensor.name, "float/floor", INPUT_NAME],
+            ["float/input"],
+            name="float/whole_categories",
+        ),
+    ]
+    return nodes, "float/input", tensor
 
 
 def _float_tensor(values: list[float]) -> onnx.TensorProto:

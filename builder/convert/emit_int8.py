@@ -65,6 +65,11 @@ def emit_int8(ensemble: Ensemble, leaf_bits: int = 8, layout: str | None = None)
         raise ValueError(f"layout must be one of {LAYOUTS} or None, not {layout!r}")
     if not ensemble.trees:
         raise ConversionError("the model has no trees: there is nothing to quantize")
+    if ensemble.has_category_splits:
+        raise ConversionError(
+            "int8 bundles of categorical splits are not built yet; use --precision float "
+            "(exact, set membership in the float tree op)"
+        )
     codebook = build_codebook(ensemble)
     leaves = quantize_leaves(ensemble.trees, leaf_bits)
     depth = max(t.depth() for t in ensemble.trees)
@@ -84,7 +89,7 @@ def emit_int8(ensemble: Ensemble, leaf_bits: int = 8, layout: str | None = None)
         "bin_dtypes": {"uint8": split_features} if split_features else {},
         "margin_error_bound": leaves.error_bound(ensemble),
     }
-    return MarginGraph(nodes, initializers, {"": OPSET}, info)
+    return MarginGraph(nodes, initializers, {"": OPSET}, info, MIN_ONNXRUNTIME)
 
 
 def choose_layout(ensemble: Ensemble, depth: int, codebook: Codebook, leaf_bits: int) -> str:

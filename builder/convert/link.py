@@ -53,43 +53,51 @@ class _LinkGraph:
         return self.op("Cast", [above], output, to=TensorProto.INT64)
 
 
-def _float(name: str, *dims: int) -> OutputSpec:
-    return OutputSpec(name=name, dtype="float32", shape=(-1, *dims))
-
-
-def _label() -> OutputSpec:
-    return OutputSpec(name="label", dtype="int64", shape=(-1,))
-
-
-def _apply_link(g: _LinkGraph, link: Link, num_outputs: int) -> tuple[OutputSpec, ...]:
-    """Emit the link's nodes; each output node's name is its graph output name."""
+def _apply_link(
+    g: _LinkGraph, link: Link, num_outputs: int, columns: tuple[str, ...] | None
+) -> tuple[OutputSpec, ...]:
+    """Emit the link's nodes; each output node's name is its graph output name. Several
+    targets or quantiles (``columns``) keep the margin's [N, K] shape, element-wise links."""
     if link in (Link.SOFTPROB, Link.SOFTMAX):
         g.op("Softmax", [MARGIN_NAME], "probabilities", axis=1)
         # argmax of margins, first maximum on ties, as XGBoost's softmax prediction does
         g.op("ArgMax", [MARGIN_NAME], "label", axis=1, keepdims=0)
-        probs = _float("probabilities", num_outputs)
-        return (probs, _label()) if link is Link.SOFTPROB else (_label(), probs)
-    margin = g.column()
+        probs = OutputSpec(name="probabilities", dtype="float32", shape=(-1, num_outputs))
+        label = OutputSpec(name="label", dtype="int64", shape=(-1,))
+        return (probs, label) if link is Link.SOFTPROB else (label, probs)
+    dims = () if columns is None else (num_outputs,)
+
+    def spec(name: str, dtype: str = "float32") -> OutputSpec:
+        return OutputSpec(name=name, dtype=dtype, shape=(-1, *dims), columns=columns)
+
+    margin = g.column() if columns is None else MARGIN_NAME
     if link is Link.PROBABILITY:
         g.op("Sigmoid", [margin], "probability")
         g.positive("probability", 0.5, "label")
-        return (_float("probability"), _label())
+        return (spec("probability"), spec("label", "int64"))
     if link is Link.SCORE:
         g.op("Identity", [margin], "score")
         g.positive(margin, 0.0, "label")
-        return (_float("score"), _label())
+        return (spec("score"), spec("label", "int64"))
     if link is Link.HINGE:
         g.positive(margin, 0.0, "label")
-        return (_label(),)
+        return (spec("label", "int64"),)
     transform = {Link.IDENTITY: "Identity", Link.SIGMOID: "Sigmoid", Link.EXP: "Exp"}[link]
     g.op(transform, [margin], "prediction")
-    return (_float("prediction"),)
+    return (spec("prediction"),)
 
 
-def assemble(margin: MarginGraph, link: Link, num_features: int, num_outputs: int) -> BuiltModel:
-    """The whole model: ``input`` float32 [N, F] → the link's named outputs."""
+def assemble(
+    margin: MarginGraph,
+    link: Link,
+    num_features: int,
+    num_outputs: int,
+    columns: tuple[str, ...] | None = None,
+) -> BuiltModel:
+    """The whole model: ``input`` float32 [N, F] → the link's named outputs; ``columns`` names
+    the outputs of a multi-target or multi-quantile model (None: one output)."""
     g = _LinkGraph(nodes=[], initializers=[])
-    outputs = _apply_link(g, link, num_outputs)
+    outputs = _apply_link(g, link, num_outputs, columns)
     opsets = {"": _DEFAULT_OPSET, **margin.opsets}
     opsets[""] = max(opsets[""], _DEFAULT_OPSET)
     graph = helper.make_graph(

@@ -165,13 +165,15 @@ class CsvWriter:
 
 
 def output_columns(outputs: Sequence[OutputSpec]) -> list[str]:
-    """CSV column names of the outputs: ``[N, C]`` outputs expand to ``name_0`` .. ``name_C-1``."""
+    """CSV column names of the outputs: ``[N, C]`` outputs expand to ``name_0`` .. ``name_C-1``,
+    or to ``name_COLUMN`` by the manifest's column names (``prediction_quantile_0.9``)."""
     columns: list[str] = []
     for spec in outputs:
         if len(spec.shape) == 1:
             columns.append(spec.name)
         elif len(spec.shape) == 2 and spec.shape[1] > 0:
-            columns.extend(f"{spec.name}_{i}" for i in range(spec.shape[1]))
+            suffixes = spec.columns or tuple(str(i) for i in range(spec.shape[1]))
+            columns.extend(f"{spec.name}_{suffix}" for suffix in suffixes)
         else:
             raise CompatibilityError(
                 f"output {spec.name!r} has shape {list(spec.shape)}; CSV needs [N] or [N, C]"

@@ -17,6 +17,7 @@ from operator import itemgetter
 import numpy as np
 
 from edgebundle.runtime.errors import InputError
+from edgebundle.runtime.rows.categories import CategoryNames, category_code, code_tables
 from edgebundle.runtime.rows.parsed import Row, RowError, to_float32
 
 _MAX_SHOWN = 32  # characters of a bad cell quoted back in an error message
@@ -31,10 +32,16 @@ class CsvRowParser:
     """Reads CSV rows by the header's column names; non-feature columns are passed through."""
 
     def __init__(
-        self, header: Sequence[str], features: Sequence[str], reserved: Collection[str]
+        self,
+        header: Sequence[str],
+        features: Sequence[str],
+        reserved: Collection[str],
+        names: CategoryNames = (),
     ) -> None:
-        """Check the header row; ``reserved`` are the output's own column names."""
+        """Check the header row; ``reserved`` are the output's own column names; ``names``
+        the category names a categorical feature's cells may hold instead of numbers."""
         _check_header(header, features, reserved)
+        self._codes = code_tables(names)
         self._width = len(header)
         self._num_features = len(features)
         position = {name: j for j, name in enumerate(header)}
@@ -125,7 +132,7 @@ class CsvRowParser:
             for name, j in zip(self.passthrough_columns, self._passthrough_positions, strict=True)
         }
         try:
-            present = [csv_number(cells[j], name) for name, j in self._feature_columns]
+            present = [self._number(cells[j], name) for name, j in self._feature_columns]
         except InputError as e:
             return RowError(f"{where}: {e}", passthrough)
         if not self.missing_features:
@@ -134,6 +141,15 @@ class CsvRowParser:
         for slot, value in zip(self._slots, present, strict=True):
             values[slot] = value
         return values, passthrough
+
+
+    def _number(self, cell: str, column: str) -> float:
+        try:
+            return csv_number(cell, column)
+        except InputError:
+            if column not in self._codes:
+                raise
+            return category_code(self._codes, column, cell.strip())
 
 
 def _picker(positions: Sequence[int]) -> Callable[[Sequence[str]], Sequence[str]]:

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from edgebundle.runtime._json import json_type, strict_decoder
 from edgebundle.runtime.errors import InputError
+from edgebundle.runtime.rows.categories import CategoryNames, category_code, code_tables
 from edgebundle.runtime.rows.parsed import Row, RowError, to_float32
 
 ID_KEY = "id"
@@ -25,17 +26,19 @@ _MAX_NAMED = 5  # unknown keys named in one error message
 
 
 @functools.lru_cache(maxsize=16)
-def json_row_parser(features: tuple[str, ...]) -> JsonRowParser:
+def json_row_parser(features: tuple[str, ...], names: CategoryNames = ()) -> JsonRowParser:
     """The parser for ``features``, built once: an HTTP request must not rebuild the feature
     index (a dict of every feature name) each time."""
-    return JsonRowParser(features)
+    return JsonRowParser(features, names)
 
 
 class JsonRowParser:
     """Reads JSONL lines, or already-parsed JSON values, as rows of the model's features."""
 
-    def __init__(self, features: Sequence[str]) -> None:
+    def __init__(self, features: Sequence[str], names: CategoryNames = ()) -> None:
+        """``names``: the category names a categorical feature also takes as strings."""
         self._features = tuple(features)
+        self._codes = code_tables(names)
         self._index = {name: i for i, name in enumerate(self._features)}
         # A model may have a feature called "id"; then it is a feature, not an echo.
         self._echo_id = ID_KEY not in self._index
@@ -181,7 +184,7 @@ class JsonRowParser:
         values = [math.nan] * len(self._features)
         for name, value in obj.items():
             if name in self._index:
-                values[self._index[name]] = _json_number(value, name)
+                values[self._index[name]] = self._number(value, name)
         return to_float32(values)
 
     def _case_hint(self, unknown: list[str]) -> str:
@@ -196,8 +199,13 @@ class JsonRowParser:
         if len(array) != len(self._features):
             raise InputError(f"expected {len(self._features)} values, got {len(array)}")
         return to_float32(
-            [_json_number(v, name) for v, name in zip(array, self._features, strict=True)]
+            [self._number(v, name) for v, name in zip(array, self._features, strict=True)]
         )
+
+    def _number(self, value: object, feature: str) -> float:
+        if isinstance(value, str) and self._codes:
+            return category_code(self._codes, feature, value)
+        return _json_number(value, feature)
 
 
 def _decode_line(line: bytes, where: str) -> object:

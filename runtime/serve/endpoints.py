@@ -220,9 +220,9 @@ def invocations(app: App, request: Request) -> Response:
         _form_is_json(kind, body)
         if kind == CSV_TYPE:
             reserved = {*output_columns(model.scorer.outputs), ERROR_KEY}
-            rows = parse_csv_rows(body, features, reserved, limit)
+            rows = parse_csv_rows(body, features, reserved, limit, model.scorer.category_names)
         else:
-            rows = parse_json_rows(body, features, limit)
+            rows = parse_json_rows(body, features, limit, model.scorer.category_names)
         with _scoring_failures():
             records = score_rows(model.scorer, rows, _observer(app, snapshot, model))
     app.metrics.add_rows(model.name, len(rows))

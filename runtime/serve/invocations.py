@@ -27,6 +27,7 @@ from typing import Any
 
 from edgebundle.runtime._json import json_type, quote
 from edgebundle.runtime.errors import InputError
+from edgebundle.runtime.rows.categories import CategoryNames
 from edgebundle.runtime.rows.csv_rows import CsvRowParser
 from edgebundle.runtime.rows.json_rows import JsonRowParser, json_row_parser
 from edgebundle.runtime.rows.parsed import Row, RowError
@@ -38,14 +39,16 @@ _SPLIT_KEYS = ("columns", "data", "index")
 _BOM = "\ufeff"
 
 
-def parse_json_rows(body: bytes, features: Sequence[str], max_rows: int) -> list[Row]:
+def parse_json_rows(
+    body: bytes, features: Sequence[str], max_rows: int, names: CategoryNames = ()
+) -> list[Row]:
     """The rows of a JSON body, all good, or ``HttpError`` (400, 413, 422)."""
     document = decode_json(body)
     if not isinstance(document, dict):
         raise bad_request(f"body must be a JSON object, not {json_type(document)}")
     key = _format_key(document)
     value = document[key]
-    parser = json_row_parser(tuple(features))
+    parser = json_row_parser(tuple(features), names)
     if key == "dataframe_split":
         return _all_good(_split_rows(value, parser, max_rows))
     if key == "inputs" and isinstance(value, dict):
@@ -57,7 +60,11 @@ def parse_json_rows(body: bytes, features: Sequence[str], max_rows: int) -> list
 
 
 def parse_csv_rows(
-    body: bytes, features: Sequence[str], reserved: Collection[str], max_rows: int
+    body: bytes,
+    features: Sequence[str],
+    reserved: Collection[str],
+    max_rows: int,
+    names: CategoryNames = (),
 ) -> list[Row]:
     """The rows of a CSV body, all good, or ``HttpError`` (400, 413, 422); ``reserved`` are the
     output column names, which an input column may not take."""
@@ -70,7 +77,7 @@ def parse_csv_rows(
         header = next(reader, None)
         if header is None:
             raise bad_request("CSV body is empty; it needs a header row of feature names")
-        parser = CsvRowParser(header, features, reserved)
+        parser = CsvRowParser(header, features, reserved, names)
     except InputError as e:
         raise bad_request(f"CSV header: {e}") from None
     except csv.Error as e:

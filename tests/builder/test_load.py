@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,19 +11,23 @@ import pytest
 import xgboost as xgb
 
 from edgebundle.builder.convert.emit_float import emit_float
+from edgebundle.builder.convert.emit_linear import emit_linear_float
 from edgebundle.builder.convert.link import assemble
 from edgebundle.builder.convert.load import load_model
 from edgebundle.builder.errors import ConversionError
 from tests.support.xgbmodels import NAMES, features, labels, threshold_rows, train
+from tests.support.zoo import CATEGORICAL, categorical_predict, train_categorical
 
 
 def float_predict(path: Path, rows: np.ndarray, **kwargs: bool) -> np.ndarray:
     source = load_model(path, **kwargs)
+    linear = source.linear
     built = assemble(
-        emit_float(source.ensemble),
+        emit_float(source.ensemble) if linear is None else emit_linear_float(linear),
         source.objective.link,
         source.ensemble.num_features,
         source.ensemble.num_outputs,
+        source.output_columns,
     )
     session = ort.InferenceSession(built.onnx_bytes, providers=["CPUExecutionProvider"])
     return np.asarray(session.run([built.outputs[0].name], {"input": rows})[0])
@@ -102,46 +107,104 @@ def refused(path: Path) -> str:
     return message
 
 
-def test_refuses_gblinear(tmp_path: Path) -> None:
-    train("reg:squarederror", tmp_path, booster="gblinear")
-    assert "gblinear" in refused(tmp_path / "model.json")
-
-
-def test_refuses_dart(tmp_path: Path) -> None:
-    train("reg:squarederror", tmp_path, booster="dart", rate_drop=0.1)
-    assert "dart" in refused(tmp_path / "model.json")
-
-
-def test_refuses_multi_quantile(tmp_path: Path) -> None:
-    x = features(300)
-    dm = xgb.DMatrix(x, label=np.nan_to_num(x[:, 0]))
-    booster = xgb.train(
-        {"objective": "reg:quantileerror", "quantile_alpha": [0.2, 0.8]}, dm, 3
+@pytest.mark.parametrize("objective", ["reg:squarederror", "binary:logistic", "multi:softprob"])
+def test_gblinear_is_a_linear_graph_that_skips_missing_values(
+    tmp_path: Path, objective: str
+) -> None:
+    trained = train(objective, tmp_path, booster="gblinear")
+    source = load_model(trained.path)
+    assert source.linear is not None and not source.ensemble.trees
+    x = trained.x_test
+    assert np.isnan(x).any(axis=0).all()  # every feature is missing somewhere
+    rows = np.concatenate([x, np.full((1, len(NAMES)), np.nan, np.float32)])
+    expected = trained.predict(rows)
+    np.testing.assert_allclose(
+        float_predict(trained.path, rows), expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max()
     )
+
+
+def test_dart_tree_weights_fold_into_the_leaves(tmp_path: Path) -> None:
+    trained = train(
+        "reg:squarederror", tmp_path, booster="dart", rate_drop=0.5, skip_drop=0.0
+    )
+    weights = json.loads(trained.booster.save_raw("json"))["learner"]["gradient_booster"][
+        "weight_drop"
+    ]
+    assert len(weights) == 20 and min(weights) < 0.9  # the weights matter for this model
+    rows = np.concatenate([trained.x_test, threshold_rows(trained.booster, len(NAMES))])
+    expected = trained.predict(rows)
+    np.testing.assert_allclose(
+        float_predict(trained.path, rows), expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max()
+    )
+
+
+def _check_rows(booster: xgb.Booster, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([x, threshold_rows(booster, x.shape[1])])
+
+
+def test_several_quantiles_are_one_output_each(tmp_path: Path) -> None:
+    x = features(300)
+    dm = xgb.DMatrix(x, label=np.nan_to_num(x[:, 0]), feature_names=list(NAMES))
+    alphas = [0.05, 0.5, 0.95]
+    booster = xgb.train({"objective": "reg:quantileerror", "quantile_alpha": alphas}, dm, 5)
     booster.save_model(tmp_path / "q.json")
-    assert "quantile" in refused(tmp_path / "q.json")
+    source = load_model(tmp_path / "q.json")
+    assert source.output_columns == ("quantile_0.05", "quantile_0.5", "quantile_0.95")
+    rows = _check_rows(booster, x)
+    expected = booster.predict(xgb.DMatrix(rows, feature_names=list(NAMES)))
+    assert expected.shape == (len(rows), 3)
+    np.testing.assert_allclose(float_predict(tmp_path / "q.json", rows), expected, atol=1e-5)
 
 
-def test_refuses_multi_target_trees(tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["one_output_per_tree", "multi_output_tree"])
+def test_several_targets_are_one_output_each(tmp_path: Path, strategy: str) -> None:
     x = features(300)
-    y = np.stack([np.nan_to_num(x[:, 0]), np.nan_to_num(x[:, 2])], axis=1)
-    booster = xgb.train(
-        {"tree_method": "hist", "multi_strategy": "multi_output_tree"}, xgb.DMatrix(x, y), 3
-    )
+    y = np.stack([np.nan_to_num(x[:, 0]), np.nan_to_num(x[:, 2]) * 10], axis=1)
+    dm = xgb.DMatrix(x, y, feature_names=list(NAMES))
+    booster = xgb.train({"tree_method": "hist", "multi_strategy": strategy}, dm, 5)
     booster.save_model(tmp_path / "mt.json")
-    assert "target" in refused(tmp_path / "mt.json")
+    source = load_model(tmp_path / "mt.json")
+    assert source.output_columns == ("target_0", "target_1")
+    # a vector-leaf tree becomes one IR tree per target, with the same splits
+    assert len(source.ensemble.trees) == 10
+    rows = _check_rows(booster, x)
+    expected = booster.predict(xgb.DMatrix(rows, feature_names=list(NAMES)))
+    np.testing.assert_allclose(float_predict(tmp_path / "mt.json", rows), expected, atol=1e-5)
 
 
-def test_refuses_categorical_splits(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    cat = rng.integers(0, 5, 400).astype(np.float32)
-    x = np.stack([cat, rng.normal(size=400).astype(np.float32)], axis=1)
-    dm = xgb.DMatrix(x, label=(cat == 2).astype(float), feature_types=["c", "q"],
-                     enable_categorical=True)
-    xgb.train({"tree_method": "hist", "max_cat_to_onehot": 1}, dm, 3).save_model(
-        tmp_path / "cat.json"
+@pytest.mark.parametrize("name", sorted(CATEGORICAL))
+def test_categorical_splits_follow_xgboost_for_every_code(tmp_path: Path, name: str) -> None:
+    """Every category, unseen ones, negative and non-integer codes and missing values: the
+    float graph's set membership sends each row where predict() sends it."""
+    booster, path, rows = train_categorical(name, tmp_path, rounds=5)
+    source = load_model(path)
+    assert source.ensemble.has_category_splits and source.ensemble.categorical == {0}
+    np.testing.assert_allclose(
+        float_predict(path, rows), categorical_predict(booster, rows), rtol=1e-6, atol=1e-6
     )
-    assert "categorical" in refused(tmp_path / "cat.json")
+
+
+def test_pandas_category_names_are_read_by_code(tmp_path: Path) -> None:
+    pandas = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    shops = ["berlin", "oslo", "paris", "zurich"]
+    frame = pandas.DataFrame(
+        {
+            "shop": pandas.Categorical(rng.choice(shops, 300), categories=shops),
+            "city": pandas.Categorical(rng.choice(["zürich", "köln"], 300)),
+            "z": rng.normal(size=300),
+        }
+    )
+    booster = xgb.train(
+        {"tree_method": "hist"},
+        xgb.DMatrix(frame, label=(frame.shop == "paris") * 2.0, enable_categorical=True),
+        3,
+    )
+    booster.save_model(tmp_path / "pd.json")
+    source = load_model(tmp_path / "pd.json")
+    # xgboost 3.2 stores non-ASCII names cut short: that feature keeps its codes only
+    assert source.category_names == {0: tuple(shops)}
+    assert source.feature_types == ("c", "c", "float")
 
 
 def test_refuses_pickles_without_reading_them(tmp_path: Path) -> None:

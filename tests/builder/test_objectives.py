@@ -41,12 +41,16 @@ def models() -> dict[str, Trained]:
     return {}
 
 
-def _model(models: dict[str, Trained], objective: str, root: Path) -> Trained:
-    if objective not in models:
-        folder = root / objective.replace(":", "_")
+def _model(
+    models: dict[str, Trained], objective: str, root: Path, booster: str = "gbtree"
+) -> Trained:
+    key = f"{booster}-{objective}"
+    if key not in models:
+        folder = root / key.replace(":", "_")
         folder.mkdir(parents=True)
-        models[objective] = train(objective, folder)
-    return models[objective]
+        params = DART if booster == "dart" else {}
+        models[key] = train(objective, folder, booster=booster, **params)
+    return models[key]
 
 
 def build(model: Path, keys: Any, out: Path, *extra: str, name: str = "m") -> dict[str, Any]:
@@ -82,16 +86,26 @@ def primary_values(records: list[dict[str, Any]], objective: str) -> npt.NDArray
     return np.asarray([r[key] for r in records], dtype=np.float64)
 
 
+# dart drops trees while training (skip_drop=0: in every round) and weights them for predict()
+DART = {"rate_drop": 0.3, "skip_drop": 0.0}
+BOOSTED = [("gbtree", objective) for objective in OBJECTIVES] + [
+    ("dart", "binary:logistic"),
+    ("dart", "reg:squarederror"),
+    ("dart", "multi:softprob"),
+]
+
+
 @pytest.mark.parametrize("precision", ["float", "int8"])
-@pytest.mark.parametrize("objective", OBJECTIVES)
+@pytest.mark.parametrize(("booster", "objective"), BOOSTED)
 def test_objective_round_trip(
+    booster: str,
     objective: str,
     precision: str,
     models: dict[str, Trained],
     keys: Any,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    trained = _model(models, objective, tmp_path_factory.mktemp("models"))
+    trained = _model(models, objective, tmp_path_factory.mktemp("models"), booster)
     out = tmp_path_factory.mktemp("bundles")
     report = build(trained.path, keys, out, "--precision", precision)
     chosen = next(c for c in report["candidates"] if c["chosen"])

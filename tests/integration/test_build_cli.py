@@ -227,10 +227,14 @@ def test_trees_left_out_by_best_iteration_are_reported(keys: KeyFiles, tmp_path:
 
 
 def test_refused_model_is_one_line(keys: KeyFiles, tmp_path: Path) -> None:
-    train("reg:squarederror", tmp_path, booster="gblinear")
+    x = features(100)
+    dtrain = xgb.DMatrix(x)
+    dtrain.set_float_info("label_lower_bound", np.ones(100))
+    dtrain.set_float_info("label_upper_bound", np.full(100, 2.0))
+    xgb.train({"objective": "survival:aft"}, dtrain, 2).save_model(tmp_path / "model.json")
     proc = run("bundle", build_args(tmp_path / "model.json", keys, tmp_path / "out"))
     assert proc.returncode == 1
-    assert proc.stderr.startswith("Error: booster 'gblinear' is not supported")
+    assert proc.stderr.startswith("Error: objective 'survival:aft' is not supported")
     assert len(proc.stderr.strip().splitlines()) == 1
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from edgebundle.runtime.errors import FormatError
 from edgebundle.runtime.graphcheck.budget import MAX_GRAPH_BYTES, MAX_MULTIPLY_ADDS, Budget
-from edgebundle.runtime.graphcheck.ops import MAX_TREES, OPS, Node
+from edgebundle.runtime.graphcheck.ops import MAX_MEMBERS, MAX_TREES, OPS, Node
 from edgebundle.runtime.graphcheck.protowire import Fields
 from edgebundle.runtime.graphcheck.schema import BOOL, FLOAT32, INT64
 from edgebundle.runtime.graphcheck.shapes import ONE, ROWS, Dim, Shape, Tensor, at, elements, fixed
@@ -233,6 +233,31 @@ def test_a_tree_ensemble_holds_memory_by_its_node_lists() -> None:
     )
     with pytest.raises(FormatError, match=r"node #0 \(TreeEnsemble\) has 10,001 trees, over"):
         op.held(too_many)
+
+
+def _with_members(count: int) -> Node:
+    members = Fields({"raw_data": memoryview(bytes(4 * count))})
+    counts = {"tree_roots": 1, "nodes_featureids": 3, "leaf_targetids": 4}
+    return Node(
+        "#0",
+        "TreeEnsemble",
+        (floats(ROWS, F),),
+        {
+            "membership_values": Fields({"t": members}),
+            **{k: Fields({"ints": v}) for k, v in counts.items()},
+        },
+    )
+
+
+def test_category_set_members_hold_memory_and_have_a_cap() -> None:
+    held = OPS[("ai.onnx.ml", "TreeEnsemble")].held
+    assert held is not None
+    assert held(_with_members(1000)) == (
+        7 * 512 + 1000 * 64,
+        "7 tree nodes and leaves, 1,000 category set members",
+    )
+    with pytest.raises(FormatError, match=r"4,000,001 category set members, over the cap"):
+        held(_with_members(MAX_MEMBERS + 1))
 
 
 def test_a_missing_attribute_is_named() -> None:

@@ -22,8 +22,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgebundle.builder.convert.emit_float import emit_float
 from edgebundle.builder.convert.emit_int8 import LAYOUTS, emit_int8
+from edgebundle.builder.convert.emit_linear import emit_linear_float, emit_linear_int8
+from edgebundle.builder.convert.graph import MarginGraph
 from edgebundle.builder.convert.link import assemble
-from edgebundle.builder.convert.load import load_model
+from edgebundle.builder.convert.load import SourceModel, load_model
 from edgebundle.builder.drill import repacked
 from edgebundle.runtime.bundle import read_members_unverified
 from edgebundle.runtime.errors import FormatError, SelftestError
@@ -35,6 +37,7 @@ from edgebundle.runtime.store import Store
 from tests.conftest import KeyFiles
 from tests.support.store_helpers import Spec, audit_events, build_bundles, snapshot
 from tests.support.xgbmodels import BIN, OBJECTIVES, features, train
+from tests.support.zoo import ZOO, train_zoo
 
 INT8 = Spec("credit", "1.0.0")
 FLOAT = Spec("credit", "1.0.0", precision="float")
@@ -734,7 +737,8 @@ def test_score_cli_refuses_a_hostile_bundle_too(
 @pytest.fixture(scope="module")
 def emitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, int]]:
     """Every graph kind the builder writes, per objective: float, and int8 with 8- and 16-bit
-    leaves in both layouts; plus trees that are single leaves (int8 then has no levels)."""
+    leaves in both layouts; plus trees that are single leaves (int8 then has no levels), and
+    the zoo's models (gblinear, dart, several quantiles and targets) in both precisions."""
     models: dict[str, tuple[bytes, int]] = {}
     for objective in (*OBJECTIVES, "stumps"):
         directory = tmp_path_factory.mktemp(objective.replace(":", "_"))
@@ -746,12 +750,41 @@ def emitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, 
         for bits in (8, 16):
             for layout in LAYOUTS:
                 graphs[f"int{bits}-{layout}"] = emit_int8(ensemble, bits, layout)
-        for kind, graph in graphs.items():
-            built = assemble(
-                graph, source.objective.link, ensemble.num_features, ensemble.num_outputs
-            )
-            models[f"{objective} {kind}"] = (built.onnx_bytes, ensemble.num_features)
+        models.update(_assembled(objective, source, graphs))
+    root = tmp_path_factory.mktemp("zoo")
+    for name in (*ZOO, "cat-50-partition"):
+        source = load_model(train_zoo(name, root).path)
+        if source.ensemble.has_category_splits:  # float only, so far
+            graphs = {"float": emit_float(source.ensemble)}
+        elif source.linear is None:
+            graphs = {"float": emit_float(source.ensemble), "int8": emit_int8(source.ensemble)}
+        else:
+            bound = np.ones(source.ensemble.num_features, np.float32)
+            graphs = {
+                "float": emit_linear_float(source.linear),
+                "int8": emit_linear_int8(source.linear, 8, bound),
+            }
+        models.update(_assembled(name, source, graphs))
     return models
+
+
+def _assembled(
+    name: str, source: SourceModel, graphs: dict[str, MarginGraph]
+) -> dict[str, tuple[bytes, int]]:
+    ensemble = source.ensemble
+    return {
+        f"{name} {kind}": (
+            assemble(
+                graph,
+                source.objective.link,
+                ensemble.num_features,
+                ensemble.num_outputs,
+                source.output_columns,
+            ).onnx_bytes,
+            ensemble.num_features,
+        )
+        for kind, graph in graphs.items()
+    }
 
 
 def test_every_graph_the_builder_emits_passes(emitted: dict[str, tuple[bytes, int]]) -> None:

@@ -81,6 +81,38 @@ def test_multiclass_and_regression_shapes(manifest_dict: dict[str, Any]) -> None
     assert Manifest.from_dict(d).to_dict() == d
 
 
+def test_named_output_columns_are_an_optional_extension(manifest_dict: dict[str, Any]) -> None:
+    """Several quantiles or targets name their columns; a manifest without the key (every
+    bundle built before it existed) reads as before and is written back byte for byte."""
+    spec = {"name": "prediction", "dtype": "float32", "shape": [-1, 2]}
+    d = changed(manifest_dict, ("outputs",), [{**spec, "columns": ["quantile_0.1", "q9"]}])
+    assert Manifest.from_dict(d).outputs[0].columns == ("quantile_0.1", "q9")
+    assert Manifest.from_dict(d).to_dict() == d
+    plain = changed(manifest_dict, ("outputs",), [spec])
+    assert Manifest.from_dict(plain).outputs[0].columns is None
+    assert Manifest.from_dict(plain).to_dict() == plain
+
+
+@pytest.mark.parametrize(
+    ("columns", "fragment"),
+    [
+        (None, "leave the key out"),
+        (["a"], "names 1 columns for an output of shape [-1, 2]"),
+        (["a", "a"], "duplicate column name"),
+        ([], "must not be empty"),
+        (["a", "b\nc"], "control characters"),
+    ],
+)
+def test_bad_output_columns_are_refused(
+    manifest_dict: dict[str, Any], columns: object, fragment: str
+) -> None:
+    spec = {"name": "prediction", "dtype": "float32", "shape": [-1, 2], "columns": columns}
+    with pytest.raises(ManifestError) as excinfo:
+        Manifest.from_dict(changed(manifest_dict, ("outputs",), [spec]))
+    assert fragment in str(excinfo.value)
+    assert excinfo.value.context.startswith("outputs[0]")
+
+
 def test_integers_are_accepted_as_floats(manifest_dict: dict[str, Any]) -> None:
     d = changed(manifest_dict, ("parity", "max_abs_error"), 0)
     assert Manifest.from_dict(d).parity.max_abs_error == 0.0
@@ -331,7 +363,7 @@ def test_build_section_round_trips(manifest_dict: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("path", "value", "field", "message"),
     [
-        (("build",), None, "build", "expected an object"),  # absent, never null
+        (("build",), None, "build", "expected a value, got null"),
         (("build", "optimize"), "speed", "build.optimize", "not one of"),
         (("build", "requested"), "int4", "build.requested", "not one of"),
         (("build", "candidates"), [], "build.candidates", "must not be empty"),

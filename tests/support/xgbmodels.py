@@ -115,7 +115,8 @@ def train(
 
 def threshold_rows(booster: xgb.Booster, num_features: int) -> npt.NDArray[np.float32]:
     """Rows with each feature exactly on, and one float32 ulp either side of, its thresholds."""
-    trees = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]["model"]["trees"]
+    gbm = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]
+    trees = gbm.get("gbtree", gbm)["model"].get("trees", [])  # dart nests its gbtree
     per_feature: list[list[float]] = [[] for _ in range(num_features)]
     for tree in trees:
         for node, left in enumerate(tree["left_children"]):
