@@ -8,8 +8,8 @@ ensurepip), ``trust/`` (the key or key statement a new store trusts), ``kit.conf
 
 A target PyPI has no wheels for (32-bit ARM) gets Debian's packages of the runtime's
 dependencies instead: ``debs/`` holds them with what they need beyond a minimal system and
-``debs/order.txt`` the order dpkg installs them in; ``wheels/`` holds edgebundle's wheel
-only, installed into a venv that sees the system's packages.
+``debs/order.txt`` the ``dpkg -i`` calls that install them, one a line; ``wheels/`` holds
+edgebundle's wheel only, installed into a venv that sees the system's packages.
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ def make_kit(options: KitOptions) -> Kit:
         return write_kit(options.out_dir, options.target, wheels, _one(pip), options.trust, debs)
 
 
-def _dependencies(options: KitOptions, ours: Wheel, wheels: Path, debs: Path) -> list[Path]:
+def _dependencies(
+    options: KitOptions, ours: Wheel, wheels: Path, debs: Path
+) -> list[list[Path]]:
     """Fill ``wheels`` with ours and, from PyPI, our dependencies; or, where PyPI has none
     for the target, return Debian's packages of them."""
     route = options.target.debian
@@ -102,16 +104,17 @@ def write_kit(
     wheels_dir: Path,
     pip_wheel: Path,
     trust: Sequence[Path],
-    debs: Sequence[Path] = (),
+    steps: Sequence[Sequence[Path]] = (),
 ) -> Kit:
-    """The tarball from wheels (and .deb files, in install order) already at hand; the same
-    inputs give the same bytes."""
+    """The tarball from wheels (and .deb files, in their ``dpkg -i`` calls) already at hand;
+    the same inputs give the same bytes."""
+    debs = [deb for step in steps for deb in step]
     wheels = tuple(Wheel.of(path) for path in sorted(wheels_dir.glob("*.whl")))
     names = [w.name for w in wheels]
     if "edgebundle" not in names:
         raise KitError(f"no edgebundle wheel in {wheels_dir}")
     requirements = "".join(w.requirement() + "\n" for w in wheels).encode()
-    order = "".join(deb.name + "\n" for deb in debs).encode()
+    order = "".join(" ".join(deb.name for deb in step) + "\n" for step in steps).encode()
     ours = wheels[names.index("edgebundle")]
     version = ours.version
     identity = requirements + "".join(f"{d.name} {_sha256(d)}\n" for d in debs).encode()

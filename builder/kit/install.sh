@@ -9,7 +9,7 @@
 #
 # A kit for 32-bit ARM (KIT_SYSTEM_SITE=yes) carries Debian's python3-onnxruntime, numpy,
 # cryptography and venv with what they need beyond a minimal Debian trixie: run as root, it installs
-# those of them the system lacks (dpkg -i, in debs/order.txt's order), and the venv sees the
+# those of them the system lacks (dpkg -i, as debs/order.txt says), and the venv sees the
 # system's packages.
 set -eu
 
@@ -158,18 +158,21 @@ print(", ".join(missing))
 EOF
 }
 
-# The kit's packages that dpkg does not have installed, in the kit's order, for one dpkg -i.
+# The kit's packages that dpkg does not have installed, one dpkg -i per line of order.txt: a
+# package whose pre-dependency is unpacked in the same call could not be unpacked.
 install_debs() {
-    set --
-    while read -r deb; do
-        status=$(dpkg-query -W -f '${db:Status-Status}' "${deb%%_*}" 2>/dev/null || true)
-        [ "$status" = installed ] || set -- "$@" "$KIT/debs/$deb"
+    while read -r step; do
+        set --
+        for deb in $step; do
+            status=$(dpkg-query -W -f '${db:Status-Status}' "${deb%%_*}" 2>/dev/null || true)
+            [ "$status" = installed ] || set -- "$@" "$KIT/debs/$deb"
+        done
+        if [ $# -gt 0 ]; then
+            echo "installing $# Debian packages from the kit"
+            DEBIAN_FRONTEND=noninteractive dpkg -i "$@" </dev/null ||
+                die "dpkg could not install the kit's packages (see above); run install.sh again once that is fixed"
+        fi
     done <"$KIT/debs/order.txt"
-    if [ $# -gt 0 ]; then
-        echo "installing $# Debian packages from the kit"
-        DEBIAN_FRONTEND=noninteractive dpkg -i "$@" </dev/null ||
-            die "dpkg could not install the kit's packages (see above); nothing else was changed"
-    fi
 }
 
 PYTHON=$(find_python)

@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from edgebundle.builder.kit import KitError
-from edgebundle.builder.kit.debian import Archive, closure, install_order, minimal_system
+from edgebundle.builder.kit.debian import (
+    Archive,
+    closure,
+    install_order,
+    install_steps,
+    minimal_system,
+)
 from edgebundle.builder.kit.debian.packages import parse_index, relations
 
 _STANZA = """Package: {name}
@@ -88,6 +94,17 @@ def test_install_order_puts_every_dependency_first() -> None:
     for later, earlier in [("python3.13", "python3.13-minimal"), ("python3", "python3.13"),
                            ("python3-numpy", "libblas3"), ("python3-onnxruntime", "python3-numpy")]:
         assert order.index(earlier) < order.index(later)
+
+
+def test_a_pre_dependency_unpacked_in_the_same_dpkg_call_starts_the_next_call() -> None:
+    index = parse_index(_index(ENTRIES))
+    order = install_order(index, closure(index, ["python3-onnxruntime"], minimal_system(index)))
+    steps = install_steps(index, order)
+    assert [name for step in steps for name in step] == order
+    # python3.13 pre-depends on python3.13-minimal: dpkg must have configured it first
+    at = {name: number for number, step in enumerate(steps) for name in step}
+    assert at["python3.13-minimal"] < at["python3.13"]
+    assert len(steps) == 2  # python3.13 is the only package pre-depending on something
 
 
 def test_a_dependency_cycle_still_gives_every_package_once() -> None:

@@ -137,14 +137,19 @@ def _apt(command: list[str], cwd: Path | None = None) -> None:
     assert proc.returncode == 0, f"{' '.join(command)}: {proc.stderr[-2000:]}"
 
 
-def trixie_root(root: Path, cache: Path) -> Path:
-    """A minimal Debian trixie armhf system unpacked into ``root``, with ``/bin``, ``/lib``
-    and ``/sbin`` linked into ``/usr`` as debootstrap makes them; the .deb files are the
-    device kit's own downloads, checked against the signed index and cached in ``cache``."""
+def minimal_trixie(cache: Path) -> list[Path]:
+    """Every Essential and Priority: required package of trixie armhf, as debootstrap's minbase
+    installs them: the device kit's own downloads, checked against the signed index and cached
+    in ``cache``."""
     archive = Archive("trixie", "armhf", cache)
     index = archive.index()
-    debs = fetch_debs(archive, [index[n] for n in sorted(minimal_system(index))],
-                      cache / "trixie-minimal")
+    names = sorted(minimal_system(index))
+    return fetch_debs(archive, [index[name] for name in names], cache / "trixie-minimal")
+
+
+def trixie_root(root: Path, debs: Iterable[Path]) -> Path:
+    """``debs`` unpacked into ``root``, with ``/bin``, ``/lib`` and ``/sbin`` linked into
+    ``/usr`` as debootstrap makes them."""
     for folder in ("bin", "lib", "sbin"):
         (root / "usr" / folder).mkdir(parents=True, exist_ok=True)
         (root / folder).symlink_to(f"usr/{folder}")

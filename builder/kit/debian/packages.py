@@ -26,6 +26,7 @@ class Package:
     priority: str
     essential: bool
     depends: tuple[Alternatives, ...]  # Pre-Depends first, then Depends
+    pre_depends: tuple[Alternatives, ...]  # configured before this one is even unpacked
     provides: tuple[str, ...]
 
     @property
@@ -67,6 +68,7 @@ def _package(fields: dict[str, str]) -> Package:
             priority=fields.get("Priority", "optional"),
             essential=fields.get("Essential") == "yes",
             depends=relations(fields.get("Pre-Depends", "")) + relations(fields.get("Depends", "")),
+            pre_depends=relations(fields.get("Pre-Depends", "")),
             provides=tuple(a[0] for a in relations(fields.get("Provides", ""))),
         )
     except (KeyError, ValueError) as e:

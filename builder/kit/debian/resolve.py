@@ -1,10 +1,11 @@
 """Which packages a kit carries: the dependency closure of what the runtime needs, minus a
 minimal system (what ``debootstrap --variant=minbase`` installs: the Essential and
-Priority: required packages with their own dependencies), in an order dpkg can install."""
+Priority: required packages with their own dependencies), in an order dpkg can install: steps,
+each one ``dpkg -i`` call."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from edgebundle.builder.kit.debian.packages import Alternatives, Package
 from edgebundle.builder.kit.errors import KitError
@@ -51,6 +52,21 @@ def install_order(index: Mapping[str, Package], names: Iterable[str]) -> list[st
             placed.add(name)
             pending.remove(name)
     return done
+
+
+def install_steps(index: Mapping[str, Package], order: Sequence[str]) -> list[list[str]]:
+    """``order`` cut into ``dpkg -i`` calls. One call unpacks all its packages before it
+    configures any, so a package whose pre-dependency is in the same call cannot be unpacked:
+    it starts the next call. Every other dependency comes earlier in ``order``, so each call
+    leaves its packages configured."""
+    providers = _providers(index)
+    steps: list[list[str]] = [[]]
+    for name in order:
+        pre = {p for group in index[name].pre_depends for n in group for p in providers.get(n, ())}
+        if pre & set(steps[-1]):
+            steps.append([])
+        steps[-1].append(name)
+    return [step for step in steps if step]
 
 
 def _providers(index: Mapping[str, Package]) -> dict[str, list[str]]:
