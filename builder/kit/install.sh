@@ -8,9 +8,9 @@
 # again here. As root on a systemd machine the service runs as the system user edgebundle.
 #
 # A kit for 32-bit ARM (KIT_SYSTEM_SITE=yes) carries Debian's python3-onnxruntime, numpy,
-# cryptography and venv with what they need beyond a minimal Debian trixie: run as root, it installs
-# those of them the system lacks (dpkg -i, as debs/order.txt says), and the venv sees the
-# system's packages.
+# cryptography and venv with what they need beyond a minimal Debian trixie: run as root, it
+# installs those of them the system lacks (dpkg -i, as debs/order.txt says), and the venv
+# sees the system's packages.
 set -eu
 
 usage() {
@@ -179,15 +179,16 @@ PYTHON=$(find_python)
 [ -z "$PYTHON" ] || check_python "$PYTHON"
 if [ "$KIT_SYSTEM_SITE" = yes ]; then
     missing=$(system_missing "$PYTHON")
+    advice="run this as root to install the kit's Debian packages, or apt-get install $KIT_DEBIAN_PACKAGES"
     if [ -n "$missing" ] && [ "$DEBS" = yes ] && [ "$(id -u)" = 0 ] &&
         command -v dpkg >/dev/null 2>&1; then
         install_debs
         PYTHON=$(find_python)
         [ -z "$PYTHON" ] || check_python "$PYTHON"
         missing=$(system_missing "$PYTHON")
+        advice="the kit's Debian packages are for Debian trixie (or a system built on it)"
     fi
-    [ -z "$missing" ] ||
-        die "missing $missing: run this as root to install the kit's Debian packages, or apt-get install $KIT_DEBIAN_PACKAGES"
+    [ -z "$missing" ] || die "missing $missing: $advice"
 fi
 [ -n "$PYTHON" ] || die "no Python found: install Python $KIT_PYTHON or pass --python"
 
