@@ -32,6 +32,7 @@ from tests.device.emulator import PYTHON, Device, cache_dir, device, offline
 from tests.device.parity import Record, csv_records, jsonl_records, max_difference
 from tests.device.report import REPORT
 from tests.device.steps import (
+    TIMEOUT,
     TOLERANCE,
     Model,
     Served,
@@ -46,7 +47,8 @@ from tests.device.steps import (
 )
 from tests.support.xgbmodels import BIN, NAMES, OBJECTIVES, json_lines, threshold_rows, train
 
-pytestmark = pytest.mark.device
+# qemu on a busy machine takes as long as it takes: the subprocesses' own deadline applies
+pytestmark = [pytest.mark.device, pytest.mark.timeout(TIMEOUT)]
 
 ONNXRUNTIME = "1.27.0"
 EXIT_REJECTED = 3

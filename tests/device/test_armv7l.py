@@ -31,6 +31,7 @@ from tests.device.emulator import (
 from tests.device.parity import Record, csv_records, jsonl_records, max_difference
 from tests.device.report import REPORT
 from tests.device.steps import (
+    TIMEOUT,
     TOLERANCE,
     Model,
     Served,
@@ -44,7 +45,8 @@ from tests.device.steps import (
 )
 from tests.support.xgbmodels import BIN
 
-pytestmark = pytest.mark.device
+# qemu on a busy machine takes as long as it takes: the subprocesses' own deadline applies
+pytestmark = [pytest.mark.device, pytest.mark.timeout(TIMEOUT)]
 
 PYTHON = "3.13"
 ONNXRUNTIME_DEB = "python3-onnxruntime_"
