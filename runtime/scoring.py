@@ -153,12 +153,18 @@ class Scorer:
 def check_onnxruntime(required: str, installed: str) -> None:
     """Refuse a bundle built for a newer onnxruntime than this device has, in words, before
     onnxruntime fails on an unknown kernel."""
-    have = tuple(int(part) for part in re.findall(r"\d+", installed)[:3])
-    need = tuple(int(part) for part in required.split("."))
+    # Debian's onnxruntime calls itself "1.21": a missing part counts as 0, as in "1.21.0".
+    have = _release(re.findall(r"\d+", installed))
+    need = _release(required.split("."))
     if have < need:
         raise CompatibilityError(
             f"the bundle needs onnxruntime >= {required}; this device has {installed}"
         )
+
+
+def _release(parts: list[str]) -> tuple[int, int, int]:
+    major, minor, micro = ([int(part) for part in parts[:3]] + [0, 0, 0])[:3]
+    return major, minor, micro
 
 
 def _open_session(model_bytes: bytes, threads: int) -> ort.InferenceSession:

@@ -18,7 +18,7 @@ from edgebundle.builder.cli.bundles import compare_command, inspect_command, ver
 from edgebundle.builder.cli.channel import publish_command, rotate_keys_command
 from edgebundle.builder.cli.drift import drift_command
 from edgebundle.builder.cli.keygen import keygen
-from edgebundle.builder.kit.command import device_kit_command
+from edgebundle.builder.cli.kit import device_kit_command
 
 __all__ = ["EXIT_CODES", "ExitCode", "main"]
 

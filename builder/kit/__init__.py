@@ -1,7 +1,6 @@
 """The device kit: an offline installer of the runtime for one platform and Python."""
 
 from edgebundle.builder.kit.assemble import Kit, KitOptions, make_kit, write_kit
-from edgebundle.builder.kit.command import device_kit_command
 from edgebundle.builder.kit.errors import KitError
 from edgebundle.builder.kit.target import Target, parse_target
 
@@ -10,7 +9,6 @@ __all__ = [
     "KitError",
     "KitOptions",
     "Target",
-    "device_kit_command",
     "make_kit",
     "parse_target",
     "write_kit",

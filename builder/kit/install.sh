@@ -6,18 +6,25 @@
 # running one and switched to only once it is complete and has opened the store, and the
 # previous venv is kept for a rollback by hand. The store is created once and never touched
 # again here. As root on a systemd machine the service runs as the system user edgebundle.
+#
+# A kit for 32-bit ARM (KIT_SYSTEM_SITE=yes) carries Debian's python3-onnxruntime, numpy,
+# cryptography and venv with what they need beyond a minimal Debian trixie: run as root, it
+# installs those of them the system lacks (dpkg -i, as debs/order.txt says), and the venv
+# sees the system's packages.
 set -eu
 
 usage() {
     cat <<'EOF'
 usage: install.sh [--prefix DIR] [--store DIR] [--python PYTHON] [--memory-max SIZE]
-                  [--no-service] [--print-unit]
+                  [--no-service] [--no-debs] [--print-unit]
 
   --prefix DIR       where the runtime goes (default /opt/edgebundle)
   --store DIR        the model store, created if missing or empty (default /var/lib/edgebundle)
   --python PYTHON    the Python to run on (default: pythonX.Y of this kit, else python3)
   --memory-max SIZE  the service's MemoryMax= (default 192M)
   --no-service       install no systemd service even as root on a systemd machine
+  --no-debs          install none of the kit's Debian packages (32-bit ARM kits): stop
+                     with what is missing if the system lacks them
   --print-unit       print the service's unit for these options and exit
 EOF
 }
@@ -37,6 +44,7 @@ PYTHON=
 MEMORY_MAX=192M
 SERVICE=yes
 PRINT_UNIT=no
+DEBS=yes
 SERVICE_USER=edgebundle
 UNIT=/etc/systemd/system/edgebundle.service
 
@@ -53,6 +61,7 @@ while [ $# -gt 0 ]; do
             shift 2
             ;;
         --no-service) SERVICE=no; shift ;;
+        --no-debs) DEBS=no; shift ;;
         --print-unit) PRINT_UNIT=yes; shift ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
@@ -104,18 +113,84 @@ find_python() {
         command -v "python$KIT_PYTHON"
     elif command -v python3 >/dev/null 2>&1; then
         command -v python3
-    else
-        die "no Python found: install Python $KIT_PYTHON or pass --python"
     fi
 }
 
+check_python() {
+    # The interpreter's own machine, not uname's: a 32-bit userland on a 64-bit kernel says
+    # aarch64 to uname, and its wheels would not load.
+    found=$("$1" -c 'import platform, sys; print(platform.machine(), "%d.%d" % sys.version_info[:2])') ||
+        die "$1 does not run"
+    [ "$found" = "$KIT_MACHINE $KIT_PYTHON" ] ||
+        die "this kit is for Python $KIT_PYTHON on $KIT_MACHINE, but $1 is Python ${found#* } on ${found%% *}: use the kit for it, or pass --python"
+}
+
+# What the runtime needs from the system that Python $1 lacks, in words; nothing if all is there.
+system_missing() {
+    if [ -z "$1" ]; then
+        echo "Python $KIT_PYTHON"
+        return
+    fi
+    # The specs hold no blanks or glob characters: split them into arguments.
+    # shellcheck disable=SC2086
+    "$1" - $KIT_REQUIRES <<'EOF'
+import importlib, re, sys
+
+def version(text):
+    parts = [int(part) for part in re.findall(r"\d+", text)[:3]]
+    return tuple(parts + [0] * (3 - len(parts)))  # Debian's onnxruntime says "1.21"
+
+missing = []
+try:  # Debian's venv needs its scripts, packaged with ensurepip in python3-venv
+    import ensurepip
+except ImportError:
+    missing.append("venv (python3-venv)")
+for spec in sys.argv[1:]:
+    name, _, least = spec.partition(">=")
+    try:
+        found = importlib.import_module(name).__version__
+    except Exception as e:  # a missing module or a library it cannot load
+        missing.append("%s >= %s (%s)" % (name, least, str(e).splitlines()[0]))
+        continue
+    if version(found) < version(least):
+        missing.append("%s >= %s (found %s)" % (name, least, found))
+print(", ".join(missing))
+EOF
+}
+
+# The kit's packages that dpkg does not have installed, one dpkg -i per line of order.txt: a
+# package whose pre-dependency is unpacked in the same call could not be unpacked.
+install_debs() {
+    while read -r step; do
+        set --
+        for deb in $step; do
+            status=$(dpkg-query -W -f '${db:Status-Status}' "${deb%%_*}" 2>/dev/null || true)
+            [ "$status" = installed ] || set -- "$@" "$KIT/debs/$deb"
+        done
+        if [ $# -gt 0 ]; then
+            echo "installing $# Debian packages from the kit"
+            DEBIAN_FRONTEND=noninteractive dpkg -i "$@" </dev/null ||
+                die "dpkg could not install the kit's packages (see above); run install.sh again once that is fixed"
+        fi
+    done <"$KIT/debs/order.txt"
+}
+
 PYTHON=$(find_python)
-# The interpreter's own machine, not uname's: a 32-bit userland on a 64-bit kernel says
-# aarch64 to uname, and its wheels would not load.
-found=$("$PYTHON" -c 'import platform, sys; print(platform.machine(), "%d.%d" % sys.version_info[:2])') ||
-    die "$PYTHON does not run"
-[ "$found" = "$KIT_MACHINE $KIT_PYTHON" ] ||
-    die "this kit is for Python $KIT_PYTHON on $KIT_MACHINE, but $PYTHON is Python ${found#* } on ${found%% *}: use the kit for it, or pass --python"
+[ -z "$PYTHON" ] || check_python "$PYTHON"
+if [ "$KIT_SYSTEM_SITE" = yes ]; then
+    missing=$(system_missing "$PYTHON")
+    advice="run this as root to install the kit's Debian packages, or apt-get install $KIT_DEBIAN_PACKAGES"
+    if [ -n "$missing" ] && [ "$DEBS" = yes ] && [ "$(id -u)" = 0 ] &&
+        command -v dpkg >/dev/null 2>&1; then
+        install_debs
+        PYTHON=$(find_python)
+        [ -z "$PYTHON" ] || check_python "$PYTHON"
+        missing=$(system_missing "$PYTHON")
+        advice="the kit's Debian packages are for Debian trixie (or a system built on it)"
+    fi
+    [ -z "$missing" ] || die "missing $missing: $advice"
+fi
+[ -n "$PYTHON" ] || die "no Python found: install Python $KIT_PYTHON or pass --python"
 
 # A device's own pip configuration (an index, extra find-links) must not reach this install.
 for variable in $(env | sed -n 's/^\(PIP_[A-Za-z0-9_]*\)=.*/\1/p'); do
@@ -132,9 +207,16 @@ else
     mkdir -p "$PREFIX/venvs"
     # --without-pip: Debian's python3 has no ensurepip without python3-venv; pip runs from
     # the kit's own wheel instead and stays out of the venv.
-    "$PYTHON" -m venv --without-pip "$VENV"
+    if [ "$KIT_SYSTEM_SITE" = yes ]; then
+        # The dependencies are the system's, checked above: pip adds edgebundle alone.
+        "$PYTHON" -m venv --without-pip --system-site-packages "$VENV"
+        set -- --no-deps
+    else
+        "$PYTHON" -m venv --without-pip "$VENV"
+        set --
+    fi
     "$VENV/bin/python" "$KIT/pip/$KIT_PIP/pip" install --quiet --no-index \
-        --find-links "$KIT/wheels" --require-hashes -r "$KIT/requirements.txt"
+        --find-links "$KIT/wheels" --require-hashes -r "$KIT/requirements.txt" "$@"
     : >"$VENV/.complete"
     echo "installed runtime $KIT_ID in $VENV"
 fi

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,16 @@ class Wheel:
 
     def requirement(self) -> str:
         return f"{self.name}=={self.version} --hash=sha256:{self.sha256}"
+
+    def requires(self) -> list[str]:
+        """Its unconditional ``Requires-Dist`` (no extra, no marker), e.g. ``numpy>=1.24``."""
+        with zipfile.ZipFile(self.path) as wheel:
+            name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+            metadata = wheel.read(name).decode("utf-8")
+        prefix = "Requires-Dist:"
+        found = (line[len(prefix):].strip() for line in metadata.splitlines()
+                 if line.startswith(prefix))
+        return [spec.replace(" ", "") for spec in found if ";" not in spec]
 
 
 def source_tree() -> Path | None:

@@ -20,6 +20,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if REPORT:
-        terminalreporter.section("emulated aarch64 device")
+        terminalreporter.section("emulated ARM devices")
         for line in REPORT:
             terminalreporter.write_line(line)

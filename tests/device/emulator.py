@@ -1,4 +1,4 @@
-"""An emulated aarch64 Debian device on this x86_64 machine, with no binfmt_misc.
+"""Emulated ARM Debian devices on this x86_64 machine, with no binfmt_misc.
 
 Debian's arm64 Python and the libraries it loads are unpacked (``dpkg -x``) into a root under
 ``.cache/device/``; ``qemu-aarch64-static -L ROOT`` runs it, finding the loader and libraries in
@@ -8,15 +8,25 @@ must be started through qemu: a small host script, the *launcher*, does that for
 believes it lives where the launcher is, so a venv made by the launcher links back to it, and
 the venv's ``bin/python`` and console scripts run on the host as if the machine were aarch64:
 install.sh, pip and ``bundle-runtime`` run unchanged.
+
+The aarch64 device is bookworm with a hand-picked list of libraries; the 32-bit one
+(``trixie_root``) is a minimal trixie, every Essential and Priority: required package, so that
+what the device kit adds to it is all a real minimal system would need.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from edgebundle.builder.kit.debian import Archive, fetch_debs, minimal_system
 
 REPO = Path(__file__).resolve().parent.parent.parent
 CACHE = REPO / ".cache" / "device"
@@ -39,6 +49,7 @@ PACKAGES = (
     "libsqlite3-0",
 )
 _APT_TIMEOUT = 900
+_INSTALL_ALTERNATIVE = re.compile(r"update-alternatives\s+--install\s+(/\S+)\s+\S+\s+(/\S+)\s+\d+")
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,7 @@ def qemu(arch: str = "aarch64") -> str:
 
 def device(arch: str = "arm64", machine: str = "aarch64") -> Device:
     root = _debian_root(arch)
-    return Device(root=root, python=_launcher(root, qemu(machine)))
+    return Device(root=root, python=launcher(root, qemu(machine)))
 
 
 def _debian_root(arch: str) -> Path:
@@ -98,8 +109,7 @@ def _debian_root(arch: str) -> Path:
     debs.mkdir(parents=True)
     _add_architecture(arch)
     _apt(["apt-get", "download", *wanted.split()], cwd=debs)
-    for deb in sorted(debs.glob("*.deb")):
-        subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+    unpack(sorted(debs.glob("*.deb")), root)
     stamp.write_text(wanted)
     return root
 
@@ -127,12 +137,57 @@ def _apt(command: list[str], cwd: Path | None = None) -> None:
     assert proc.returncode == 0, f"{' '.join(command)}: {proc.stderr[-2000:]}"
 
 
-def _launcher(root: Path, qemu_binary: str) -> Path:
-    launcher = root.parent / "bin" / f"python{PYTHON}"
-    launcher.parent.mkdir(exist_ok=True)
-    launcher.write_text(
+def minimal_trixie(cache: Path) -> list[Path]:
+    """Every Essential and Priority: required package of trixie armhf, as debootstrap's minbase
+    installs them: the device kit's own downloads, checked against the signed index and cached
+    in ``cache``."""
+    archive = Archive("trixie", "armhf", cache)
+    index = archive.index()
+    names = sorted(minimal_system(index))
+    return fetch_debs(archive, [index[name] for name in names], cache / "trixie-minimal")
+
+
+def trixie_root(root: Path, debs: Iterable[Path]) -> Path:
+    """``debs`` unpacked into ``root``, with ``/bin``, ``/lib`` and ``/sbin`` linked into
+    ``/usr`` as debootstrap makes them."""
+    for folder in ("bin", "lib", "sbin"):
+        (root / "usr" / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder).symlink_to(f"usr/{folder}")
+    unpack(debs, root)
+    return root
+
+
+def unpack(debs: Iterable[Path], root: Path) -> None:
+    """The packages' files in ``root`` as dpkg leaves them, and of what their maintainer
+    scripts do (which need the device's own shell) the one thing the runtime needs: the
+    ``update-alternatives`` links (numpy finds libblas.so.3 through one)."""
+    for deb in debs:
+        subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+        with tempfile.TemporaryDirectory(prefix="control-") as control:
+            subprocess.run(["dpkg", "-e", str(deb), control], check=True)
+            postinst = Path(control) / "postinst"
+            if postinst.is_file():
+                _alternatives(postinst.read_text(), root)
+
+
+def _alternatives(script: str, root: Path) -> None:
+    """Each ``update-alternatives --install LINK NAME PATH PRIORITY`` as a link in ``root``,
+    relative, so that it resolves inside the root rather than on the host."""
+    for link, target in _INSTALL_ALTERNATIVE.findall(script.replace("\\\n", " ")):
+        at = root / link.lstrip("/")
+        if not at.is_symlink() and not at.exists():
+            at.symlink_to(os.path.relpath(target, os.path.dirname(link)))
+
+
+def launcher(root: Path, qemu_binary: str, python: str = PYTHON, shim: bool = False) -> Path:
+    """A host script that runs the root's ``pythonX.Y`` under qemu, in the root's place;
+    with ``shim`` through qemu_shim.py, for a guest whose libc stats with ``statx``."""
+    path = root.parent / "bin" / f"python{python}"
+    path.parent.mkdir(exist_ok=True)
+    wrap = f"{sys.executable} {Path(__file__).parent / 'qemu_shim.py'} " if shim else ""
+    path.write_text(
         "#!/bin/sh\n"
-        f'exec {qemu_binary} -L {root} -0 "$0" {root}/usr/bin/python{PYTHON} "$@"\n'
+        f'exec {wrap}{qemu_binary} -L {root} -0 "$0" {root}/usr/bin/python{python} "$@"\n'
     )
-    launcher.chmod(0o755)
-    return launcher
+    path.chmod(0o755)
+    return path

@@ -11,18 +11,11 @@ onnxruntime is pinned on both sides to 1.27.0: the newest release qemu-user 7.2 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
-import re
 import shutil
-import signal
-import subprocess
 import sys
 import tarfile
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,26 +31,29 @@ from edgebundle.builder.kit import KitOptions, make_kit, parse_target
 from tests.device.emulator import PYTHON, Device, cache_dir, device, offline
 from tests.device.parity import Record, csv_records, jsonl_records, max_difference
 from tests.device.report import REPORT
+from tests.device.steps import (
+    TIMEOUT,
+    TOLERANCE,
+    Model,
+    Served,
+    build_bundle,
+    demo_bundles,
+    du,
+    ok,
+    post,
+    run,
+    scale,
+    timed,
+)
 from tests.support.xgbmodels import BIN, NAMES, OBJECTIVES, json_lines, threshold_rows, train
 
-pytestmark = pytest.mark.device
+# qemu on a busy machine takes as long as it takes: the subprocesses' own deadline applies
+pytestmark = [pytest.mark.device, pytest.mark.timeout(TIMEOUT)]
 
 ONNXRUNTIME = "1.27.0"
 EXIT_REJECTED = 3
-TIMEOUT = 1800.0
-# float32 answers may differ in their last bits (summation order); labels may not differ at all
-TOLERANCE = 8 * float(np.finfo(np.float32).eps)
 WAYS = ("stdin jsonl", "stdin csv", "http")  # the columns of the differences table
-_LISTENING = re.compile(r"serving on http://127\.0\.0\.1:(\d+)")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Model:
-    name: str
-    bundle: Path  # the version the store serves in the end
-    jsonl: str
-    csv: str
 
 
 @dataclass
@@ -76,32 +72,9 @@ class Rig:
     differences: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def _timed(label: str, action: Callable[[], T]) -> T:
-    start = time.monotonic()
-    result = action()
-    REPORT.append(f"{label}: {time.monotonic() - start:.0f} s")
-    return result
-
-
-def _run(command: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command, input=stdin, capture_output=True, text=True, timeout=TIMEOUT, check=False
-    )
-
-
-def _ok(command: list[str], stdin: str = "") -> str:
-    proc = _run(command, stdin)
-    assert proc.returncode == 0, f"{command}: {proc.stderr[-3000:]}"
-    return proc.stdout
-
-
 def _parallel(action: Callable[[T], Any], items: list[T]) -> list[Any]:
     with ThreadPoolExecutor(max_workers=2) as pool:  # the machine's two cores
         return list(pool.map(action, items))
-
-
-def _du(path: Path) -> str:
-    return _ok(["du", "-sh", str(path)]).split()[0]
 
 
 # --- the rig: an emulated device and an x86 reference, both from kits -----------------------
@@ -124,29 +97,7 @@ def _install(kit: Path, prefix: Path, store: Path, python: str) -> str:
 
 def _install_again(kit: Path, prefix: Path, store: Path, python: str) -> str:
     command = [str(kit / "install.sh"), "--prefix", str(prefix), "--store", str(store)]
-    return _ok([*offline(), *command, "--python", python, "--no-service"])
-
-
-def _demo(work: Path, private: Path) -> tuple[Path, Model]:
-    """The demo's bundle as 1.0.0 and 1.1.0 (same model), and 200 of its rows."""
-    folder = work / "demo"
-    _ok([str(BIN / "python"), "-m", "edgebundle.builder.example", "--out", str(folder)])
-    bundles = [_build(folder / "model.json", "credit-score", v, "int8", private, work / "bundles",
-                      folder / "data.csv") for v in ("1.0.0", "1.1.0")]
-    lines = (folder / "data.csv").read_text().splitlines(keepends=True)[:201]
-    rows = csv.DictReader(io.StringIO("".join(lines)))
-    objects = [{k: (v if k == "id" else float(v) if v else None) for k, v in r.items()}
-               for r in rows]
-    jsonl = "".join(json.dumps(o) + "\n" for o in objects)
-    return bundles[0], Model("credit-score", bundles[1], jsonl, "".join(lines))
-
-
-def _build(model: Path, name: str, version: str, precision: str, private: Path, out: Path,
-           data: Path | None = None) -> Path:
-    args = ["build", str(model), "--name", name, "--version", version, "--key", str(private),
-            "--out", str(out), "--precision", precision]
-    _ok([str(BIN / "bundle"), *args, *(["--data", str(data)] if data else [])])
-    return out / f"{name}-{version}.bundle"
+    return ok([*offline(), *command, "--python", python, "--no-service"])
 
 
 def _csv(rows: npt.NDArray[np.float32]) -> str:
@@ -164,7 +115,7 @@ def _objective_models(work: Path, private: Path) -> list[Model]:
         trained = train(objective, folder)
         rows = np.concatenate([trained.x_test, threshold_rows(trained.booster, len(NAMES))[:300]])
         name = f"{objective.replace(':', '-').replace('_', '-')}-{precision}"
-        bundle = _build(trained.path, name, "1.0.0", precision, private, work / "bundles")
+        bundle = build_bundle(trained.path, name, "1.0.0", precision, private, work / "bundles")
         return Model(name, bundle, json_lines(rows), _csv(rows))
 
     return _parallel(build, [(o, p) for o in OBJECTIVES for p in ("float", "int8")])
@@ -174,24 +125,24 @@ def _objective_models(work: Path, private: Path) -> list[Model]:
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     work = tmp_path_factory.mktemp("device")
     cache = cache_dir()
-    emulated = _timed("arm64 Debian root and qemu", device)
+    emulated = timed("arm64 Debian root and qemu", device)
     private, public = generate_keypair(work / "keys", None)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("PIP_CACHE_DIR", str(cache / "pip"))  # a cold run downloads everything
-        arm_kit = _timed("aarch64 kit", lambda: _kit("linux/aarch64", PYTHON, public, work))
+        arm_kit = timed("aarch64 kit", lambda: _kit("linux/aarch64", PYTHON, public, work))
         host_python = "{}.{}".format(*sys.version_info[:2])
-        x86_kit = _timed("x86 kit", lambda: _kit("linux/x86_64", host_python, public, work))
+        x86_kit = timed("x86 kit", lambda: _kit("linux/x86_64", host_python, public, work))
     prefix, store = emulated.root / "opt" / "edgebundle", emulated.root / "var/lib/edgebundle"
-    out = _timed("install on aarch64 (offline, under qemu)",
+    out = timed("install on aarch64 (offline, under qemu)",
                  lambda: _install(arm_kit, prefix, store, str(emulated.python)))
     assert "initialized store" in out
-    REPORT.append(f"installed runtime on aarch64: {_du((prefix / 'current').resolve())}")
+    REPORT.append(f"installed runtime on aarch64: {du((prefix / 'current').resolve())}")
     reference = cache / "x86"
-    _timed("install on x86 (offline)", lambda: _install(
+    timed("install on x86 (offline)", lambda: _install(
         x86_kit, reference / "opt", reference / "store", sys.executable))
-    REPORT.append(f"installed runtime on x86_64: {_du((reference / 'opt/current').resolve())}")
-    first_demo, demo = _timed("demo bundles", lambda: _demo(work, private))
-    objectives = _timed("objective bundles", lambda: _objective_models(work, private))
+    REPORT.append(f"installed runtime on x86_64: {du((reference / 'opt/current').resolve())}")
+    first_demo, demo = timed("demo bundles", lambda: demo_bundles(work, private))
+    objectives = timed("objective bundles", lambda: _objective_models(work, private))
     rig = Rig(
         device=emulated,
         runtime=prefix / "current" / "bin" / "bundle-runtime",
@@ -217,17 +168,17 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 
 def test_the_kit_reinstalls_as_a_no_op_and_bundle_says_which_extra(rig: Rig) -> None:
-    again = _timed("install again (no-op)", lambda: _install_again(
+    again = timed("install again (no-op)", lambda: _install_again(
         rig.kit, rig.prefix, rig.store, str(rig.device.python)))
     assert "already installed" in again and "kept the store" in again
-    proc = _run([str(rig.prefix / "current" / "bin" / "bundle"), "--help"])
+    proc = run([str(rig.prefix / "current" / "bin" / "bundle"), "--help"])
     assert proc.returncode == 2
     assert proc.stdout == "" and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert "edgebundle[build]" in proc.stderr
 
 
 def test_the_demo_installs_by_hand(rig: Rig) -> None:
-    out = _ok([str(rig.runtime), "install", str(rig.first_demo), "--store", str(rig.store)])
+    out = ok([str(rig.runtime), "install", str(rig.first_demo), "--store", str(rig.store)])
     assert "installed credit-score 1.0.0" in out
 
 
@@ -236,33 +187,33 @@ def test_a_tampered_bundle_is_refused(rig: Rig) -> None:
     data[len(data) // 2] ^= 0x01
     tampered = rig.work / "tampered.bundle"
     tampered.write_bytes(bytes(data))
-    scored = _run([str(rig.runtime), "score", "--bundle", str(tampered), "--trust",
+    scored = run([str(rig.runtime), "score", "--bundle", str(tampered), "--trust",
                    str(rig.public)], rig.models[0].jsonl)
     assert scored.returncode == EXIT_REJECTED, scored.stderr
-    installed = _run([str(rig.runtime), "install", str(tampered), "--store", str(rig.store)])
+    installed = run([str(rig.runtime), "install", str(tampered), "--store", str(rig.store)])
     assert installed.returncode == EXIT_REJECTED, installed.stderr
 
 
 def test_an_ota_pass_installs_every_objective_and_the_demo_update(rig: Rig) -> None:
     channel = rig.work / "channel"
     for model in rig.models:
-        _ok([str(BIN / "bundle"), "publish", str(model.bundle), "--channel", str(channel),
+        ok([str(BIN / "bundle"), "publish", str(model.bundle), "--channel", str(channel),
              "--key", str(rig.private)])
     update = [str(rig.runtime), "update", "--store", str(rig.store), "--channel", str(channel)]
-    out = _timed(f"OTA pass installing {len(rig.models)} bundles", lambda: _ok(update))
+    out = timed(f"OTA pass installing {len(rig.models)} bundles", lambda: ok(update))
     assert "credit-score 1.1.0" in out
-    status = json.loads(_ok([str(rig.runtime), "status", "--store", str(rig.store), "--json"]))
+    status = json.loads(ok([str(rig.runtime), "status", "--store", str(rig.store), "--json"]))
     models = status["models"]
     assert {m.name for m in rig.models} == set(models)
     assert models["credit-score"]["active"] == "1.1.0"
     assert models["credit-score"]["previous"] == "1.0.0"
-    assert "everything is up to date" in _ok(update)
+    assert "everything is up to date" in ok(update)
 
 
 
 def _score(runtime: Path, source: list[str], model: Model, fmt: str) -> list[Record]:
     stdin = model.jsonl if fmt == "jsonl" else model.csv
-    text = _ok([str(runtime), "score", *source, "--format", fmt], stdin)
+    text = ok([str(runtime), "score", *source, "--format", fmt], stdin)
     return jsonl_records(text) if fmt == "jsonl" else csv_records(text)
 
 
@@ -274,22 +225,7 @@ def _reference(rig: Rig, model: Model, fmt: str) -> list[Record]:
 def _close(rig: Rig, name: str, what: str, expected: list[Record], got: list[Record]) -> bool:
     difference = max_difference(expected, got)
     rig.differences.setdefault(name, {})[what] = difference
-    return difference <= TOLERANCE * max(1.0, _scale(expected))
-
-
-def _scale(records: list[Record]) -> float:
-    return max((abs(v) for r in records for v in _numbers(r)), default=1.0)
-
-
-def _numbers(value: Any) -> Iterator[float]:
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _numbers(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _numbers(item)
-    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        yield float(value)
+    return difference <= TOLERANCE * max(1.0, scale(expected))
 
 
 def test_stdin_scoring_equals_x86_for_every_model(rig: Rig) -> None:
@@ -302,73 +238,19 @@ def test_stdin_scoring_equals_x86_for_every_model(rig: Rig) -> None:
         return _close(rig, model.name, f"stdin {fmt}", _reference(rig, model, fmt), got)
 
     label = f"stdin scoring, {len(jobs)} runs under qemu"
-    results = _timed(label, lambda: _parallel(compare, jobs))
+    results = timed(label, lambda: _parallel(compare, jobs))
     assert all(results), {k: v for k, v in rig.differences.items()}
 
 
-def _post(port: int, path: str, body: bytes) -> Any:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", body, {"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=300) as response:
-        return json.loads(response.read())
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=10) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
-
-
-class Served:
-    """``bundle-runtime serve --port 0`` running until ``stop`` (SIGTERM, then a wait)."""
-
-    def __init__(self, runtime: Path, store: Path, log: Path) -> None:
-        self.log = log
-        with log.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [str(runtime), "serve", "--store", str(store), "--port", "0"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-            )
-        self.port = self._wait()
-
-    def _wait(self) -> int:
-        deadline = time.monotonic() + TIMEOUT
-        port = None
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            found = _LISTENING.search(self.log.read_text())
-            port = port or (int(found.group(1)) if found else None)
-            if port is not None and _ready(port):
-                return port
-            time.sleep(0.5)
-        raise AssertionError(f"not ready in {TIMEOUT} s: {self.log.read_text()}")
-
-    def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        kb = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
-        return int(kb) / 1024
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
-
-
 def test_http_scoring_equals_x86_for_every_model(rig: Rig) -> None:
-    served = _timed(f"serve start with {len(rig.models)} models, under qemu",
+    served = timed(f"serve start with {len(rig.models)} models, under qemu",
                     lambda: Served(rig.runtime, rig.store, rig.work / "serve.log"))
     try:
         results = []
         for model in rig.models:
             instances = [json.loads(line) for line in model.jsonl.splitlines()]
             body = json.dumps({"instances": instances}).encode()
-            got = _post(served.port, f"/invocations?model={model.name}", body)["predictions"]
+            got = post(served.port, f"/invocations?model={model.name}", body)["predictions"]
             expected = _reference(rig, model, "jsonl")
             results.append(_close(rig, model.name, "http", expected, got))
     finally:
@@ -379,15 +261,15 @@ def test_http_scoring_equals_x86_for_every_model(rig: Rig) -> None:
 
 def test_serve_memory_with_the_demo_bundle(rig: Rig) -> None:
     store = rig.work / "demo-store"
-    _ok([str(rig.runtime), "init", "--store", str(store), "--trust", str(rig.public)])
-    _ok([str(rig.runtime), "install", str(rig.first_demo), "--store", str(store)])
+    ok([str(rig.runtime), "init", "--store", str(store), "--trust", str(rig.public)])
+    ok([str(rig.runtime), "install", str(rig.first_demo), "--store", str(store)])
     demo = rig.models[0]
     body = json.dumps({"instances": [json.loads(x) for x in demo.jsonl.splitlines()]}).encode()
     for label, runtime in (("aarch64 under qemu", rig.runtime), ("x86_64", rig.reference)):
         served = Served(runtime, store, rig.work / f"rss-{label[:3]}.log")
         try:
             for _ in range(20):
-                assert len(_post(served.port, "/invocations", body)["predictions"]) == 200
+                assert len(post(served.port, "/invocations", body)["predictions"]) == 200
             REPORT.append(f"serve RSS with the demo bundle, {label}: {served.rss_mb():.0f} MB")
         finally:
             assert served.stop() == 0

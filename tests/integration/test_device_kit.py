@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from edgebundle.builder.cli.kit import device_kit_command
 from edgebundle.builder.kit import (
     KitError,
     KitOptions,
     Target,
-    device_kit_command,
     make_kit,
     parse_target,
     write_kit,
@@ -37,7 +37,7 @@ PYTHON = "{}.{}".format(*sys.version_info[:2])
 @pytest.mark.parametrize(
     ("platform", "python", "reason"),
     [
-        ("linux/armv7l", "3.11", "onnxruntime publishes no armv7l wheels"),
+        ("linux/armv7l", "3.11", "Debian trixie's Python 3.13 .* pass --python 3.13"),
         ("linux/riscv64", "3.11", "platform linux/riscv64 is not supported"),
         ("darwin/arm64", "3.11", "platform darwin/arm64 is not supported"),
         ("linux/aarch64", "3.9", "python 3.9 is not supported"),
@@ -66,7 +66,9 @@ def test_supported_targets_ask_pip_for_every_manylinux_tag_up_to_glibc_2_28(
     assert not any("_2_29_" in p or "_2_34_" in p for p in platforms)
 
 
-def test_the_command_refuses_armv7l_in_one_line(keys: KeyFiles, tmp_path: Path) -> None:
+def test_the_command_refuses_armv7l_for_a_python_debian_lacks(
+    keys: KeyFiles, tmp_path: Path
+) -> None:
     args = ["--platform", "linux/armv7l", "--python", "3.11", "--trust", str(keys.public)]
     result = CliRunner().invoke(device_kit_command, [*args, "--out", str(tmp_path / "kit")])
     assert result.exit_code == 1
@@ -102,6 +104,42 @@ def _fake_wheelhouse(root: Path, edgebundle_bytes: bytes = b"ours") -> tuple[Pat
     pip_wheel = pip / "pip-26.3-py3-none-any.whl"
     pip_wheel.write_bytes(b"pip")
     return wheels, pip_wheel
+
+
+def test_an_armv7l_kit_carries_debian_packages_in_install_order(
+    tmp_path: Path, keys: KeyFiles
+) -> None:
+    target = parse_target("linux/armv7l", "3.13")
+    wheels, pip = tmp_path / "wheels", tmp_path / "pip"
+    wheels.mkdir()
+    pip.mkdir()
+    with zipfile.ZipFile(wheels / "edgebundle-0.1.0-py3-none-any.whl", "w") as wheel:
+        wheel.writestr("edgebundle-0.1.0.dist-info/METADATA", "Name: edgebundle\n"
+                       "Requires-Dist: onnxruntime>=1.21\nRequires-Dist: numpy>=1.24\n"
+                       "Requires-Dist: click>=8.1; extra == \"build\"\n")
+    (pip / "pip-26.3-py3-none-any.whl").write_bytes(b"pip")
+    debs = [tmp_path / f"{name}_1.0_armhf.deb" for name in ("zlib1g", "libpython", "python3")]
+    for deb in debs:
+        deb.write_bytes(deb.name.encode())
+    steps = [debs[:2], debs[2:]]
+    kit = write_kit(tmp_path / "out", target, wheels, pip / "pip-26.3-py3-none-any.whl",
+                    [keys.public], steps)
+    top = "edgebundle-kit-0.1.0-linux-armv7l-cp313"
+    with tarfile.open(kit.path) as tar:
+        conf = _member(tar, f"{top}/kit.conf")
+        order = _member(tar, f"{top}/debs/order.txt")
+        requirements = _member(tar, f"{top}/requirements.txt")
+        assert _member(tar, f"{top}/debs/python3_1.0_armhf.deb") == "python3_1.0_armhf.deb"
+    # one dpkg -i call a line, as the resolver cut them
+    assert order == "zlib1g_1.0_armhf.deb libpython_1.0_armhf.deb\npython3_1.0_armhf.deb\n"
+    assert "KIT_SYSTEM_SITE=yes\n" in conf
+    assert 'KIT_REQUIRES="onnxruntime>=1.21 numpy>=1.24"\n' in conf  # not the extras
+    assert "python3-onnxruntime" in conf and "python3-venv" in conf
+    assert len(requirements.splitlines()) == 1  # ours alone: the rest is Debian's
+    debs[0].write_bytes(b"a patched zlib")
+    again = write_kit(tmp_path / "again", target, wheels, pip / "pip-26.3-py3-none-any.whl",
+                      [keys.public], steps)
+    assert again.kit_id != kit.kit_id  # another package set installs into a venv of its own
 
 
 def test_kit_tarball_is_reproducible_and_complete(tmp_path: Path, keys: KeyFiles) -> None:
