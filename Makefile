@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed
 DEMO := demo
 DEMO_BUNDLE := bundles/credit-score-1.0.0.bundle
 
-.PHONY: demo test lint bench clean device-test
+.PHONY: demo test lint bench clean device-test broker
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[build,dev]'
+	$(BIN)/python -m pip install -q -e '.[build,dev,fleet]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -36,7 +36,12 @@ demo: $(STAMP)
 	$(BIN)/bundle-runtime install $(DEMO_BUNDLE) --store $(DEMO)/store
 	$(BIN)/python -m edgebundle.builder.example --serve-demo $(DEMO)
 
-test: $(STAMP)
+# The fleet tests run a real MQTT broker (Debian's mosquitto) on 127.0.0.1.
+broker:
+	command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
+		(apt-get update -qq && apt-get install -y -qq mosquitto)
+
+test: $(STAMP) broker
 	$(BIN)/python -m pytest -q -n auto
 
 bench: $(STAMP)

@@ -26,6 +26,8 @@ from edgebundle.builder.drift.summary import summary_dict
 from edgebundle.builder.drift.text import format_text
 from edgebundle.builder.drill import make_broken
 from edgebundle.builder.errors import ParityError
+from edgebundle.builder.fleet.broker import broker_options, credentials
+from edgebundle.builder.fleet.broker import notify as notify_fleet
 from edgebundle.builder.inspect import inspect_bundle
 from edgebundle.builder.keys import generate_keypair, load_any_key
 from edgebundle.builder.kit.command import device_kit_command
@@ -363,6 +365,9 @@ def drift_command(stats: Path, window: str | None, html_path: Path | None, as_js
               help="Key the bundle must be signed by (default: the channel's newest key set, "
               "or the signing keys on a channel that never rotated).")
 @click.option("--refresh", is_flag=True, help="Re-sign the index with a new expiry, no bundle.")
+@click.option("--notify", metavar="URL", help="Then announce the new serial on the fleet's "
+              "MQTT broker, mqtt[s]://HOST[:PORT][/FLEET]: devices update within seconds.")
+@broker_options
 def publish_command(
     bundle: Path | None,
     channel: Path,
@@ -371,6 +376,8 @@ def publish_command(
     expires: str,
     trust: tuple[Path, ...],
     refresh: bool,
+    notify: str | None,
+    **broker: Any,
 ) -> None:
     """Add BUNDLE to a static OTA channel and re-sign its index (serial + 1).
 
@@ -392,6 +399,10 @@ def publish_command(
         f"{channel}/index.json: serial {index.serial}, expires {index.expires}, "
         f"{len(index.bundles)} bundle(s)"
     )
+    if notify is not None:
+        with _domain_errors():
+            address = notify_fleet(notify, credentials(broker), index.serial)
+        click.echo(f"notified {address}: serial {index.serial}")
 
 
 @main.command(name="rotate-keys")

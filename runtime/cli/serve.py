@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgebundle.runtime.cli.exits import ARGUMENTS, ExitCode, blame, usage
+from edgebundle.runtime.cli.fleet import add_fleet_options, fleet_companion
 from edgebundle.runtime.cli.help import document
 from edgebundle.runtime.cli.options import LIMITS, add_store_option, non_negative_int
 from edgebundle.runtime.errors import ChannelUnreachableError
@@ -118,6 +119,7 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
     _add_limit_options(parser)
     _add_channel_options(parser)
     _add_monitoring_options(parser)
+    add_fleet_options(parser, _positive_float, _positive_int)
     parser.set_defaults(run=_serve)
 
 
@@ -220,15 +222,17 @@ def _run(args: argparse.Namespace) -> int:
         capture=_capture(args),
     )
     if args.channel is None:
-        return serve(store, config)
+        companion = None if args.fleet is None else fleet_companion(args, store, None)
+        return serve(store, config, companion=companion)
     # Imported only for a channel: urllib.request brings http.client, email and ssl,
     # ~7 MB of resident memory a server that polls nothing should not carry.
     from edgebundle.runtime.ota.updater import Poller
 
     poller = Poller(store_root=store.root, channel=_channel(args.channel), interval=args.poll)
+    companion = None if args.fleet is None else fleet_companion(args, store, poller)
     poller.start()
     try:
-        return serve(store, config)
+        return serve(store, config, companion=companion)
     finally:
         poller.stop()
 

@@ -209,33 +209,48 @@ class Poller:
     limits: FetchLimits = field(default_factory=FetchLimits)
     log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
     rng: random.Random = field(default_factory=random.Random)
+    # Told every pass's outcome: its report, or the error that refused or missed the channel.
+    observer: Callable[[UpdateReport | BundleError], None] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    _wake: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ota-poller", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Run the next pass now rather than at the end of the current wait."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
+            # Cleared before the pass: a wake during it (a newer notice) runs one more.
+            self._wake.clear()
+            outcome: UpdateReport | BundleError
             try:
-                report = update_once(Store.open(self.store_root), self.channel, limits=self.limits)
-                for line in report.lines():
+                outcome = update_once(Store.open(self.store_root), self.channel, limits=self.limits)
+                for line in outcome.lines():
                     self.log(f"update: {line}")
                 failures = 0
             except ChannelUnreachableError as e:
                 failures += 1
                 self.log(f"update: channel unreachable: {e}")
+                outcome = e
             except BundleError as e:
                 failures += 1
                 self.log(f"update: channel rejected: {e}")
-            self._stop.wait(self.next_delay(failures))
+                outcome = e
+            if self.observer is not None:
+                self.observer(outcome)
+            self._wake.wait(self.next_delay(failures))
 
     def next_delay(self, failures: int) -> float:
         if failures == 0:

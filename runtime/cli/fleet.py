@@ -1,0 +1,121 @@
+"""``serve --fleet``'s options, and the fleet agent started with the server (imported, with
+paho, only when ``--fleet`` is given)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgebundle.runtime.cli.exits import ARGUMENTS, blame
+from edgebundle.runtime.fleet.address import (
+    PASSWORD_ENV,
+    BrokerAddress,
+    Credentials,
+    check_level,
+    read_password,
+)
+from edgebundle.runtime.store import Store
+
+if TYPE_CHECKING:
+    from edgebundle.runtime.ota.updater import Poller
+    from edgebundle.runtime.serve.server import Companion, RunningServer
+
+_DEFAULT_INTERVAL = 60.0
+_DEFAULT_JITTER = 2.0
+_DEFAULT_REPORTS = 1440
+
+
+def add_fleet_options(
+    parser: argparse.ArgumentParser,
+    positive_float: Callable[[str], float],
+    positive_int: Callable[[str], int],
+) -> None:
+    group = parser.add_argument_group(
+        "fleet", "status, telemetry and update notices over MQTT (needs edgebundle[fleet])"
+    )
+    group.add_argument(
+        "--fleet",
+        metavar="URL",
+        help="the fleet's MQTT broker: mqtt://HOST[:PORT][/FLEET] or mqtts:// (TLS); "
+        "FLEET names the topics edgebundle/FLEET/... (default 'default')",
+    )
+    group.add_argument(
+        "--device-id", metavar="ID", help="this device's name in the fleet (default: hostname)"
+    )
+    group.add_argument("--fleet-ca", type=Path, metavar="FILE", help="CA certificates (PEM)")
+    group.add_argument("--fleet-cert", type=Path, metavar="FILE", help="client certificate")
+    group.add_argument("--fleet-key", type=Path, metavar="FILE", help="client certificate's key")
+    group.add_argument("--fleet-username", metavar="NAME", help="broker user name")
+    group.add_argument(
+        "--fleet-password-file",
+        type=Path,
+        metavar="FILE",
+        help=f"broker password (first line); otherwise ${PASSWORD_ENV}, if set",
+    )
+    group.add_argument(
+        "--telemetry-interval",
+        type=positive_float,
+        default=_DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help=f"seconds between telemetry reports (default {_DEFAULT_INTERVAL:g})",
+    )
+    group.add_argument(
+        "--telemetry-buffer",
+        type=positive_int,
+        default=_DEFAULT_REPORTS,
+        metavar="N",
+        help="reports kept on disk while the broker is unreachable; the oldest go beyond N "
+        f"(default {_DEFAULT_REPORTS})",
+    )
+    group.add_argument(
+        "--notice-jitter",
+        type=positive_float,
+        default=_DEFAULT_JITTER,
+        metavar="SECONDS",
+        help="after an update notice, start the update pass within a random delay up to "
+        f"SECONDS (default {_DEFAULT_JITTER:g})",
+    )
+
+
+def fleet_companion(args: argparse.Namespace, store: Store, poller: Poller | None) -> Companion:
+    """What starts the fleet agent beside the server; every option is checked here, before
+    the server binds."""
+    from edgebundle.runtime.fleet.agent import FleetAgent, FleetConfig
+    from edgebundle.runtime.fleet.session import new_client
+
+    with blame(ARGUMENTS):
+        device = check_level(args.device_id or socket.gethostname(), "device id")
+        config = FleetConfig(
+            address=BrokerAddress.parse(args.fleet),
+            credentials=Credentials(
+                ca=args.fleet_ca,
+                cert=args.fleet_cert,
+                key=args.fleet_key,
+                username=args.fleet_username,
+                password=read_password(args.fleet_password_file),
+            ),
+            device=device,
+            telemetry_interval=args.telemetry_interval,
+            notice_jitter=args.notice_jitter,
+            max_reports=args.telemetry_buffer,
+        )
+        new_client(config.address, config.credentials, "check")  # paho there, TLS files read
+
+    def start(running: RunningServer) -> Callable[[], None]:
+        agent = FleetAgent(
+            config,
+            store,
+            running.metrics,
+            running.models,
+            wake_update=None if poller is None else poller.wake,
+            log=running.log,
+        )
+        if poller is not None:
+            poller.observer = agent.observe_update
+        agent.start()
+        return agent.stop
+
+    return start
