@@ -28,6 +28,7 @@ from edgebundle.builder.drill import make_broken
 from edgebundle.builder.errors import ParityError
 from edgebundle.builder.fleet.broker import broker_options, credentials
 from edgebundle.builder.fleet.broker import notify as notify_fleet
+from edgebundle.builder.fleet.command import fleet_group
 from edgebundle.builder.inspect import inspect_bundle
 from edgebundle.builder.keys import generate_keypair, load_any_key
 from edgebundle.builder.kit.command import device_kit_command
@@ -485,3 +486,4 @@ def make_broken_command(
 
 
 main.add_command(device_kit_command)
+main.add_command(fleet_group)

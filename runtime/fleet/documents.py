@@ -159,4 +159,3 @@ def parse(cls: type[D], data: bytes, what: str) -> D:
     except ManifestError as e:
         raise FleetError(f"invalid {what}: {e}") from None
     return document
-

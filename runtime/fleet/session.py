@@ -27,9 +27,7 @@ def new_client(
         from paho.mqtt.client import Client, MQTTv311
         from paho.mqtt.enums import CallbackAPIVersion
     except ImportError:
-        raise FleetError(
-            "the fleet needs paho-mqtt: pip install 'edgebundle[fleet]'"
-        ) from None
+        raise FleetError("the fleet needs paho-mqtt: pip install 'edgebundle[fleet]'") from None
     client = Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,

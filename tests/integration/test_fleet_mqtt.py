@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -228,3 +229,83 @@ def test_status_json_shape_is_the_declared_document(
     assert parse(DeviceStatus, status.payload, "status").models[0].version == "1.0.0"
     assert parse(Telemetry, telemetry.payload, "telemetry").device == "d-1"
     assert json.loads(telemetry.payload)["models"][0]["latency"] is None  # no request yet
+
+
+def fleet_status(broker: Broker, ledger: Path, *extra: str) -> dict[str, Any]:
+    args = ["fleet", "status", "--broker", broker.url, "--ledger", str(ledger), "--json"]
+    proc = run("bundle", [*args, "--wait", "3", *extra])
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+def test_fleet_status_versions_offline_failures_traffic_and_drift(
+    keys: KeyFiles, tmp_path: Path, broker: Broker, bundles: tuple[Built, Built]
+) -> None:
+    v1, v2 = bundles
+    ledger = tmp_path / "ledger.json"
+    assert fleet_status(broker, ledger)["devices"] == []  # opens the collecting session
+    broken = run(
+        "bundle",
+        ["make-broken", str(v2.bundle), "--version", "3.0.0", "--key", str(keys.private),
+         "--out", str(tmp_path / "broken")],
+    )  # fmt: skip
+    assert broken.returncode == 0, broken.stderr
+    x = features(20, seed=11)
+    with served(tmp_path / "channel") as channel, listening(broker.port, "#") as live:
+        publish(v1.bundle, channel.directory, keys)
+        publish(v2.bundle, channel.directory, keys)
+        common = ("--fleet", broker.url, "--telemetry-interval", "0.3")
+        with (
+            serve_process(
+                device(keys, tmp_path / "a", v1.bundle), tmp_path / "a.log", *common,
+                "--device-id", "a",
+            ) as a,
+            serve_process(
+                device(keys, tmp_path / "b"), tmp_path / "b.log", *common, "--device-id", "b",
+                "--channel", channel.url, "--poll", "3600", "--notice-jitter", "0.2",
+            ),
+            serve_process(
+                device(keys, tmp_path / "c", v1.bundle), tmp_path / "c.log", *common,
+                "--device-id", "c",
+            ) as c,
+        ):  # fmt: skip
+            assert post_json(a.port, INFER, infer_body(x)).status == 200
+            live.wait_for(TELEMETRY.format("a"), lambda t: t["models"][0]["requests"] == 1)
+            live.wait_for(STATUS.format("b"), lambda s: models_of(s) == {"credit": "2.0.0"})
+            publish(
+                tmp_path / "broken" / "credit-3.0.0.bundle", channel.directory, keys,
+                "--notify", broker.url,
+            )  # fmt: skip
+            live.wait_for(
+                STATUS.format("b"), lambda s: (s["last_update"] or {}).get("result") == "failed"
+            )
+            live.wait_for(STATUS.format("c"), lambda s: s["online"])
+            c.proc.send_signal(signal.SIGKILL)
+            live.wait_for(STATUS.format("c"), lambda s: not s["online"])
+            view = fleet_status(
+                broker, ledger, "--channel", str(channel.directory), "--trust", str(keys.public),
+                "--html", str(tmp_path / "html"),
+            )  # fmt: skip
+            again = fleet_status(broker, ledger)
+            text = run("bundle", ["fleet", "status", "--broker", broker.url, "--ledger",
+                                  str(ledger), "--wait", "1"])  # fmt: skip
+    assert text.returncode == 0, text.stderr
+    print(text.stdout)
+    assert "fleet default: 3 device(s), 2 online, 1 offline" in text.stdout
+    assert "  b: credit 3.0.0: refused and marked bad" in text.stdout
+    versions = {(v["name"], v["version"]): (v["devices"], v["online"]) for v in view["versions"]}
+    assert versions == {("credit", "1.0.0"): (2, 1), ("credit", "2.0.0"): (1, 1)}
+    assert view["offline"] == ["c"]
+    [failed] = view["failed_updates"]
+    assert (failed["device"], failed["name"], failed["version"]) == ("b", "credit", "3.0.0")
+    assert "selftest" in failed["detail"]
+    totals = {(t["name"], t["version"]): t for t in view["telemetry"]["versions"]}
+    assert totals["credit", "1.0.0"]["requests"] == 1
+    assert totals["credit", "1.0.0"]["drift"]["rows"] == 20
+    [drift] = [d for d in view["drift"] if d["version"] == "1.0.0"]
+    assert drift["rows"]["since_start"] == 20 and drift["baseline"] and drift["features"]
+    assert (tmp_path / "html" / "credit-1.0.0.html").read_text().startswith("<!DOCTYPE html>")
+    # The ledger counts each report once, across runs.
+    totals = {(t["name"], t["version"]): t for t in again["telemetry"]["versions"]}
+    assert totals["credit", "1.0.0"]["requests"] == 1
+    assert totals["credit", "1.0.0"]["drift"]["rows"] == 20

@@ -55,9 +55,7 @@ class Listener:
         with self._lock:
             return [m for m in self.messages if m.topic == topic]
 
-    def wait_for(
-        self, topic: str, test: Callable[[Any], bool], timeout: float = 20.0
-    ) -> Received:
+    def wait_for(self, topic: str, test: Callable[[Any], bool], timeout: float = 20.0) -> Received:
         deadline = time.monotonic() + timeout
         while True:
             for message in self.on(topic):
