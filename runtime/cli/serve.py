@@ -86,6 +86,10 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
             "bundle-runtime serve --store /var/lib/edgebundle --port 8080",
             "bundle-runtime serve --store /var/lib/edgebundle --host 0.0.0.0 "
             "--token-file /etc/edgebundle/token --channel https://models.example.com/stable/",
+            "bundle-runtime serve --store /var/lib/edgebundle --channel "
+            "https://models.example.com/stable/ --fleet mqtts://broker.example.com/shops "
+            "--device-id shop-17 --fleet-ca ca.pem --fleet-cert shop-17.pem --fleet-key "
+            "shop-17.key",
         ],
         exits={
             ExitCode.OK: "stopped by SIGTERM or SIGINT after answering the requests in flight",
