@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO := demo
 DEMO_BUNDLE := bundles/credit-score-1.0.0.bundle
 
-.PHONY: demo test lint bench clean device-test broker
+.PHONY: demo test lint bench clean device-test broker fleet-sim
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,7 @@ broker:
 test: $(STAMP) broker
 	$(BIN)/python -m pytest -q -n auto
 
-bench: $(STAMP)
+bench: $(STAMP) broker
 	$(BIN)/python -m pip install -q -e '.[build,dev,bench]'
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -54,6 +54,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	command -v shellcheck >/dev/null || (apt-get update -qq && apt-get install -y -qq shellcheck)
 	shellcheck builder/kit/install.sh
+
+# N simulated devices (real update client and MQTT session each) against a static channel and
+# Mosquitto: convergence with notice vs poll only, a broker restart, 20% offline (a few minutes).
+fleet-sim: $(STAMP) broker
+	$(BIN)/python -m bench.fleetsim $(SIM_ARGS)
 
 # The runtime on emulated aarch64 (qemu-user, no binfmt_misc needed): installs the device kit
 # offline and compares every prediction with x86's (minutes; downloads ~50 MB the first time).

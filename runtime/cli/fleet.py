@@ -83,7 +83,7 @@ def add_fleet_options(
 def fleet_companion(args: argparse.Namespace, store: Store, poller: Poller | None) -> Companion:
     """What starts the fleet agent beside the server; every option is checked here, before
     the server binds."""
-    from edgebundle.runtime.fleet.agent import FleetAgent, FleetConfig
+    from edgebundle.runtime.fleet.agent import FleetAgent, FleetConfig, ServedView
     from edgebundle.runtime.fleet.session import new_client
 
     with blame(ARGUMENTS):
@@ -108,8 +108,7 @@ def fleet_companion(args: argparse.Namespace, store: Store, poller: Poller | Non
         agent = FleetAgent(
             config,
             store,
-            running.metrics,
-            running.models,
+            ServedView(config.device, running.metrics, running.models),
             wake_update=None if poller is None else poller.wake,
             log=running.log,
         )

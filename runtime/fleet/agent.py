@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import onnxruntime
 
@@ -31,6 +31,7 @@ from edgebundle.runtime.fleet.documents import (
     DeviceStatus,
     Failure,
     Notice,
+    Telemetry,
     UpdateResult,
     parse,
     to_bytes,
@@ -53,6 +54,39 @@ _TICK = 1.0  # seconds between the agent's looks at the status and the outbox
 _MAX_IN_FLIGHT = 32  # telemetry reports published and not yet acknowledged
 _RESEND_AFTER = 300.0  # an unacknowledged report is published again after this long
 _CLOSE_TIMEOUT = 2.0
+
+
+class DeviceView(Protocol):
+    """What the agent reports: the models a device runs, whether it is healthy, and its
+    telemetry since the previous report."""
+
+    def models(self) -> tuple[ActiveModel, ...]: ...
+
+    def ready(self) -> bool: ...
+
+    def report(self, dropped: int) -> Telemetry: ...
+
+
+class ServedView:
+    """A running server's view: the models it serves (not merely those the store has
+    active), and its counters."""
+
+    def __init__(self, device: str, metrics: Metrics, models: ServedModels) -> None:
+        self._models = models
+        self._counter = TelemetryCounter(device, metrics, models)
+
+    def models(self) -> tuple[ActiveModel, ...]:
+        served = self._models.current.models
+        return tuple(
+            ActiveModel(name=name, version=str(model.version))
+            for name, model in sorted(served.items())
+        )
+
+    def ready(self) -> bool:
+        return self._models.current.ready
+
+    def report(self, dropped: int) -> Telemetry:
+        return self._counter.report(dropped=dropped)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -111,8 +145,7 @@ class FleetAgent:
         self,
         config: FleetConfig,
         store: Store,
-        metrics: Metrics,
-        models: ServedModels,
+        view: DeviceView,
         *,
         wake_update: Callable[[], None] | None = None,
         log: Callable[[str], None],
@@ -120,13 +153,12 @@ class FleetAgent:
     ) -> None:
         self.config = config
         self._store = store
-        self._models = models
+        self._view = view
         self._wake_update = wake_update
         self._log = log
         self._clock = clock
         self._started = clock()
         self._topics = Topics(config.address.fleet)
-        self._counter = TelemetryCounter(config.device, metrics, models, clock)
         self._outbox = Outbox(store.root / OUTBOX_DIR, config.max_reports)
         self._dropped = 0
         self._in_flight: dict[Path, tuple[MQTTMessageInfo, float]] = {}
@@ -179,8 +211,7 @@ class FleetAgent:
 
     def status(self, *, online: bool = True) -> DeviceStatus:
         now = self._clock()
-        current = self._models.current
-        health = "stopped" if not online else "ready" if current.ready else "degraded"
+        health = "stopped" if not online else "ready" if self._view.ready() else "degraded"
         with self._lock:
             last_update = self._last_update
         return DeviceStatus(
@@ -188,10 +219,7 @@ class FleetAgent:
             device=self.config.device,
             online=online,
             health=health,
-            models=tuple(
-                ActiveModel(name=name, version=str(model.version))
-                for name, model in sorted(current.models.items())
-            ),
+            models=self._view.models(),
             last_update=last_update,
             runtime=__version__,
             onnxruntime=str(onnxruntime.__version__),
@@ -235,7 +263,7 @@ class FleetAgent:
         self._set_will()
 
     def _queue_report(self) -> None:
-        report = self._counter.report(dropped=self._dropped)
+        report = self._view.report(self._dropped)
         self._dropped = self._outbox.put(to_bytes(report))
         if self._dropped:
             self._log(f"fleet: telemetry buffer full, dropped the {self._dropped} oldest")
