@@ -106,7 +106,7 @@ class Device:
     def start(self) -> None:
         quiet = lambda line: None  # noqa: E731
         poller = Poller(store_root=self.store.root, channel=self.channel,
-                        interval=self.args.poll, log=quiet)  # fmt: skip
+                        interval=self.args.poll, log=quiet, device=self.name)  # fmt: skip
         agent = FleetAgent(
             FleetConfig(
                 address=BrokerAddress.parse(self.broker),
@@ -305,8 +305,17 @@ def make_bundles(work: Path, key: Path, versions: int) -> dict[str, Path]:
     return bundles
 
 
-def publish_version(world: World, version: str, notice: bool) -> float:
-    start = time.monotonic()
+@dataclass(frozen=True)
+class Mark:
+    """When a publish began, and the broker's and channel's counters then."""
+
+    start: float
+    messages: int
+    served: int
+
+
+def publish_version(world: World, version: str, notice: bool) -> Mark:
+    start = Mark(time.monotonic(), world.monitor.messages(), CountingHandler.served)
     signing = load_private_key(world.key, None)
     index = publish(world.bundles[version], world.channel, [signing], timedelta(days=1),
                     datetime.now(timezone.utc))  # fmt: skip
@@ -315,9 +324,9 @@ def publish_version(world: World, version: str, notice: bool) -> float:
     return start
 
 
-def converge(world: World, version: str, devices: Sequence[str], start: float,
+def converge(world: World, version: str, devices: Sequence[str], mark: Mark,
              timeout: float) -> dict[str, Any]:  # fmt: skip
-    messages, served = world.monitor.messages(), CountingHandler.served
+    start = mark.start
     deadline = time.monotonic() + timeout
     while len(world.monitor.reached(version, devices)) < len(devices):
         if time.monotonic() > deadline:
@@ -337,8 +346,10 @@ def converge(world: World, version: str, devices: Sequence[str], start: float,
         "p50_s": at(0.5),
         "p99_s": at(0.99),
         "p100_s": at(1.0),
-        "broker_msgs_per_s": round((world.monitor.messages() - messages) / (elapsed + 1.5), 1),
-        "channel_bytes": CountingHandler.served - served,
+        "broker_msgs_per_s": round(
+            (world.monitor.messages() - mark.messages) / (elapsed + 1.5), 1
+        ),
+        "channel_bytes": CountingHandler.served - mark.served,
     }
 
 
@@ -364,7 +375,7 @@ def scenarios(world: World, args: Any, command: Any) -> dict[str, Any]:
     online = [d for d in devices if d not in offline]
     start = publish_version(world, "5.0.0", notice=True)
     results["20% offline: the online ones"] = converge(world, "5.0.0", online, start, 120)
-    back = time.monotonic()
+    back = Mark(time.monotonic(), world.monitor.messages(), CountingHandler.served)
     command("start", offline)
     results["20% offline: back online"] = converge(world, "5.0.0", offline, back, 120)
     return results
@@ -402,7 +413,7 @@ def main() -> None:
     print_table(results, args)
 
 
-def run_workers(world: World, args: Any, roots: list[str], start: float) -> dict[str, Any]:
+def run_workers(world: World, args: Any, roots: list[str], start: Mark) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     done = context.Queue()
     broker_url = f"mqtt://{HOST}:{world.broker.port}/{FLEET}"
@@ -426,7 +437,7 @@ def run_workers(world: World, args: Any, roots: list[str], start: float) -> dict
         for _ in workers:
             done.get(timeout=300)
         first = converge(world, "1.0.0", world.devices, start, 300)
-        results = {"first install": first, **scenarios(world, args, command)}
+        results = {"start-up: spawn, first install": first, **scenarios(world, args, command)}
     finally:
         for _, queue in workers:
             queue.put(("quit", []))

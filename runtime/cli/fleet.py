@@ -43,7 +43,11 @@ def add_fleet_options(
         "FLEET names the topics edgebundle/FLEET/... (default 'default')",
     )
     group.add_argument(
-        "--device-id", metavar="ID", help="this device's name in the fleet (default: hostname)"
+        "--device-id",
+        metavar="ID",
+        help="this device's name in the fleet, which also decides whether it takes part in a "
+        "staged rollout (default with --fleet: the hostname; without: none, so it installs "
+        "a version only once it is released to 100%%)",
     )
     group.add_argument("--fleet-ca", type=Path, metavar="FILE", help="CA certificates (PEM)")
     group.add_argument("--fleet-cert", type=Path, metavar="FILE", help="client certificate")
@@ -80,6 +84,15 @@ def add_fleet_options(
     )
 
 
+def device_id(args: argparse.Namespace) -> str | None:
+    """``--device-id``, or with ``--fleet`` the hostname; checked as a topic level."""
+    text = args.device_id or (socket.gethostname() if args.fleet else None)
+    if text is None:
+        return None
+    with blame(ARGUMENTS):
+        return check_level(text, "device id")
+
+
 def fleet_companion(args: argparse.Namespace, store: Store, poller: Poller | None) -> Companion:
     """What starts the fleet agent beside the server; every option is checked here, before
     the server binds."""
@@ -87,7 +100,8 @@ def fleet_companion(args: argparse.Namespace, store: Store, poller: Poller | Non
     from edgebundle.runtime.fleet.session import new_client
 
     with blame(ARGUMENTS):
-        device = check_level(args.device_id or socket.gethostname(), "device id")
+        device = device_id(args)
+        assert device is not None  # --fleet gives one
         config = FleetConfig(
             address=BrokerAddress.parse(args.fleet),
             credentials=Credentials(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgebundle.runtime.cli.exits import ARGUMENTS, ExitCode, blame, usage
-from edgebundle.runtime.cli.fleet import add_fleet_options, fleet_companion
+from edgebundle.runtime.cli.fleet import add_fleet_options, device_id, fleet_companion
 from edgebundle.runtime.cli.help import document
 from edgebundle.runtime.cli.options import LIMITS, add_store_option, non_negative_int
 from edgebundle.runtime.errors import ChannelUnreachableError
@@ -232,7 +232,12 @@ def _run(args: argparse.Namespace) -> int:
     # ~7 MB of resident memory a server that polls nothing should not carry.
     from edgebundle.runtime.ota.updater import Poller
 
-    poller = Poller(store_root=store.root, channel=_channel(args.channel), interval=args.poll)
+    poller = Poller(
+        store_root=store.root,
+        channel=_channel(args.channel),
+        interval=args.poll,
+        device=device_id(args),
+    )
     companion = None if args.fleet is None else fleet_companion(args, store, poller)
     poller.start()
     try:
