@@ -29,6 +29,7 @@ from edgebundle.builder.errors import ParityError
 from edgebundle.builder.fleet.broker import broker_options, credentials
 from edgebundle.builder.fleet.broker import notify as notify_fleet
 from edgebundle.builder.fleet.command import fleet_group
+from edgebundle.builder.fleet.rollout_command import rollout_command, share_option
 from edgebundle.builder.inspect import inspect_bundle
 from edgebundle.builder.keys import generate_keypair, load_any_key
 from edgebundle.builder.kit.command import device_kit_command
@@ -39,6 +40,7 @@ from edgebundle.runtime.bundle import Limits, check_bundle, read_bundle_file
 from edgebundle.runtime.errors import BundleError
 from edgebundle.runtime.fsio import write_durably
 from edgebundle.runtime.ota.keychain import load_trust
+from edgebundle.runtime.ota.rollout import SHARE_SCALE as SCALE
 from edgebundle.runtime.semver import Version
 from edgebundle.runtime.signing import load_private_key
 
@@ -366,6 +368,8 @@ def drift_command(stats: Path, window: str | None, html_path: Path | None, as_js
               help="Key the bundle must be signed by (default: the channel's newest key set, "
               "or the signing keys on a channel that never rotated).")
 @click.option("--refresh", is_flag=True, help="Re-sign the index with a new expiry, no bundle.")
+@click.option("--rollout", "share", metavar="P%", callback=share_option, help="Stage it for P% of "
+              "the devices (grow it with `bundle rollout`).")
 @click.option("--notify", metavar="URL", help="Then announce the new serial on the fleet's "
               "MQTT broker, mqtt[s]://HOST[:PORT][/FLEET]: devices update within seconds.")
 @broker_options
@@ -377,6 +381,7 @@ def publish_command(
     expires: str,
     trust: tuple[Path, ...],
     refresh: bool,
+    share: int | None,
     notify: str | None,
     **broker: Any,
 ) -> None:
@@ -395,7 +400,7 @@ def publish_command(
             index = refresh_channel(channel, private, duration, now)
         else:
             trusted = load_trust(trust).trusted() if trust else None
-            index = publish(bundle, channel, private, duration, now, trusted)
+            index = publish(bundle, channel, private, duration, now, trusted, share or SCALE)
     click.echo(
         f"{channel}/index.json: serial {index.serial}, expires {index.expires}, "
         f"{len(index.bundles)} bundle(s)"
@@ -487,3 +492,4 @@ def make_broken_command(
 
 main.add_command(device_kit_command)
 main.add_command(fleet_group)
+main.add_command(rollout_command)

@@ -32,9 +32,11 @@ class Collected:
     refused: list[str] = field(default_factory=list)  # documents that did not parse
 
 
-def collect(address: BrokerAddress, creds: Credentials, client_id: str, wait: float) -> Collected:
+def collect(
+    address: BrokerAddress, creds: Credentials, client_id: str, wait: float, *, keep: bool = True
+) -> Collected:
     """Statuses and queued telemetry, until the broker has been quiet for a moment (at most
-    ``wait`` seconds)."""
+    ``wait`` seconds). ``keep``: the broker keeps the session (and queues telemetry for it)."""
     topics = Topics(address.fleet)
     found = Collected()
     lock = threading.Lock()
@@ -60,7 +62,7 @@ def collect(address: BrokerAddress, creds: Credentials, client_id: str, wait: fl
         client.on_message = on_message
         client.subscribe([(topics.all_status, 1), (topics.all_telemetry, 1)])
 
-    with connected(address, creds, client_id, clean=False, on_connect=subscribe):
+    with connected(address, creds, client_id, clean=not keep, on_connect=subscribe):
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             with lock:
