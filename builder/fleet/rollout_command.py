@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from edgebundle.builder.fleet.broker import broker_options, credentials
+from edgebundle.builder.fleet.broker import notify as notify_fleet
 from edgebundle.builder.fleet.collect import collect
 from edgebundle.builder.publish import parse_duration
 from edgebundle.builder.rollout import Change, change_rollout, watch
