@@ -72,8 +72,10 @@ def test_a_10_percent_rollout_reaches_about_10_percent_and_growing_only_adds(
     publish(versions["1.0.0"], channel, keys)
     publish(versions["2.0.0"], channel, keys, "--rollout", "10%")
     # The index itself, which devices of the previous release read alone, does not list it.
-    index = json.loads((channel / INDEX_NAME).read_text())
-    assert index["payload"]  # an envelope; its bundles are checked through taking()
+    envelope = json.loads((channel / INDEX_NAME).read_text())
+    payload = json.loads(base64.b64decode(envelope["payload"]))
+    assert payload["format"] == "edgebundle.channel/1"
+    assert [b["version"] for b in payload["bundles"]] == ["1.0.0"]
     ten = taking(channel, keys, V2)
     assert 10 <= len(ten) <= 30, len(ten)
     assert "50%" in rollout(channel, keys, "2.0.0", "--to", "50%")
