@@ -47,7 +47,8 @@ from edgebundle.builder.fleet.broker import notify
 from edgebundle.builder.keys import generate_keypair
 from edgebundle.builder.publish import publish
 from edgebundle.runtime.fleet.address import BrokerAddress, Credentials
-from edgebundle.runtime.fleet.agent import FleetAgent, FleetConfig
+from edgebundle.runtime.fleet.agent import FleetAgent
+from edgebundle.runtime.fleet.config import FleetConfig
 from edgebundle.runtime.fleet.documents import (
     TELEMETRY_FORMAT,
     ActiveModel,

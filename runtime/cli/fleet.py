@@ -17,15 +17,18 @@ from edgebundle.runtime.fleet.address import (
     check_level,
     read_password,
 )
+from edgebundle.runtime.fleet.config import (
+    DEFAULT_MAX_REPORTS,
+    DEFAULT_NOTICE_JITTER,
+    DEFAULT_TELEMETRY_INTERVAL,
+    FleetConfig,
+)
 from edgebundle.runtime.store import Store
 
 if TYPE_CHECKING:
     from edgebundle.runtime.ota.updater import Poller
     from edgebundle.runtime.serve.server import Companion, RunningServer
 
-_DEFAULT_INTERVAL = 60.0
-_DEFAULT_JITTER = 2.0
-_DEFAULT_REPORTS = 1440
 
 
 def add_fleet_options(
@@ -62,25 +65,25 @@ def add_fleet_options(
     group.add_argument(
         "--telemetry-interval",
         type=positive_float,
-        default=_DEFAULT_INTERVAL,
+        default=DEFAULT_TELEMETRY_INTERVAL,
         metavar="SECONDS",
-        help=f"seconds between telemetry reports (default {_DEFAULT_INTERVAL:g})",
+        help=f"seconds between telemetry reports (default {DEFAULT_TELEMETRY_INTERVAL:g})",
     )
     group.add_argument(
         "--telemetry-buffer",
         type=positive_int,
-        default=_DEFAULT_REPORTS,
+        default=DEFAULT_MAX_REPORTS,
         metavar="N",
         help="reports kept on disk while the broker is unreachable; the oldest go beyond N "
-        f"(default {_DEFAULT_REPORTS})",
+        f"(default {DEFAULT_MAX_REPORTS})",
     )
     group.add_argument(
         "--notice-jitter",
         type=positive_float,
-        default=_DEFAULT_JITTER,
+        default=DEFAULT_NOTICE_JITTER,
         metavar="SECONDS",
         help="after an update notice, start the update pass within a random delay up to "
-        f"SECONDS (default {_DEFAULT_JITTER:g})",
+        f"SECONDS (default {DEFAULT_NOTICE_JITTER:g})",
     )
 
 
@@ -96,7 +99,7 @@ def device_id(args: argparse.Namespace) -> str | None:
 def fleet_companion(args: argparse.Namespace, store: Store, poller: Poller | None) -> Companion:
     """What starts the fleet agent beside the server; every option is checked here, before
     the server binds."""
-    from edgebundle.runtime.fleet.agent import FleetAgent, FleetConfig, ServedView
+    from edgebundle.runtime.fleet.agent import FleetAgent, ServedView
     from edgebundle.runtime.fleet.session import new_client
 
     with blame(ARGUMENTS):

@@ -16,7 +16,6 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,7 +23,8 @@ import onnxruntime
 
 from edgebundle.runtime import __version__
 from edgebundle.runtime.errors import BundleError, ChannelUnreachableError
-from edgebundle.runtime.fleet.address import BrokerAddress, Credentials, Topics, check_level
+from edgebundle.runtime.fleet.address import Topics
+from edgebundle.runtime.fleet.config import FleetConfig
 from edgebundle.runtime.fleet.documents import (
     STATUS_FORMAT,
     ActiveModel,
@@ -36,7 +36,7 @@ from edgebundle.runtime.fleet.documents import (
     parse,
     to_bytes,
 )
-from edgebundle.runtime.fleet.outbox import DEFAULT_MAX_REPORTS, OUTBOX_DIR, Outbox
+from edgebundle.runtime.fleet.outbox import OUTBOX_DIR, Outbox
 from edgebundle.runtime.fleet.session import KEEPALIVE, new_client
 from edgebundle.runtime.fleet.telemetry import TelemetryCounter
 from edgebundle.runtime.monitor.report import timestamp
@@ -48,8 +48,6 @@ from edgebundle.runtime.store import Store
 if TYPE_CHECKING:
     from paho.mqtt.client import Client, MQTTMessage, MQTTMessageInfo
 
-DEFAULT_TELEMETRY_INTERVAL = 60.0
-DEFAULT_NOTICE_JITTER = 2.0
 _TICK = 1.0  # seconds between the agent's looks at the status and the outbox
 _MAX_IN_FLIGHT = 32  # telemetry reports published and not yet acknowledged
 _RESEND_AFTER = 300.0  # an unacknowledged report is published again after this long
@@ -87,19 +85,6 @@ class ServedView:
 
     def report(self, dropped: int) -> Telemetry:
         return self._counter.report(dropped=dropped)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class FleetConfig:
-    address: BrokerAddress
-    credentials: Credentials
-    device: str
-    telemetry_interval: float = DEFAULT_TELEMETRY_INTERVAL
-    notice_jitter: float = DEFAULT_NOTICE_JITTER
-    max_reports: int = DEFAULT_MAX_REPORTS
-
-    def __post_init__(self) -> None:
-        check_level(self.device, "device id")
 
 
 def update_result(outcome: UpdateReport | BundleError, now: float) -> UpdateResult:

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 from edgebundle.runtime.errors import StoreError
+from edgebundle.runtime.fleet.config import DEFAULT_MAX_REPORTS
 from edgebundle.runtime.fsio import is_temp_name, write_durably
 
 OUTBOX_DIR = "fleet/outbox"  # in the store directory
-DEFAULT_MAX_REPORTS = 1440  # a day of reports at the default interval of a minute
 _SUFFIX = ".json"
 
 
