@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed
 DEMO := demo
 DEMO_BUNDLE := bundles/credit-score-1.0.0.bundle
 
-.PHONY: demo test fuzz lint bench clean device-test
+.PHONY: demo test fuzz lint bench clean device-test broker fleet-sim
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[build,dev]'
+	$(BIN)/python -m pip install -q -e '.[build,dev,fleet]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -46,7 +46,12 @@ DEBIAN_TOOLS := command -v gpg >/dev/null && command -v gpgv >/dev/null && \
 	[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || \
 	(apt-get update -qq && apt-get install -y -qq gpg gpgv debian-archive-keyring)
 
-test: $(STAMP)
+# The fleet tests run a real MQTT broker (Debian's mosquitto) on 127.0.0.1.
+broker:
+	command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
+		(apt-get update -qq && apt-get install -y -qq mosquitto)
+
+test: $(STAMP) broker
 	command -v curl >/dev/null || (apt-get update -qq && apt-get install -y -qq curl)
 	$(DEBIAN_TOOLS)
 	$(BIN)/python -m pytest -q -n auto
@@ -57,7 +62,7 @@ FUZZ_TESTS := tests/runtime/test_fuzz_http.py tests/runtime/test_fuzz_decoders.p
 fuzz: $(STAMP)
 	EDGEBUNDLE_FUZZ=fuzz $(BIN)/python -m pytest -q -n auto $(FUZZ_TESTS)
 
-bench: $(STAMP)
+bench: $(STAMP) broker
 	$(BIN)/python -m pip install -q -e '.[build,dev,bench]'
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	command -v openssl >/dev/null || (apt-get update -qq && apt-get install -y -qq openssl)
@@ -68,6 +73,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	command -v shellcheck >/dev/null || (apt-get update -qq && apt-get install -y -qq shellcheck)
 	shellcheck builder/kit/install.sh
+
+# N simulated devices (real update client and MQTT session each) against a static channel and
+# Mosquitto: convergence with notice vs poll only, a broker restart, 20% offline (a few minutes).
+fleet-sim: $(STAMP) broker
+	$(BIN)/python -m bench.fleetsim $(SIM_ARGS)
 
 # The runtime on emulated aarch64 and armv7l (qemu-user, no binfmt_misc needed): installs the
 # device kits offline and compares every prediction with x86's (about 10 minutes; downloads

@@ -133,6 +133,7 @@ def http_section(bundle: Path, source: Path, pub: Path, row: list[float | None])
         subprocess.run([str(BIN / "bundle-runtime"), "install", str(bundle), "--store",
                         str(store)], check=True, capture_output=True)
         ours_port, nomon_port, flask_port = free_port(), free_port(), free_port()
+        fleet_port, broker_port = free_port(), free_port()
         servers = {
             "bundle-runtime serve": (
                 [str(BIN / "bundle-runtime"), "serve", "--store", str(store), "--port",
@@ -144,6 +145,13 @@ def http_section(bundle: Path, source: Path, pub: Path, row: list[float | None])
                  str(nomon_port), "--no-monitor"],
                 f"http://127.0.0.1:{nomon_port}/invocations",
             ),
+            # the same server publishing its status and telemetry every second to a broker
+            "bundle-runtime --fleet": (
+                [str(BIN / "bundle-runtime"), "serve", "--store", str(store), "--port",
+                 str(fleet_port), "--fleet", f"mqtt://127.0.0.1:{broker_port}",
+                 "--device-id", "bench", "--telemetry-interval", "1"],
+                f"http://127.0.0.1:{fleet_port}/invocations",
+            ),
             "flask + xgboost": (
                 [sys.executable, "-m", "bench.flask_app", str(source), str(flask_port)],
                 f"http://127.0.0.1:{flask_port}/predict",
@@ -152,6 +160,7 @@ def http_section(bundle: Path, source: Path, pub: Path, row: list[float | None])
         body = json.dumps({"instances": [row]}).encode()
         results: dict[str, Any] = {}
         running: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+        running["mosquitto"] = (_broker(Path(tmp), broker_port), "")
         try:
             for name, (command, url) in servers.items():
                 proc, cold = start(command, url, body)
@@ -161,8 +170,12 @@ def http_section(bundle: Path, source: Path, pub: Path, row: list[float | None])
             rounds: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in servers}
             for _ in range(_ROUNDS):
                 for name, (_, url) in running.items():
+                    if name not in servers:
+                        continue
                     rounds[name].append({"c1": wrk(url, body, 1), "c8": wrk(url, body, 8)})
             for name, (proc, _) in running.items():
+                if name not in servers:
+                    continue
                 results[name] |= {c: _combined(r[c] for r in rounds[name]) for c in ("c1", "c8")}
                 results[name]["server_peak_rss_mb"] = rss_mb(proc.pid)
         finally:
@@ -171,6 +184,7 @@ def http_section(bundle: Path, source: Path, pub: Path, row: list[float | None])
                 proc.wait(timeout=20)
     ours, base = results["bundle-runtime serve"], results["flask + xgboost"]
     unmonitored = results["bundle-runtime --no-monitor"]
+    fleet = results["bundle-runtime --fleet"]
     results["ratios"] = {
         "requests/s at c8 vs flask": ours["c8"]["requests_per_s"] / base["c8"]["requests_per_s"],
         "requests/s at c1 vs flask": ours["c1"]["requests_per_s"] / base["c1"]["requests_per_s"],
@@ -181,8 +195,36 @@ def http_section(bundle: Path, source: Path, pub: Path, row: list[float | None])
         "p50 at c1 monitor on/off": ours["c1"]["p50_us"] / unmonitored["c1"]["p50_us"],
         "requests/s at c8 monitor on/off": ours["c8"]["requests_per_s"]
         / unmonitored["c8"]["requests_per_s"],
+        # the fleet agent publishes off the request path: what a client sees of it
+        "p50 at c1 fleet on/off": fleet["c1"]["p50_us"] / ours["c1"]["p50_us"],
+        "p99 at c8 fleet on/off": fleet["c8"]["p99_us"] / ours["c8"]["p99_us"],
+        "requests/s at c8 fleet on/off": fleet["c8"]["requests_per_s"]
+        / ours["c8"]["requests_per_s"],
     }
     return results
+
+
+def _broker(directory: Path, port: int) -> subprocess.Popen[bytes]:
+    """Debian's Mosquitto on 127.0.0.1 (`make bench` installs it), no persistence."""
+    mosquitto = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
+    if mosquitto is None:
+        raise RuntimeError("mosquitto is not installed (make bench installs Debian's mosquitto)")
+    config = directory / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n"
+    )
+    proc = subprocess.Popen([mosquitto, "-c", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("mosquitto did not start") from None
+            time.sleep(0.05)
 
 
 def stdin_section(bundle: Path, pub: Path, rows: np.ndarray) -> dict[str, Any]:

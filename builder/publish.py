@@ -22,6 +22,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from edgebundle.builder.files import write_atomic
 from edgebundle.builder.keys import create_new
+from edgebundle.builder.staging import (
+    add_staged,
+    current_rollout,
+    signed_rollout,
+    without_release,
+    write_index,
+)
 from edgebundle.runtime.bundle import open_bundle, read_bundle_file, read_members_unverified
 from edgebundle.runtime.container import MANIFEST_NAME, SIGNATURE_NAME, write_bundle
 from edgebundle.runtime.errors import BundleError, ChannelError
@@ -43,6 +50,7 @@ from edgebundle.runtime.ota.keychain import (
     verify_own_signatures,
     verify_statement,
 )
+from edgebundle.runtime.ota.rollout import SHARE_SCALE, Rollout, Staged
 from edgebundle.runtime.signing import MANIFEST_CONTEXT, TrustedKeys, keyid, sign_all
 
 _DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
@@ -58,7 +66,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 @contextmanager
-def _locked(channel: Path) -> Iterator[None]:
+def locked(channel: Path) -> Iterator[None]:
     channel.mkdir(parents=True, exist_ok=True)
     with (channel / ".lock").open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -108,14 +116,17 @@ def publish(
     expires_in: timedelta,
     now: datetime,
     trust: TrustedKeys | None = None,
+    share: int = SHARE_SCALE,
 ) -> ChannelIndex:
     """Add a verified bundle to the channel and re-sign the index with serial + 1.
 
     The bundle must verify with ``trust``, by default the channel's newest key set (the
-    signing keys themselves on a channel that has never rotated).
+    signing keys themselves on a channel that has never rotated). Below a ``share`` of
+    ``SHARE_SCALE`` (100%) the release is staged: listed in ``rollout.json`` for that share
+    of devices, not in the index (``runtime.ota.rollout``).
     """
     data = read_bundle_file(bundle)
-    with _locked(channel):
+    with locked(channel):
         chain = channel_trust(channel)
         default = chain.trusted() if chain else TrustedKeys(k.public_key() for k in keys)
         verified = open_bundle(data, trust or default)
@@ -128,12 +139,19 @@ def publish(
                 f"{entry.name} {entry.version} is already published with other content; "
                 "devices refuse the same version with other content: bump the version"
             )
-        _check_signers(channel, chain, keys)
-        bundles = tuple(sorted([*others, entry], key=lambda e: (e.name, e.version)))
+        check_signers(channel, chain, keys)
+        rollout = without_release(current_rollout(channel), entry.name, entry.version)
+        if share < SHARE_SCALE:
+            rollout = add_staged(rollout, Staged(entry=entry, share=share, halted=False))
+            listed = others
+        else:
+            listed = [*others, entry]
+        bundles = tuple(sorted(listed, key=lambda e: (e.name, e.version)))
         expires = (now + expires_in).strftime(TIME_FORMAT)
-        index, envelope = _next_index(keys, old, bundles, expires, _verifiers(chain))
+        index, envelope = next_index(keys, old, bundles, expires, verifiers_of(chain))
+        companion = signed_rollout(keys, rollout, index.serial, verifiers_of(chain))
         write_atomic(channel / entry.file, data, force=True)
-        write_atomic(channel / INDEX_NAME, envelope.to_bytes(), force=True)
+        write_index(channel, envelope, companion)
         return index
 
 
@@ -141,15 +159,17 @@ def refresh(
     channel: Path, keys: Sequence[Ed25519PrivateKey], expires_in: timedelta, now: datetime
 ) -> ChannelIndex:
     """Re-sign the same bundle list with a new expiry (and serial + 1)."""
-    with _locked(channel):
+    with locked(channel):
         old = current_index(channel)
         if old is None:
             raise ChannelError(f"{channel} has no {INDEX_NAME} yet: publish a bundle first")
         chain = channel_trust(channel)
-        _check_signers(channel, chain, keys)
+        check_signers(channel, chain, keys)
         expires = (now + expires_in).strftime(TIME_FORMAT)
-        index, envelope = _next_index(keys, old, old.bundles, expires, _verifiers(chain))
-        write_atomic(channel / INDEX_NAME, envelope.to_bytes(), force=True)
+        index, envelope = next_index(keys, old, old.bundles, expires, verifiers_of(chain))
+        rollout = current_rollout(channel)
+        companion = signed_rollout(keys, rollout, index.serial, verifiers_of(chain))
+        write_index(channel, envelope, companion)
         return index
 
 
@@ -157,11 +177,11 @@ def _same_release(a: ChannelEntry, b: ChannelEntry) -> bool:
     return a.name == b.name and str(a.version) == str(b.version)
 
 
-def _verifiers(chain: KeySet | None) -> tuple[TrustedKeys, ...]:
+def verifiers_of(chain: KeySet | None) -> tuple[TrustedKeys, ...]:
     return () if chain is None else (chain.trusted(),)
 
 
-def _check_signers(channel: Path, chain: KeySet | None, keys: Sequence[Ed25519PrivateKey]) -> None:
+def check_signers(channel: Path, chain: KeySet | None, keys: Sequence[Ed25519PrivateKey]) -> None:
     """On a channel that has never rotated, devices trust the keys they were provisioned
     with, which signed the index so far: a new signer would lock every device out."""
     path = channel / INDEX_NAME
@@ -178,7 +198,7 @@ def _check_signers(channel: Path, chain: KeySet | None, keys: Sequence[Ed25519Pr
         ) from None
 
 
-def _next_index(
+def next_index(
     keys: Sequence[Ed25519PrivateKey],
     old: ChannelIndex | None,
     bundles: tuple[ChannelEntry, ...],
@@ -216,7 +236,7 @@ def rotate_keys(
     before and after a device adopts the statement), and last the statement itself. A legacy
     ``keys.json`` goes once the chain replaces it.
     """
-    with _locked(channel):
+    with locked(channel):
         chain = channel_trust(channel)
         old = current_index(channel)
         previous = chain or _provisioned(channel, current)
@@ -237,8 +257,14 @@ def rotate_keys(
             raise ChannelError(
                 f"refusing to write {statement_file(version)}: devices would refuse it: {e}"
             ) from None
+        rollout = current_rollout(channel)
+        if rollout is not None and rollout.staged:
+            raise ChannelError(
+                "finish (--to 100%) or revoke the staged releases before rotating keys: "
+                "their bundles are signed by the keys being replaced"
+            )
         if old is not None:
-            _move_index(channel, old, signers, new_private, (previous, statement))
+            _move_index(channel, old, signers, new_private, (previous, statement), rollout)
         path = channel / statement_file(version)
         path.parent.mkdir(exist_ok=True)
         create_new(path, envelope.to_bytes(), 0o644)
@@ -249,7 +275,7 @@ def rotate_keys(
 def _provisioned(channel: Path, current: Sequence[Ed25519PrivateKey]) -> KeySet:
     """Before the first statement, devices trust what they were provisioned with: the keys
     that sign the channel's index. ``current`` must include one of them."""
-    _check_signers(channel, None, current)
+    check_signers(channel, None, current)
     keys = tuple({keyid(k.public_key()): k.public_key() for k in current}.values())
     return KeySet(version=0, threshold=1, keys=keys, expires=None)
 
@@ -260,6 +286,7 @@ def _move_index(
     signers: Sequence[Ed25519PrivateKey],
     new_keys: Sequence[Ed25519PrivateKey],
     sets: tuple[KeySet, KeySet],
+    rollout: Rollout | None,
 ) -> None:
     """The listed bundles re-signed by ``new_keys``, and an index listing them signed by
     ``signers``, valid under the key set before the rotation and the one after; all checked
@@ -271,10 +298,11 @@ def _move_index(
         open_bundle(data, sets[1].trusted())
     bundles = tuple(ChannelEntry.of(e.name, e.version, resigned[e.file]) for e in old.bundles)
     verifiers = tuple(key_set.trusted() for key_set in sets)
-    _, envelope = _next_index(signers, old, bundles, old.expires, verifiers)
+    index, envelope = next_index(signers, old, bundles, old.expires, verifiers)
+    companion = signed_rollout(signers, rollout, index.serial, verifiers)
     for file, data in resigned.items():
         write_atomic(channel / file, data, force=True)
-    write_atomic(channel / INDEX_NAME, envelope.to_bytes(), force=True)
+    write_index(channel, envelope, companion)
 
 
 def resign_bundle(bundle: bytes, keys: Sequence[Ed25519PrivateKey]) -> bytes:

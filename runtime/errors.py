@@ -65,3 +65,8 @@ class ServeError(BundleError):
 
 class SelftestError(BundleError):
     """A verified bundle failed its install-time selftest in the real scorer (or cannot load)."""
+
+
+class FleetError(BundleError):
+    """The fleet's MQTT settings are wrong (a bad broker URL, a missing extra, an unreadable
+    certificate or password file), or a fleet document does not parse."""

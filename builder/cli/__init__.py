@@ -17,6 +17,7 @@ from edgebundle.builder.cli.build import build_command, make_broken_command
 from edgebundle.builder.cli.bundles import compare_command, inspect_command, verify_command
 from edgebundle.builder.cli.channel import publish_command, rotate_keys_command
 from edgebundle.builder.cli.drift import drift_command
+from edgebundle.builder.cli.fleet import fleet_group, rollout_command
 from edgebundle.builder.cli.keygen import keygen
 from edgebundle.builder.cli.kit import device_kit_command
 
@@ -50,5 +51,7 @@ for _command in (
     rotate_keys_command,
     make_broken_command,
     device_kit_command,
+    fleet_group,
+    rollout_command,
 ):
     main.add_command(_command)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,6 +17,7 @@ from edgebundle.builder.cli._common import (
     passphrase,
     private_keys,
 )
+from edgebundle.builder.cli.fleet import broker_options, credentials, share_option
 
 _FILE = click.Path(path_type=Path, dir_okay=False)
 _DIRECTORY = click.Path(path_type=Path, file_okay=False)
@@ -28,6 +30,8 @@ _DIRECTORY = click.Path(path_type=Path, file_okay=False)
             "bundle publish bundles/credit-score-1.4.0.bundle --channel channel/ "
             "--key keys/signing.key",
             "bundle publish --refresh --channel channel/ --key keys/signing.key --expires 30d",
+            "bundle publish bundles/credit-score-1.5.0.bundle --channel channel/ "
+            "--key keys/signing.key --rollout 10% --notify mqtt://broker.local/shops",
         ]
     ),
 )
@@ -44,6 +48,11 @@ _DIRECTORY = click.Path(path_type=Path, file_okay=False)
               help="Key the bundle must be signed by (default: the channel's newest key set, "
               "or the signing keys on a channel that never rotated).")
 @click.option("--refresh", is_flag=True, help="Re-sign the index with a new expiry, no bundle.")
+@click.option("--rollout", "share", metavar="P%", callback=share_option,
+              help="Stage it for P% of the devices (grow it with `bundle rollout`).")
+@click.option("--notify", metavar="URL", help="Then announce the new serial on the fleet's "
+              "MQTT broker, mqtt[s]://HOST[:PORT][/FLEET]: devices update within seconds.")
+@broker_options
 @json_option
 def publish_command(
     bundle: Path | None,
@@ -53,20 +62,27 @@ def publish_command(
     expires: str,
     trust: tuple[Path, ...],
     refresh: bool,
+    share: int | None,
+    notify: str | None,
     as_json: bool,
+    **broker: Any,
 ) -> None:
     """Add BUNDLE to a static OTA channel and re-sign its index (serial + 1).
 
     Refuses to write an index the devices would refuse (not signed by a threshold of the
     channel's newest key set). --json: {"index": PATH, "serial": N, "expires": TIME,
-    "bundles": [{"name", "version", "file"}, ...]}.
+    "bundles": [{"name", "version", "file"}, ...], "notified": URL or null}.
     """
+    from edgebundle.builder.fleet.broker import notify as notify_fleet
     from edgebundle.builder.publish import parse_duration, publish
     from edgebundle.builder.publish import refresh as refresh_channel
     from edgebundle.runtime.ota.keychain import load_trust
+    from edgebundle.runtime.ota.rollout import SHARE_SCALE
 
     if (bundle is None) != refresh:
         raise click.UsageError("give either BUNDLE or --refresh")
+    if refresh and share is not None:
+        raise click.UsageError("--rollout stages a BUNDLE; --refresh publishes none")
     with domain_errors():
         private = private_keys(keys, passphrase_env)
         duration = parse_duration(expires)
@@ -75,7 +91,10 @@ def publish_command(
             index = refresh_channel(channel, private, duration, now)
         else:
             trusted = load_trust(trust).trusted() if trust else None
-            index = publish(bundle, channel, private, duration, now, trusted)
+            index = publish(bundle, channel, private, duration, now, trusted, share or SHARE_SCALE)
+        notified = None
+        if notify is not None:
+            notified = notify_fleet(notify, credentials(broker), index.serial)
     path = channel / "index.json"
     if as_json:
         entries = [
@@ -83,13 +102,15 @@ def publish_command(
         ]
         echo_json(
             {"index": str(path), "serial": index.serial, "expires": index.expires,
-             "bundles": entries}
+             "bundles": entries, "notified": None if notified is None else str(notified)}
         )  # fmt: skip
     else:
         click.echo(
             f"{path}: serial {index.serial}, expires {index.expires}, "
             f"{len(index.bundles)} bundle(s)"
         )
+        if notified is not None:
+            click.echo(f"notified {notified}: serial {index.serial}")
 
 
 @click.command(

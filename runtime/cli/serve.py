@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgebundle.runtime.cli.exits import ARGUMENTS, ExitCode, blame, usage
+from edgebundle.runtime.cli.fleet import add_fleet_options, device_id, fleet_companion
 from edgebundle.runtime.cli.help import document
 from edgebundle.runtime.cli.options import LIMITS, add_store_option, non_negative_int
 from edgebundle.runtime.errors import ChannelUnreachableError
@@ -94,6 +95,10 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
             "bundle-runtime serve --store /var/lib/edgebundle --host 0.0.0.0 "
             "--tls-cert device.pem --tls-key device.key --tls-client-ca ca.pem "
             "--access-log /var/log/edgebundle/access.log",
+            "bundle-runtime serve --store /var/lib/edgebundle --channel "
+            "https://models.example.com/stable/ --fleet mqtts://broker.example.com/shops "
+            "--device-id shop-17 --fleet-ca ca.pem --fleet-cert shop-17.pem --fleet-key "
+            "shop-17.key",
         ],
         exits={
             ExitCode.OK: "stopped by SIGTERM or SIGINT after answering the requests in flight",
@@ -129,6 +134,7 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
     _add_limit_options(parser)
     _add_channel_options(parser)
     _add_monitoring_options(parser)
+    add_fleet_options(parser, _positive_float, _positive_int)
     parser.set_defaults(run=_serve)
 
 
@@ -260,15 +266,22 @@ def _run(args: argparse.Namespace) -> int:
         access_log=args.access_log,
     )
     if args.channel is None:
-        return serve(store, config)
+        companion = None if args.fleet is None else fleet_companion(args, store, None)
+        return serve(store, config, companion=companion)
     # Imported only for a channel: urllib.request brings http.client, email and ssl,
     # ~7 MB of resident memory a server that polls nothing should not carry.
     from edgebundle.runtime.ota.updater import Poller
 
-    poller = Poller(store_root=store.root, channel=_channel(args.channel), interval=args.poll)
+    poller = Poller(
+        store_root=store.root,
+        channel=_channel(args.channel),
+        interval=args.poll,
+        device=device_id(args),
+    )
+    companion = None if args.fleet is None else fleet_companion(args, store, poller)
     poller.start()
     try:
-        return serve(store, config)
+        return serve(store, config, companion=companion)
     finally:
         poller.stop()
 

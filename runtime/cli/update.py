@@ -36,6 +36,12 @@ def add_update(update: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="the channel: an http:// or https:// URL, a file:// URL or a directory",
     )
+    update.add_argument(
+        "--device-id",
+        metavar="ID",
+        help="this device's id, which decides whether it takes part in a staged rollout "
+        "(without: it installs a version once it is released to 100%%)",
+    )
     add_json_option(update)
     update.set_defaults(run=_update)
 
@@ -45,7 +51,9 @@ COMMANDS = {"update": add_update}
 
 def _update(args: argparse.Namespace) -> int:
     with blame(CHANNEL):
-        report = update_once(Store.open(args.store, limits=LIMITS), args.channel)
+        report = update_once(
+            Store.open(args.store, limits=LIMITS), args.channel, device=args.device_id
+        )
     return emit(args, report.to_dict(), report.lines(), _code(report))
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,6 +50,8 @@ from edgebundle.runtime.ota.fetch import (
     join_url,
 )
 from edgebundle.runtime.ota.keychain import KeySet, check_fresh, statement_file, walk_chain
+from edgebundle.runtime.ota.revocation import apply_revocations, candidates
+from edgebundle.runtime.ota.rollout import ROLLOUT_NAME, Rollout, read_rollout
 from edgebundle.runtime.store import Store
 
 Clock = Callable[[], datetime]
@@ -75,6 +77,7 @@ class UpdateReport:
     serial: int
     key_rotation: int | None  # the key set version adopted in this pass
     outcomes: tuple[Outcome, ...] = field(default_factory=tuple)
+    revoked: tuple[str, ...] = ()  # what the channel's revocations did, one line each
 
     @property
     def failed(self) -> bool:
@@ -85,7 +88,7 @@ class UpdateReport:
         if self.key_rotation is not None:
             head += f"; now trusting key set version {self.key_rotation}"
         body = [f"{o.name} {o.version}: {o.detail}" for o in self.outcomes]
-        return [head, *(body or ["everything is up to date"])]
+        return [head, *self.revoked, *(body or ["everything is up to date"])]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,21 +103,36 @@ class UpdateReport:
                 }
                 for o in self.outcomes
             ],
+            "revoked": list(self.revoked),
         }
 
 
 def update_once(
-    store: Store, channel: str, *, limits: FetchLimits = DEFAULT_FETCH_LIMITS, now: Clock = utc_now
+    store: Store,
+    channel: str,
+    *,
+    limits: FetchLimits = DEFAULT_FETCH_LIMITS,
+    now: Clock = utc_now,
+    device: str | None = None,
 ) -> UpdateReport:
     """One pass over the channel (a URL or a directory). Raises ``ChannelUnreachableError``
     when the channel cannot be read (retry later), another ``BundleError`` when it is refused
     (forged, expired, replayed, a broken key chain); a refused bundle is reported (and audited
-    by the store), the pass goes on."""
+    by the store), the pass goes on. ``device``: this device's id, which decides whether it
+    takes part in a staged rollout (``runtime.ota.rollout``); without one it takes none."""
     channel = channel_url(channel)
     trust, rotated = _follow_key_chain(store, channel, limits, now())
     index = _fetch_index(store, trust, channel, limits, now())
-    outcomes = [_update_model(store, channel, entry, limits) for entry in _wanted(store, index)]
-    return UpdateReport(serial=index.serial, key_rotation=rotated, outcomes=tuple(outcomes))
+    rollout = _fetch_rollout(trust, channel, limits, index.serial)
+    revoked = [] if rollout is None else apply_revocations(store, rollout)
+    entries = candidates(index, rollout, device)
+    outcomes = [_update_model(store, channel, entry, limits) for entry in _wanted(store, entries)]
+    return UpdateReport(
+        serial=index.serial,
+        key_rotation=rotated,
+        outcomes=tuple(outcomes),
+        revoked=tuple(revoked),
+    )
 
 
 def _follow_key_chain(
@@ -146,16 +164,28 @@ def _fetch_index(
     return index
 
 
-def _wanted(store: Store, index: ChannelIndex) -> list[ChannelEntry]:
+def _fetch_rollout(
+    trust: KeySet, channel: str, limits: FetchLimits, serial: int
+) -> Rollout | None:
+    """The channel's staged releases and revocations, if it has them for this index serial
+    (another serial: a publish under way; the next pass finds them in step)."""
+    data = fetch_optional(join_url(channel, ROLLOUT_NAME), limits.max_index_bytes, limits)
+    if data is None:
+        return None
+    rollout = read_rollout(data, trust.trusted())
+    return rollout if rollout.serial == serial else None
+
+
+def _wanted(store: Store, entries: Sequence[ChannelEntry]) -> list[ChannelEntry]:
     """Per model the channel lists, the newest version above the active one (any, for a
     model not installed yet: a device follows its channel) that is not marked bad."""
     models = store.state().models
     wanted = []
-    for name in sorted({e.name for e in index.bundles}):
+    for name in sorted({e.name for e in entries}):
         model = models.get(name)
         newer = [
             e
-            for e in index.bundles
+            for e in entries
             if e.name == name
             and (model is None or model.active is None or e.version > model.active)
             and (model is None or not model.is_bad(e.version))
@@ -209,33 +239,54 @@ class Poller:
     limits: FetchLimits = field(default_factory=FetchLimits)
     log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
     rng: random.Random = field(default_factory=random.Random)
+    device: str | None = None  # for staged rollouts (update_once's ``device``)
+    # Told every pass's outcome: its report, or the error that refused or missed the channel.
+    observer: Callable[[UpdateReport | BundleError], None] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    _wake: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ota-poller", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Run the next pass now rather than at the end of the current wait."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
+            # Cleared before the pass: a wake during it (a newer notice) runs one more.
+            self._wake.clear()
+            outcome: UpdateReport | BundleError
             try:
-                report = update_once(Store.open(self.store_root), self.channel, limits=self.limits)
-                for line in report.lines():
+                outcome = update_once(
+                    Store.open(self.store_root),
+                    self.channel,
+                    limits=self.limits,
+                    device=self.device,
+                )
+                for line in outcome.lines():
                     self.log(f"update: {line}")
                 failures = 0
             except ChannelUnreachableError as e:
                 failures += 1
                 self.log(f"update: channel unreachable: {e}")
+                outcome = e
             except BundleError as e:
                 failures += 1
                 self.log(f"update: channel rejected: {e}")
-            self._stop.wait(self.next_delay(failures))
+                outcome = e
+            if self.observer is not None:
+                self.observer(outcome)
+            self._wake.wait(self.next_delay(failures))
 
     def next_delay(self, failures: int) -> float:
         if failures == 0:

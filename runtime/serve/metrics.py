@@ -54,6 +54,17 @@ class _Histogram:
         self.count += 1
 
 
+@dataclass(frozen=True, slots=True)
+class RequestTotals:
+    """One model's requests since the server started: how many, how many answered 4xx/5xx,
+    and the latency histogram's counts per bucket of ``LATENCY_BUCKETS`` (plus one for the
+    slower ones)."""
+
+    requests: int
+    errors: int
+    buckets: tuple[int, ...]
+
+
 @dataclass(slots=True)
 class _Reload:
     success: bool
@@ -90,6 +101,26 @@ class Metrics:
         for a new one, or a failed TLS start (``admission.py``, ``loop.py``)."""
         with self._lock:
             self._dropped[reason] = self._dropped.get(reason, 0) + 1
+
+    def totals(self) -> dict[str, RequestTotals]:
+        """Per served model (requests that named none are left out), for fleet telemetry."""
+        with self._lock:
+            requests: dict[str, list[int]] = {}
+            for (model, _, code), n in self._requests.items():
+                counts = requests.setdefault(model, [0, 0])
+                counts[0] += n
+                counts[1] += n if code >= 400 else 0
+            buckets: dict[str, list[int]] = {}
+            for (model, _), histogram in self._latency.items():
+                merged = buckets.setdefault(model, [0] * (len(LATENCY_BUCKETS) + 1))
+                for k, n in enumerate(histogram.buckets):
+                    merged[k] += n
+                merged[-1] += histogram.count - sum(histogram.buckets)
+        return {
+            model: RequestTotals(requests=n, errors=errors, buckets=tuple(buckets[model]))
+            for model, (n, errors) in requests.items()
+            if model
+        }
 
     def add_rows(self, model: str, rows: int) -> None:
         with self._lock:

@@ -51,8 +51,11 @@ class RunningServer:
 
     def __init__(self, store: Store, config: ServerConfig, log: Callable[[str], None]) -> None:
         limit_malloc_arenas(_MALLOC_ARENAS)
-        metrics = Metrics()
-        models = ServedModels(store, config.threads, metrics, log, config.monitor_window)
+        self.log = log
+        self.metrics = metrics = Metrics()
+        self.models = models = ServedModels(
+            store, config.threads, metrics, log, config.monitor_window
+        )
         self._reporter = _Reporter(store.root, models, log)
         limits = config.limits
         self._app = App(models, metrics, limits.max_rows, limits.max_inflight, config.capture)
@@ -170,13 +173,28 @@ class _Signals:
         self.reload = True
 
 
-def serve(store: Store, config: ServerConfig, log: Callable[[str], None] = log_line) -> int:
-    """Run until SIGTERM or SIGINT, then drain; SIGHUP reloads. Call from the main thread."""
+Companion = Callable[[RunningServer], Callable[[], None]]
+
+
+def serve(
+    store: Store,
+    config: ServerConfig,
+    log: Callable[[str], None] = log_line,
+    companion: Companion | None = None,
+) -> int:
+    """Run until SIGTERM or SIGINT, then drain; SIGHUP reloads. Call from the main thread.
+    ``companion`` is started with the running server (the fleet agent) and returns the
+    function that stops it, called once requests have drained."""
     # The ~27k objects of the imported modules live as long as the process; a full garbage
     # collection walked them all, 10-16 ms that every queued request waited. Frozen before any
     # model is loaded, so that a model swapped out later can still be collected.
     gc.freeze()
     running = RunningServer(store, config, log)
+    try:
+        stop_companion = None if companion is None else companion(running)
+    except BaseException:
+        running.stop()
+        raise
     log(f"serving on {running.url}")
     signals = _Signals()
     previous = {
@@ -198,6 +216,8 @@ def serve(store: Store, config: ServerConfig, log: Callable[[str], None] = log_l
     finally:
         notify("STOPPING=1")
         drained = running.stop()
+        if stop_companion is not None:
+            stop_companion()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if not drained:

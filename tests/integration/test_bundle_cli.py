@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
 
 from edgebundle.builder.cli import main
@@ -88,12 +89,22 @@ def test_build_needs_the_converters_and_the_blocker_catches_it(setup: Setup) -> 
     assert proc.returncode == 2 and "needs the build extra" in proc.stderr
 
 
-COMMANDS = sorted(main.commands)
+def _commands_of(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
+    """Every command by its command line (``fleet status``), groups included."""
+    found: dict[str, click.Command] = {}
+    for name, command in group.commands.items():
+        found[prefix + name] = command
+        if isinstance(command, click.Group):
+            found |= _commands_of(command, f"{prefix}{name} ")
+    return found
 
 
-@pytest.mark.parametrize("command", ["", *COMMANDS])
+COMMANDS = _commands_of(main)
+
+
+@pytest.mark.parametrize("command", ["", *sorted(COMMANDS)])
 def test_every_help_shows_examples_and_exit_codes(command: str) -> None:
-    proc = run("bundle", [command, "--help"] if command else ["--help"])
+    proc = run("bundle", [*command.split(), "--help"])
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     examples = text.index("\n  Examples:\n    ")
@@ -102,9 +113,12 @@ def test_every_help_shows_examples_and_exit_codes(command: str) -> None:
     assert command == "" or "--json" in text
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c not in ("compare",)])
+LEAVES = [c for c, cmd in sorted(COMMANDS.items()) if not isinstance(cmd, click.Group)]
+
+
+@pytest.mark.parametrize("command", [c for c in LEAVES if c != "compare"])
 def test_every_command_has_json(command: str) -> None:
-    params = {p.name for p in main.commands[command].params}
+    params = {p.name for p in COMMANDS[command].params}
     assert "as_json" in params
 
 

@@ -123,6 +123,7 @@ def test_update_cli_over_file_url(
         "serial": store.ota_state().last_serial,
         "key_set_adopted": None,
         "outcomes": [],
+        "revoked": [],
     }
 
 

@@ -31,6 +31,7 @@ from edgebundle.runtime.errors import (
     ChannelError,
     ChannelUnreachableError,
     CompatibilityError,
+    FleetError,
     FormatError,
     InputError,
     IntegrityError,
@@ -80,7 +81,9 @@ def test_no_two_meanings_share_a_number() -> None:
     for cls, code in EXIT_CODES.items():
         by_code.setdefault(code, set()).add(cls)
     assert by_code == {
-        ExitCode.USAGE: {BundleError, KeyFileError, InputError, StoreError, ServeError},
+        ExitCode.USAGE: {
+            BundleError, KeyFileError, InputError, StoreError, ServeError, FleetError
+        },
         ExitCode.REJECTED: {
             FormatError,
             SignatureError,

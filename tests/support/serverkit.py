@@ -49,13 +49,18 @@ def build(
     version: str,
     objective: str = "binary:logistic",
     rounds: int = 20,
+    baseline: bool = False,
 ) -> Built:
-    """Train a model and build a float bundle of it (float: outputs match XGBoost to 1e-6)."""
+    """Train a model and build a float bundle of it (float: outputs match XGBoost to 1e-6);
+    ``baseline``: with its test rows as ``--data``, so the bundle has a drift baseline."""
     model_dir = workdir / f"{name}-{version}"
     model_dir.mkdir()
     trained = train(objective, model_dir, rounds=rounds)
     args = ["build", str(trained.path), "--name", name, "--version", version]
     args += ["--key", str(keys.private), "--out", str(workdir), "--precision", "float"]
+    if baseline:
+        np.save(model_dir / "data.npy", trained.x_test)
+        args += ["--data", str(model_dir / "data.npy")]
     proc = run("bundle", args)
     assert proc.returncode == 0, proc.stderr
     return Built(trained, workdir / f"{name}-{version}.bundle", name, version)
