@@ -51,8 +51,10 @@ broker:
 	command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
 		(apt-get update -qq && apt-get install -y -qq mosquitto)
 
+# curl for the TLS and operator tests, systemd-analyze to verify the device kit's unit.
 test: $(STAMP) broker
 	command -v curl >/dev/null || (apt-get update -qq && apt-get install -y -qq curl)
+	command -v systemd-analyze >/dev/null || (apt-get update -qq && apt-get install -y -qq systemd)
 	$(DEBIAN_TOOLS)
 	$(BIN)/python -m pytest -q -n auto
 
