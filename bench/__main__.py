@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from bench.anchors import CWalk, compile_walk
+from bench.anchors import CWalk, compile_tl2cgen, compile_walk
 from bench.floor import serve_rss
 from bench.network import print_network, soak_section, tls_section
 from bench.serving import http_section, stdin_section
@@ -208,12 +208,15 @@ def model_section(builds: list[Built]) -> list[dict[str, Any]]:
         rows_path = WORK / f"{model.name}-rows.npy"
         np.save(rows_path, data(model, EVAL_ROWS, seed=2)[0])
         empty = str(model.features)  # the empty session's "path" is its feature count
+        generated = compile_tl2cgen(source, WORK)
         variants: dict[str, dict[str, Any]] = {}
         for threads in sorted({1, cores}):
             timed = {f"{p}@{threads}t": ("bundle", str(path)) for p, path in paths.items()}
             if threads == 1:
                 timed |= {"xgboost@1t": ("xgboost", str(source)), "empty session": ("empty", empty),
                           "c walk@1t": ("cwalk", str(source))}
+                if generated is not None:
+                    timed["tl2cgen@1t"] = ("tl2cgen", str(generated))
             latencies = probe("latency", json.dumps(timed), rows_path, threads)
             for name, (kind, path) in timed.items():
                 size = 0 if kind in ("empty", "cwalk") else Path(path).stat().st_size
@@ -232,7 +235,14 @@ def model_section(builds: list[Built]) -> list[dict[str, Any]]:
 def model_ratios(v: dict[str, dict[str, Any]]) -> dict[str, float]:
     int8, flt, native = v["int8@1t"], v["float@1t"], v["xgboost@1t"]
     empty, walk = v["empty session"], v["c walk@1t"]
-    return {
+    generated = v.get("tl2cgen@1t")
+    anchors = {} if generated is None else {
+        "int8 1-row vs tl2cgen": int8["one_row_us"] / generated["one_row_us"],
+        "float 1-row vs tl2cgen": flt["one_row_us"] / generated["one_row_us"],
+        "int8 10k-row vs tl2cgen": int8["batch_ms"] / generated["batch_ms"],
+        "float 10k-row vs tl2cgen": flt["batch_ms"] / generated["batch_ms"],
+    }  # fmt: skip
+    return anchors | {
         # the goal: <= 2x on every shape, through Model.predict
         "int8 1-row vs C walk": int8["one_row_us"] / walk["one_row_us"],
         "float 1-row vs C walk": flt["one_row_us"] / walk["one_row_us"],

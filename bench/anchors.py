@@ -1,4 +1,5 @@
-"""The compiled anchor: a plain C walk over an XGBoost model's trees, called from Python.
+"""The compiled anchors: a plain C walk over an XGBoost model's trees, called from Python, and
+tl2cgen's generated C (where it installs: the ``bench`` extra).
 
 Built at bench time only (gcc, ctypes); the runtime never loads it. The model's trees are
 flattened into arrays (child indices, feature, threshold, default direction, leaf value) and
@@ -170,3 +171,31 @@ def c_walk_loader(library: Path) -> Callable[[Path, int], Callable[[np.ndarray],
         return CWalk(library, model).predict
 
     return load
+
+
+def compile_tl2cgen(model: Path, work: Path) -> Path | None:
+    """tl2cgen's shared library of ``model`` (per-model generated C, gcc), or None where
+    tl2cgen cannot be had. m2cgen, the other code generator, is not an anchor: 0.10 (its latest)
+    reads no XGBoost 3 model (it takes ``base_score`` from the wrapper, which is None now)."""
+    try:
+        import tl2cgen
+        import treelite
+    except ImportError:
+        return None
+    import xgboost as xgb
+
+    booster = xgb.Booster()
+    booster.load_model(str(model))
+    library = work / f"{model.stem}-tl2cgen.so"
+    tl2cgen.export_lib(
+        treelite.frontend.from_xgboost(booster), toolchain="gcc", libpath=str(library), params={}
+    )
+    return library
+
+
+def tl2cgen_loader(library: Path, threads: int) -> Callable[[np.ndarray], Any]:
+    """tl2cgen's own Python entry point, as its users call it: a DMatrix per call."""
+    import tl2cgen
+
+    predictor = tl2cgen.Predictor(str(library), nthread=threads)
+    return lambda x: predictor.predict(tl2cgen.DMatrix(x))

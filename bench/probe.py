@@ -46,6 +46,12 @@ def _cwalk(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
     return CWalk(Path(__file__).resolve().parent / "work" / "walk.so", path).predict
 
 
+def _tl2cgen(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
+    from bench.anchors import tl2cgen_loader
+
+    return tl2cgen_loader(path, threads)
+
+
 def _empty(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
     """A one-op model through the same scorer: what any session costs, whatever its model."""
     import onnx
@@ -86,11 +92,19 @@ def _import(kind: str) -> None:
 
         if kind == "empty":
             import onnx  # noqa: F401
+    elif kind == "tl2cgen":
+        import tl2cgen  # noqa: F401
     else:
         import xgboost  # noqa: F401
 
 
-_LOADERS = {"bundle": _bundle, "empty": _empty, "xgboost": _xgboost, "cwalk": _cwalk}
+_LOADERS = {
+    "bundle": _bundle,
+    "empty": _empty,
+    "xgboost": _xgboost,
+    "cwalk": _cwalk,
+    "tl2cgen": _tl2cgen,
+}
 
 
 def footprint(kind: str, path: Path, rows: np.ndarray, threads: int) -> dict[str, float]:
