@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,6 +25,7 @@ from edgebundle.builder.keys import create_new
 from edgebundle.builder.staging import (
     add_staged,
     current_rollout,
+    signed_for_devices,
     signed_rollout,
     without_release,
     write_index,
@@ -159,15 +160,33 @@ def refresh(
     channel: Path, keys: Sequence[Ed25519PrivateKey], expires_in: timedelta, now: datetime
 ) -> ChannelIndex:
     """Re-sign the same bundle list with a new expiry (and serial + 1)."""
+    return resign(channel, keys, expires_in, now, lambda index, rollout: (index.bundles, rollout))
+
+
+# What a re-signing makes of the channel's bundle list and rollout.
+ChannelChange = Callable[
+    [ChannelIndex, Rollout | None], tuple[tuple[ChannelEntry, ...], Rollout | None]
+]
+
+
+def resign(
+    channel: Path,
+    keys: Sequence[Ed25519PrivateKey],
+    expires_in: timedelta,
+    now: datetime,
+    change: ChannelChange,
+) -> ChannelIndex:
+    """The published index re-signed (serial + 1, a new expiry) with the bundle list and the
+    rollout ``change`` makes of the current ones."""
     with locked(channel):
         old = current_index(channel)
         if old is None:
             raise ChannelError(f"{channel} has no {INDEX_NAME} yet: publish a bundle first")
         chain = channel_trust(channel)
         check_signers(channel, chain, keys)
+        bundles, rollout = change(old, current_rollout(channel))
         expires = (now + expires_in).strftime(TIME_FORMAT)
-        index, envelope = next_index(keys, old, old.bundles, expires, verifiers_of(chain))
-        rollout = current_rollout(channel)
+        index, envelope = next_index(keys, old, bundles, expires, verifiers_of(chain))
         companion = signed_rollout(keys, rollout, index.serial, verifiers_of(chain))
         write_index(channel, envelope, companion)
         return index
@@ -207,14 +226,7 @@ def next_index(
 ) -> tuple[ChannelIndex, Envelope]:
     """The next index, signed, once it verifies with every key set in ``verifiers``."""
     index = ChannelIndex(serial=(old.serial if old else 0) + 1, expires=expires, bundles=bundles)
-    envelope = Envelope.signed(index.to_bytes(), keys, INDEX_CONTEXT)
-    for trusted in verifiers:
-        try:
-            envelope.verified_payload(trusted, INDEX_CONTEXT)
-        except BundleError as e:
-            message = f"refusing to write {INDEX_NAME}: devices would refuse it: {e}"
-            raise ChannelError(message) from None
-    return index, envelope
+    return index, signed_for_devices(index.to_bytes(), keys, INDEX_CONTEXT, INDEX_NAME, verifiers)
 
 
 def rotate_keys(

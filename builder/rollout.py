@@ -17,24 +17,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgebundle.builder.publish import (
-    channel_trust,
-    check_signers,
-    current_index,
-    locked,
-    next_index,
-    verifiers_of,
-)
-from edgebundle.builder.staging import (
-    add_revoked,
-    current_rollout,
-    signed_rollout,
-    without_release,
-    write_index,
-)
+from edgebundle.builder.publish import resign
+from edgebundle.builder.staging import add_revoked, without_release
 from edgebundle.runtime.errors import ChannelError
 from edgebundle.runtime.fleet.documents import DeviceStatus
-from edgebundle.runtime.ota.channel import INDEX_NAME, TIME_FORMAT, ChannelEntry, ChannelIndex
+from edgebundle.runtime.ota.channel import ChannelEntry, ChannelIndex
 from edgebundle.runtime.ota.rollout import SHARE_SCALE, Revoked, Rollout, Staged
 from edgebundle.runtime.semver import Version
 
@@ -62,19 +49,16 @@ def change_rollout(
     now: datetime,
 ) -> tuple[ChannelIndex, str]:
     """Apply ``change`` to ``name`` ``version``; the new index and a line saying what changed."""
-    with locked(channel):
-        old = current_index(channel)
-        if old is None:
-            raise ChannelError(f"{channel} has no {INDEX_NAME} yet: publish a bundle first")
-        chain = channel_trust(channel)
-        check_signers(channel, chain, keys)
-        rollout = current_rollout(channel)
-        bundles, rollout, said = _changed(old, rollout, name, version, change)
-        expires = (now + expires_in).strftime(TIME_FORMAT)
-        index, envelope = next_index(keys, old, bundles, expires, verifiers_of(chain))
-        companion = signed_rollout(keys, rollout, index.serial, verifiers_of(chain))
-        write_index(channel, envelope, companion)
-        return index, said
+    said: list[str] = []
+
+    def changed(
+        index: ChannelIndex, rollout: Rollout | None
+    ) -> tuple[tuple[ChannelEntry, ...], Rollout | None]:
+        bundles, rollout, line = _changed(index, rollout, name, version, change)
+        said.append(line)
+        return bundles, rollout
+
+    return resign(channel, keys, expires_in, now, changed), said[0]
 
 
 def _changed(

@@ -75,12 +75,24 @@ def signed_rollout(
     if rollout is None or not (rollout.staged or rollout.revoked):
         return None
     payload = dataclasses.replace(rollout, serial=serial).to_bytes()
-    envelope = Envelope.signed(payload, keys, ROLLOUT_CONTEXT)
+    return signed_for_devices(payload, keys, ROLLOUT_CONTEXT, ROLLOUT_NAME, verifiers)
+
+
+def signed_for_devices(
+    payload: bytes,
+    keys: Sequence[Ed25519PrivateKey],
+    context: bytes,
+    name: str,
+    verifiers: Sequence[TrustedKeys],
+) -> Envelope:
+    """``payload`` signed, once every key set in ``verifiers`` accepts it: the channel never
+    gets a file ``name`` its devices would refuse."""
+    envelope = Envelope.signed(payload, keys, context)
     for trusted in verifiers:
         try:
-            envelope.verified_payload(trusted, ROLLOUT_CONTEXT)
+            envelope.verified_payload(trusted, context)
         except BundleError as e:
-            message = f"refusing to write {ROLLOUT_NAME}: devices would refuse it: {e}"
+            message = f"refusing to write {name}: devices would refuse it: {e}"
             raise ChannelError(message) from None
     return envelope
 

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
-from edgebundle.runtime.errors import StoreError
+from edgebundle.runtime.errors import BundleError, StoreError
 
 TEMP_SUFFIX = ".tmp"
 
@@ -103,6 +103,23 @@ def remove_durably(directory: Path, names: Iterable[str]) -> None:
         removed = True
     if removed:
         fsync_dir(directory)
+
+
+def read_capped(
+    path: Path, cap: int, error: type[BundleError] = StoreError
+) -> bytes | None:
+    """A small file's bytes, or None if it does not exist; an OS error or a file over ``cap``
+    bytes is a one-line ``error`` (the reader's own domain error)."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(cap + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise error(f"cannot read {path}: {e.strerror}") from None
+    if len(data) > cap:
+        raise error(f"{path} is over the {cap}-byte cap")
+    return data
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -19,7 +19,7 @@ from edgebundle.runtime._json import loads_strict
 from edgebundle.runtime.document import COUNT, TEXT, array, constant, count, load, nested, optional
 from edgebundle.runtime.errors import BundleError, FleetError, ManifestError
 from edgebundle.runtime.fleet.documents import DriftCounts, FeatureCounts, Telemetry, to_bytes
-from edgebundle.runtime.fsio import write_durably
+from edgebundle.runtime.fsio import read_capped, write_durably
 
 FORMAT = "edgebundle.fleet-ledger/1"
 _MAX_BYTES = 64 << 20
@@ -55,15 +55,9 @@ EMPTY = Ledger(format=FORMAT, reports=0, seen=(), versions=())
 
 def read_ledger(path: Path) -> Ledger:
     """The ledger at ``path``; an empty one if there is none yet."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(_MAX_BYTES + 1)
-    except FileNotFoundError:
+    data = read_capped(path, _MAX_BYTES, FleetError)
+    if data is None:
         return EMPTY
-    except OSError as e:
-        raise FleetError(f"cannot read {path}: {e.strerror}") from None
-    if len(data) > _MAX_BYTES:
-        raise FleetError(f"{path} is larger than {_MAX_BYTES} bytes")
     try:
         return load(Ledger, loads_strict(data, str(path)))
     except ManifestError as e:

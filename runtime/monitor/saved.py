@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgebundle.runtime.errors import ManifestError, StoreError
-from edgebundle.runtime.fsio import write_durably
+from edgebundle.runtime.fsio import read_capped, write_durably
 from edgebundle.runtime.monitor.report import DriftReport, parse_report
 
 REPORTS_DIR = "monitor"  # in the store directory
@@ -27,15 +27,9 @@ def save_report(store_root: Path, report: DriftReport) -> None:
 def load_report(store_root: Path, model: str) -> DriftReport | None:
     """The last report a server wrote for ``model``; None if none was written."""
     path = store_root / REPORTS_DIR / f"{model}.json"
-    try:
-        with path.open("rb") as f:
-            data = f.read(_MAX_REPORT_BYTES + 1)
-    except FileNotFoundError:
+    data = read_capped(path, _MAX_REPORT_BYTES, StoreError)
+    if data is None:
         return None
-    except OSError as e:
-        raise StoreError(f"cannot read {path}: {e.strerror}") from None
-    if len(data) > _MAX_REPORT_BYTES:
-        raise StoreError(f"{path} is larger than {_MAX_REPORT_BYTES} bytes")
     try:
         return parse_report(data, str(path))
     except ManifestError as e:

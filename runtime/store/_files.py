@@ -9,21 +9,12 @@ import os
 from pathlib import Path
 
 from edgebundle.runtime.errors import StoreError
-from edgebundle.runtime.fsio import fsync_dir
+from edgebundle.runtime.fsio import fsync_dir, read_capped
 
 
 def read_small(path: Path, cap: int) -> bytes | None:
     """A small file's bytes, or None if it does not exist."""
-    try:
-        with path.open("rb") as file:
-            data = file.read(cap + 1)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as e:
-        raise StoreError(f"cannot read {path}: {e.strerror}") from None
-    if len(data) > cap:
-        raise StoreError(f"{path} is over the {cap}-byte cap")
-    return data
+    return read_capped(path, cap, StoreError)
 
 
 def list_names(directory: Path) -> list[str]:
