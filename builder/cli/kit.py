@@ -7,10 +7,9 @@ from pathlib import Path
 
 import click
 
-from edgebundle.builder.cli._common import echo_json, help_epilog, json_option
+from edgebundle.builder.cli._common import domain_errors, echo_json, help_epilog, json_option
 from edgebundle.builder.kit.assemble import KitOptions, make_kit
 from edgebundle.builder.kit.debian.archive import KEYRING, MIRROR
-from edgebundle.builder.kit.errors import KitError
 from edgebundle.builder.kit.target import PYTHONS, parse_target
 
 
@@ -68,9 +67,10 @@ def device_kit_command(
       tar xzf edgebundle-kit-*.tar.gz && cd edgebundle-kit-*/
       sudo ./install.sh            # --prefix, --store, --no-service: see ./install.sh --help
 
-    --json: {"kit": PATH, "bytes": N, "kit_id": ID, "wheels": [{"name", "version"}, ...]}.
+    --json: {"kit": PATH, "bytes": N, "kit_id": ID, "wheels": [{"name", "version"}, ...],
+    "debs": [FILE, ...]}.
     """
-    try:
+    with domain_errors():
         options = KitOptions(
             target=parse_target(platform, python),
             trust=trust,
@@ -82,8 +82,6 @@ def device_kit_command(
             debian_keyring=debian_keyring,
         )
         kit = make_kit(options)
-    except KitError as e:
-        raise click.ClickException(str(e)) from None
     size = kit.path.stat().st_size
     if as_json:
         wheels = [{"name": w.name, "version": w.version} for w in kit.wheels]
