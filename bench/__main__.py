@@ -1,5 +1,5 @@
-"""``python -m bench [--quick] [--soak-seconds N] [--network-only]``: train the bench models,
-build their bundles, measure.
+"""``python -m bench [--quick] [--soak-seconds N] [--network-only | --stdin-only]``: train the
+bench models, build their bundles, measure.
 
 Every figure is taken in this one run and reported next to its baseline as a ratio, because
 this machine is shared and noisy; absolute numbers are for orientation only.
@@ -132,7 +132,7 @@ def serving_section(built: Built, key: Path) -> dict[str, Any]:
     served = served_bundle(built, key)
     first = to_python(rows[:1])[0]  # shortest float32 text, as in the stdin section
     rows_path = WORK / f"{model.name}-rows.npy"
-    stdin_rows = 20_000 if model.train_rows < 10_000 else 100_000
+    stdin_rows = _stdin_rows(model)
     return {
         "model": model.name,
         "http": http_section(served, source, key.parent / "signing.pub", first),
@@ -299,6 +299,10 @@ def print_serving(served: dict[str, Any]) -> None:
     print(f"  mean µs without / with counting   {m['mean_us']:>8.1f} / {m['mean_counted_us']:.1f}")
     for label, ratio in m["ratios"].items():
         print(f"  {label:<36}{ratio:>8.3f}×")
+    print_stdin(served)
+
+
+def print_stdin(served: dict[str, Any]) -> None:
     s = served["stdin"]
     print(f"\n== stdin scoring, {s['rows']:,} rows (int8), against Model.predict in process")
     print(f"  {'Model.predict (array)':<28}{s['api_rows_per_s']:>12,.0f} rows/s")
@@ -320,6 +324,21 @@ def print_memory(floor: dict[str, float], memory: dict[str, Any]) -> None:
               f"  {r['ratio']:.2f}×")
 
 
+def stdin_only(models: tuple[BenchModel, ...], key: Path) -> None:
+    """The serving section's stdin measurement alone, for work on the parsers."""
+    model = max((m for m in models if m.objective == "binary:logistic"),
+                key=lambda m: m.features)
+    source = train(model, WORK)
+    served = {"model": model.name, "stdin": stdin_section(
+        bundle(model, source, "int8", key), key.parent / "signing.pub",
+        data(model, 100_000, seed=3)[0][:_stdin_rows(model)])}  # the serving section's rows
+    print_stdin(served)
+
+
+def _stdin_rows(model: BenchModel) -> int:
+    return 20_000 if model.train_rows < 10_000 else 100_000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller models, for a fast look")
@@ -327,12 +346,17 @@ def main() -> None:
                         help="length of the TLS server's soak (default 600; 0 skips it)")
     parser.add_argument("--network-only", action="store_true",
                         help="only TLS's cost and the soak (the network sections)")
+    parser.add_argument("--stdin-only", action="store_true",
+                        help="only stdin rows/s per input format (the served model, int8)")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     key = WORK / "keys" / "signing.key"
     if not key.exists():
         generate_keypair(key.parent, None)
     models = QUICK if args.quick else FULL
+    if args.stdin_only:
+        stdin_only(models, key)
+        return
     compile_walk(WORK)
     builds = []
     for model in models:

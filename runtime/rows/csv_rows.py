@@ -15,6 +15,7 @@ from itertools import chain
 from operator import itemgetter
 
 import numpy as np
+import numpy.typing as npt
 
 from edgebundle.runtime.errors import InputError
 from edgebundle.runtime.rows.categories import CategoryNames, category_code, code_tables
@@ -25,7 +26,6 @@ _MAX_SHOWN = 32  # characters of a bad cell quoted back in an error message
 # nan, inf and infinity. A batch whose feature cells hold nothing else (no space, no "_", no
 # non-ASCII digit: what csv_number treats apart from float()) is converted by float() alone.
 _NUMBER_BYTES = b"0123456789+-.eEnNaAiIfFtTyY"
-_EMPTY_IS_NAN = {"": "nan"}
 
 
 class CsvRowParser:
@@ -54,9 +54,11 @@ class CsvRowParser:
         feature_set = set(features)
         self.passthrough_columns = tuple(name for name in header if name not in feature_set)
         self._passthrough_positions = [position[name] for name in self.passthrough_columns]
-        feature_positions = [j for _, j in self._feature_columns]
+        self._feature_positions = [j for _, j in self._feature_columns]
         self._pick_features = (
-            None if feature_positions == list(range(self._width)) else _picker(feature_positions)
+            None
+            if self._feature_positions == list(range(self._width))
+            else _picker(self._feature_positions)
         )
         self._pick_passthrough = _picker(self._passthrough_positions)
 
@@ -89,19 +91,19 @@ class CsvRowParser:
         text = "\n".join(lines)
         if '"' in text or "\r" in text or not all(lines) or _has_surrogates((text,)):
             return None
-        cells = [line.split(",") for line in lines]
-        if any(len(row) != self._width for row in cells):
+        cells: list[list[str]] = []
+        if self._pick_features is None:  # every column a feature: the text is all numbers
+            numbers, allowed, columns = text, _NUMBER_BYTES + b",\n", None
+        else:
+            cells = [line.split(",") for line in lines]
+            if any(len(row) != self._width for row in cells):
+                return None
+            numbers = "".join(chain.from_iterable(map(self._pick_features, cells)))
+            allowed, columns = _NUMBER_BYTES, self._feature_positions
+        if not numbers.isascii() or numbers.encode("ascii").translate(None, allowed):
             return None
-        table = cells if self._pick_features is None else list(map(self._pick_features, cells))
-        flat = list(chain.from_iterable(table))
-        numbers = "".join(flat)
-        if not numbers.isascii() or numbers.encode("ascii").translate(None, _NUMBER_BYTES):
-            return None
-        try:
-            wide = np.fromiter(
-                map(float, map(_EMPTY_IS_NAN.get, flat, flat)), np.float64, len(flat)
-            )
-        except ValueError:  # "e5", "in": letters of numbers that make none
+        wide = _read_numbers(text, columns, (len(lines), len(self._slots)))
+        if wide is None:
             return None
         with np.errstate(over="ignore"):  # beyond float32 range is ±inf, as in to_float32
             present = wide.astype(np.float32).reshape(len(lines), len(self._slots))
@@ -150,6 +152,43 @@ class CsvRowParser:
             if column not in self._codes:
                 raise
             return category_code(self._codes, column, cell.strip())
+
+
+def _read_numbers(
+    text: str, columns: Sequence[int] | None, shape: tuple[int, int]
+) -> npt.NDArray[np.float64] | None:
+    """The numbers in ``columns`` (all when ``None``: then every line must have as many) of
+    ``text``'s lines, whose cells there are ``_NUMBER_BYTES`` or empty, read as
+    ``csv_number`` reads them; ``None`` if one is no number.
+
+    numpy's ``loadtxt`` reads them in C, by the routine ``float()`` reads with (CPython's
+    ``PyOS_string_to_double``; ``float()`` adds ``_`` separators and surrounding whitespace,
+    neither of which can be in these cells). It refuses an empty cell: each becomes ``nan``
+    first, as ``csv_number`` reads it, found with numpy (``str.replace`` is slow at finding
+    ``,,`` among this many commas).
+    """
+    if columns is not None and not columns:  # no feature has a column: nothing to read
+        return np.zeros(shape)
+    padded = np.frombuffer(f"\n{text}\n".encode(), np.uint8)
+    delimiter = (padded == _COMMA) | (padded == _NEWLINE)
+    empty = np.flatnonzero(delimiter[:-1] & delimiter[1:]) + 1  # where an empty cell starts
+    filled = np.insert(padded, np.repeat(empty, len(_NAN)), np.tile(_NAN, len(empty)))
+    try:
+        wide = np.loadtxt(
+            filled[1:-1].tobytes().decode("utf-8").split("\n"),
+            dtype=np.float64,
+            delimiter=",",
+            comments=None,
+            usecols=columns,
+            ndmin=2,
+        )
+    except ValueError:  # "e5", "in": letters of numbers that make none; a cell too many
+        return None
+    return wide if wide.shape == shape else None
+
+
+_COMMA, _NEWLINE = ord(","), ord("\n")
+_NAN = np.frombuffer(b"nan", np.uint8)
 
 
 def _picker(positions: Sequence[int]) -> Callable[[Sequence[str]], Sequence[str]]:

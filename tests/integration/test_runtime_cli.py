@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -17,7 +18,8 @@ import pytest
 
 from edgebundle.runtime.cli import ExitCode, main
 from edgebundle.runtime.errors import InputError
-from edgebundle.runtime.rows.answers import encode_jsonl, score_rows
+from edgebundle.runtime.rows.answers import CsvWriter, encode_jsonl, output_columns, score_rows
+from edgebundle.runtime.rows.csv_rows import CsvRowParser
 from edgebundle.runtime.rows.json_rows import JsonRowParser
 from edgebundle.runtime.scoring import Scorer
 from edgebundle.runtime.stream import BATCH_ROWS, LineSource, StreamStats, score_csv, score_jsonl
@@ -483,6 +485,30 @@ def test_batched_jsonl_is_byte_identical_to_scoring_line_by_line(tmp_path: Path)
     )
     assert (calls, stats.rows, stats.errors) == (2, 300, 36)
     assert batched == expected
+
+
+def test_batched_csv_is_byte_identical_to_reading_each_line_alone(tmp_path: Path) -> None:
+    x = rows(300, seed=8)
+    good = [",".join("" if v != v else repr(v) for v in row) for row in x.tolist()]
+    bad = ["1,x,3,4", "1,2,3", "", "1,2,3,4,5", "1_0,2,3,4", "e5,,,", '"1",2,3,"4"', " 1,2,3,4"]
+    lines = [good[i] if i % 7 else bad[i // 7 % len(bad)] for i in range(300)]
+    for ids in (False, True):
+        header = ["id", *FEATURES] if ids else list(FEATURES)
+        body = [f"r{i},{line}" if ids else line for i, line in enumerate(lines)]
+        path = tmp_path / "mixed.csv"
+        path.write_text("\n".join([",".join(header), *body]) + "\n")
+        batched, calls, stats = stream_file(path, batch_rows=256, fmt="csv")
+        model = multiclass()
+        scorer = Scorer(model.onnx, model.features, model.outputs)
+        parser = CsvRowParser(header, model.features, {*output_columns(model.outputs), "error"})
+        writer = CsvWriter(parser.passthrough_columns, model.outputs)
+        expected = writer.header() + b"".join(
+            writer.encode(score_rows(scorer, [parser.parse_cells(cells, f"line {i + 2}")]))
+            for i, cells in enumerate(csv.reader(body))
+        )
+        # 43 bad lines, of which the quoted and the space-padded numbers are good after all
+        assert (calls, stats.rows, stats.errors) == (2, 300, 33)
+        assert batched == expected
 
 
 # --- scoring overlapped with reading --------------------------------------------------------------

@@ -239,3 +239,56 @@ def test_stdin_csv(data: bytes) -> None:
     else:
         for row in result:
             assert isinstance(row, RowError) or row.values.shape == (len(FEATURES),)
+
+
+# The stdin batch paths against their one-line references: a batch decoded at once (JSON) or
+# read by numpy (CSV) gives exactly what each line gives alone, errors included.
+_JSON_PIECES = st.sampled_from([
+    "[", "]", "{", "}", ",", ":", " ", '"', '"f0"', '"f1"', '"id"', '"x"', "1", "-0.5", "1e400",
+    "null", "true", "NaN", "01", "[1, 2, 3, 4]", '{"f0": 1, "f1": 2}', "\\", "\xc3",
+])
+
+
+@st.composite
+def json_line_batches(draw: st.DrawFn) -> list[bytes]:
+    """Lines cut from JSON-like text at arbitrary places, and near-valid rows."""
+    text = "".join(draw(st.lists(_JSON_PIECES, max_size=40)))
+    cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=6)))
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    lines = [piece.encode("utf-8", "surrogateescape").replace(b"\n", b" ") for piece in pieces]
+    rows = draw(st.lists(_ROW.map(lambda value: json.dumps(value).encode()), max_size=4))
+    return draw(st.permutations(lines + rows))
+
+
+@given(json_line_batches())
+def test_stdin_json_batch_matches_line_by_line(lines: list[bytes]) -> None:
+    parser = JsonRowParser(FEATURES)
+    batch = parser.parse_lines(lines, 3)
+    one_by_one = [parser.parse_line(line, f"line {3 + i}") for i, line in enumerate(lines)]
+    assert all(same_row(a, b) for a, b in zip(batch, one_by_one, strict=True))
+
+
+_CELLS = st.one_of(
+    st.text("0123456789+-.eEnNaAiIfFtTyY_ x", max_size=6),
+    st.floats(width=32).map(repr),
+    st.sampled_from(["", "nan", "-inf", "1e400", "1e-400", "Infinity", "0x1", " 1", "1_0"]),
+)
+
+
+@given(st.lists(st.lists(_CELLS, min_size=len(FEATURES) + 1, max_size=len(FEATURES) + 1),
+                min_size=1, max_size=6), st.booleans())
+def test_stdin_csv_plain_lines_match_parse_cells(rows: list[list[str]], with_id: bool) -> None:
+    header = ["id", *FEATURES] if with_id else list(FEATURES)
+    parser = CsvRowParser(header, FEATURES, RESERVED)
+    cells = [row[: len(header)] for row in rows]
+    plain = parser.parse_plain_lines([",".join(row) for row in cells])
+    if plain is None:  # left to the csv module and parse_cells
+        return
+    one_by_one = [parser.parse_cells(row, "line 2") for row in cells]
+    assert all(same_row(a, b) for a, b in zip(plain, one_by_one, strict=True))
+
+
+def same_row(a: Row | RowError, b: Row | RowError) -> bool:
+    if isinstance(a, Row) and isinstance(b, Row):
+        return a.values.tobytes() == b.values.tobytes() and a.passthrough == b.passthrough
+    return a == b

@@ -504,6 +504,32 @@ def test_parse_lines_of_objects_matches_parse_line(order: int) -> None:
     assert sum(isinstance(row, Row) for row in batch) == 2 * 8
 
 
+# Batches whose lines, joined as one JSON array, decode to as many values as there are lines
+# although not every line is a value of its own: a line's value must never come from its
+# neighbours' text.
+MISALIGNED_BATCHES = [
+    [b"[1],[[2]", b"[3, 4, 5]]"],
+    [b"[1],2,[3]", b"[[4]", b"[5]", b"[6]]"],  # a line's scalar value among them
+    [b"[1, 2, 3, 4],[[1]", b"[2]]"],
+    [b'{"f0": 1},{"f1": [1', b'{"f2": 3}]}'],
+    [b'{"f0": 1},{"id": {"a": 1', b'{"f2": 3}}}'],
+    [b'{"id": "x}', b'{"f0": 1}'],
+    [b'{"id": "],[", "f0": 1}', b'{"f0": "]"}'],
+    [b'{"id": "[", "f0": 1}', b'{"id": "{:", "f0": 2}', b'{"f0": 3, "f0": 4}'],
+    [b'{"f0": 1, "f1": 2},{"f0": 1', b'"f1": 2}'],
+    [b"[1, 2, 3, 4]", b"[1, 2, 3, 4],", b"[1, 2, 3, 4]"],
+    [b'{"f0": 1}', b"[1, 2, 3, 4]", b'{"f0": 1, "f1": {"f0": 1, "f0": 2}}'],
+]
+
+
+@pytest.mark.parametrize("lines", MISALIGNED_BATCHES)
+def test_parse_lines_never_takes_a_value_from_neighbouring_lines(lines: list[bytes]) -> None:
+    for batch in (lines, [*lines, b"[1, 2, 3, 4]"], [b'{"f0": 1}', *lines]):
+        parsed = JSON.parse_lines(batch, 1)
+        one_by_one = [JSON.parse_line(line, f"line {i + 1}") for i, line in enumerate(batch)]
+        assert all(same_parse(a, b) for a, b in zip(parsed, one_by_one, strict=True)), batch
+
+
 def test_repeated_keys_are_refused_however_spaced() -> None:
     for line in OBJECT_LINES[4:8]:
         message = error(line)
