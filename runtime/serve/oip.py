@@ -1,9 +1,11 @@
 """Open Inference Protocol v2 (KServe, Triton): metadata documents and the infer codec.
 
 A model has one input, ``"input"``, FP32 ``[-1, F]``, and one output per manifest output.
-An infer request sends that input as FP32 or FP64 (FP64 is rounded to float32, as XGBoost
-does), shape ``[N, F]``, its ``data`` flat in row-major order or nested as ``N`` rows of ``F``;
-JSON ``null`` in ``data`` is a missing value (NaN), as is NaN in binary data.
+An infer request sends that input as FP32, or as any other real numeric datatype (FP16, FP64,
+INT8 to INT64, UINT8 to UINT64), converted to float32 as XGBoost converts such an array; shape
+``[N, F]``, its ``data`` flat in row-major order or nested as ``N`` rows of ``F``. JSON ``null``
+in ``data`` is a missing value (NaN), as is NaN in binary data; an integer tensor has no missing
+value (its JSON ``data`` holds integers in the datatype's range).
 
 The binary tensor data extension is implemented because off-the-shelf clients use it by
 default: with an ``Inference-Header-Content-Length`` header the body is that many bytes of JSON
@@ -24,7 +26,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -39,13 +41,23 @@ SERVER_NAME = "edgebundle"
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ("binary_tensor_data",)
 HEADER_LENGTH = "Inference-Header-Content-Length"
-_INPUT_TYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+# The datatypes an input is read from: what XGBoost converts to float32 itself (real numbers).
+# BOOL and BYTES are no numbers, as JSON true and strings are not in a row.
+_INPUT_TYPES: dict[str, np.dtype[Any]] = {
+    name: np.dtype(code)
+    for name, code in (
+        ("FP32", "<f4"), ("FP64", "<f8"), ("FP16", "<f2"),
+        ("INT8", "i1"), ("INT16", "<i2"), ("INT32", "<i4"), ("INT64", "<i8"),
+        ("UINT8", "u1"), ("UINT16", "<u2"), ("UINT32", "<u4"), ("UINT64", "<u8"),
+    )
+}  # fmt: skip
 _OUTPUT_TYPES = {"float32": "FP32", "int64": "INT64"}
 _WIRE_TYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "int64": np.dtype("<i8")}
 _REQUEST_KEYS = ("id", "parameters", "inputs", "outputs")
 _INPUT_KEYS = ("name", "shape", "datatype", "parameters", "data")
 _OUTPUT_KEYS = ("name", "parameters")
 _NUMBER_TYPES = frozenset({int, float, type(None)})  # exact types: bool is no number here
+_INTEGER_TYPES = frozenset({int})
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +211,8 @@ def _read_input(
     datatype = tensor.get("datatype")
     if not isinstance(datatype, str) or datatype not in _INPUT_TYPES:
         shown = quote(datatype) if isinstance(datatype, str) else json_type(datatype)
-        raise bad_request(f"input datatype must be FP32 or FP64, got {shown}")
+        raise bad_request(f"input datatype must be one of {', '.join(_INPUT_TYPES)}, got {shown}")
+    dtype = _INPUT_TYPES[datatype]
     rows = _input_rows(tensor.get("shape"), num_features)
     if rows > max_rows:
         raise HttpError(413, f"{rows} rows exceed the limit of {max_rows} per request")
@@ -211,11 +224,11 @@ def _read_input(
     if size is None:
         if binary:
             raise bad_request("the body has binary data but the input has no binary_data_size")
-        values = _json_values(tensor.get("data"), rows, num_features)
+        values = _json_values(tensor.get("data"), rows, num_features, datatype)
     else:
         if "data" in tensor:
             raise bad_request("input has both 'data' and a binary_data_size")
-        values = _binary_values(binary, size, _INPUT_TYPES[datatype], rows * num_features)
+        values = _binary_values(binary, size, dtype, rows * num_features)
     with np.errstate(over="ignore"):  # beyond float32 range becomes ±inf, as in XGBoost
         return values.reshape(rows, num_features).astype(np.float32)
 
@@ -235,7 +248,10 @@ def _input_rows(shape: object, num_features: int) -> int:
     return int(rows)
 
 
-def _json_values(data: object, rows: int, num_features: int) -> npt.NDArray[np.float64]:
+def _json_values(
+    data: object, rows: int, num_features: int, datatype: str
+) -> npt.NDArray[Any]:
+    """The values of JSON ``data``, of the tensor's datatype."""
     if not isinstance(data, list):
         raise bad_request(f"input 'data' must be an array, not {json_type(data)}")
     flat = data
@@ -250,19 +266,34 @@ def _json_values(data: object, rows: int, num_features: int) -> npt.NDArray[np.f
             f"input 'data' holds {len(flat)} values; shape [{rows}, {num_features}] "
             f"needs {rows * num_features}"
         )
+    dtype = _INPUT_TYPES[datatype]
+    if dtype.kind in "iu":
+        return _json_integers(flat, datatype)
     # One pass in C over the types; the loop that names the bad value runs only when one is.
     if not set(map(type, flat)) <= _NUMBER_TYPES:
-        index, value = next((i, v) for i, v in enumerate(flat) if type(v) not in _NUMBER_TYPES)
-        raise bad_request(
-            f"input 'data' value {index}: expected a number or null, got {json_type(value)}"
-        )
+        _name_the_bad_value(flat, _NUMBER_TYPES, "a number or null")
     try:
         values = np.array(flat, dtype=np.float64)  # None becomes NaN: missing
     except OverflowError:  # an integer literal beyond float64
         raise bad_request("input 'data' holds a number out of range") from None
     if np.isinf(values).any():  # a literal such as 1e400, beyond float64
         raise bad_request("input 'data' holds a number out of range")
-    return values
+    with np.errstate(over="ignore"):  # FP16: as the datatype holds them (±inf beyond its range)
+        return values.astype(dtype)
+
+
+def _json_integers(flat: list[Any], datatype: str) -> npt.NDArray[Any]:
+    if not set(map(type, flat)) <= _INTEGER_TYPES:
+        _name_the_bad_value(flat, _INTEGER_TYPES, f"an integer ({datatype} has no missing value)")
+    limits = np.iinfo(_INPUT_TYPES[datatype])
+    if flat and (min(flat) < limits.min or max(flat) > limits.max):
+        raise bad_request(f"input 'data' holds an integer out of {datatype}'s range")
+    return np.array(flat, dtype=_INPUT_TYPES[datatype])
+
+
+def _name_the_bad_value(flat: list[Any], allowed: frozenset[object], expected: str) -> NoReturn:
+    index, value = next((i, v) for i, v in enumerate(flat) if type(v) not in allowed)
+    raise bad_request(f"input 'data' value {index}: expected {expected}, got {json_type(value)}")
 
 
 def _binary_values(

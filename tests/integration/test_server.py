@@ -166,6 +166,132 @@ def test_json_infer_nested_data_and_null_as_missing(server: ServerProcess, credi
     np.testing.assert_allclose(outputs["probability"]["data"], expected, rtol=0, atol=1e-6)
 
 
+# --- the binary tensor data extension on a raw socket ------------------------------------------
+
+
+def binary_body(
+    x: npt.NDArray[Any], datatype: str, outputs: list[dict[str, Any]] | None = None
+) -> tuple[bytes, int]:
+    """A binary-extension body as the extension lays it out: the JSON header, then the tensor's
+    little-endian row-major bytes; and the header's length."""
+    data = x.astype(x.dtype.newbyteorder("<")).tobytes()
+    header: dict[str, Any] = {
+        "inputs": [{"name": "input", "shape": list(x.shape), "datatype": datatype,
+                    "parameters": {"binary_data_size": len(data)}}],
+    }
+    if outputs is not None:
+        header["outputs"] = outputs
+    text = json.dumps(header).encode()
+    return text + data, len(text)
+
+
+def post_binary(port: int, body: bytes, header_length: int | str) -> Reply:
+    with socket.create_connection((HOST, port), timeout=10) as sock:
+        sock.sendall(
+            raw_post(
+                INFER,
+                "Content-Type: application/octet-stream\r\n"
+                f"Inference-Header-Content-Length: {header_length}\r\n"
+                f"Content-Length: {len(body)}\r\n",
+                body,
+            )
+        )
+        return read_reply(sock)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "dtype"), [("FP32", "<f4"), ("FP64", "<f8"), ("FP16", "<f2"), ("INT32", "<i4"),
+                            ("INT64", "<i8"), ("UINT8", "u1")],
+)
+def test_binary_tensor_of_each_datatype_answers_in_json(
+    server: ServerProcess, credit: Built, datatype: str, dtype: str
+) -> None:
+    x = features(16, seed=21, missing=0.2)  # NaN: missing, in the float datatypes
+    if np.dtype(dtype).kind != "f":
+        x = np.nan_to_num(np.abs(x) * 10).round()
+    sent = np.clip(x, -60000, 60000).astype(dtype)  # within FP16's range
+    body, length = binary_body(sent, datatype)
+    reply = post_binary(server.port, body, length)
+    assert reply.status == 200, reply.body
+    assert reply.headers["Content-Type"] == "application/json"
+    assert "Inference-Header-Content-Length" not in reply.headers
+    outputs = {o["name"]: o for o in reply.json()["outputs"]}
+    expected = credit.trained.predict(sent.astype(np.float32))
+    np.testing.assert_allclose(outputs["probability"]["data"], expected, rtol=0, atol=1e-6)
+
+
+def test_binary_outputs_when_asked_follow_the_json_header(
+    server: ServerProcess, credit: Built
+) -> None:
+    x = features(8, seed=22, missing=0.1)
+    asked = [{"name": "label", "parameters": {"binary_data": True}}, {"name": "probability"}]
+    body, length = binary_body(x, "FP32", asked)
+    reply = post_binary(server.port, body, length)
+    assert reply.status == 200, reply.body
+    assert reply.headers["Content-Type"] == "application/octet-stream"
+    header_length = int(reply.headers["Inference-Header-Content-Length"])
+    header = json.loads(reply.body[:header_length])
+    label, probability = header["outputs"]
+    assert label == {"name": "label", "datatype": "INT64", "shape": [8],
+                     "parameters": {"binary_data_size": 64}}
+    expected = credit.trained.predict(x)
+    labels = np.frombuffer(reply.body[header_length:], "<i8")
+    np.testing.assert_array_equal(labels, (expected > 0.5).astype(np.int64))
+    np.testing.assert_allclose(probability["data"], expected, rtol=0, atol=1e-6)
+
+
+def good_binary() -> tuple[bytes, int]:
+    return binary_body(features(2, seed=23), "FP32")
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (lambda b, n: (b, n + len(b)), "but the body holds"),  # the header beyond the body
+        (lambda b, n: (b, "12x"), "must be a decimal number of bytes"),
+        (lambda b, n: (b, -1), "must be a decimal number of bytes"),
+        (lambda b, n: (b + b"\0\0\0\0", n), "the body holds 52 bytes of binary data; "
+         "binary_data_size says 48"),
+        (lambda b, n: (b[:-4], n), "the body holds 44 bytes of binary data"),
+        (lambda b, n: (b.replace(b'"shape": [2,', b'"shape": [3,'), n),
+         "binary_data_size is 48; the shape needs 72 bytes"),
+        (lambda b, n: (b.replace(b'"FP32"', b'"BF16"'), n), "input datatype must be one of"),
+        (lambda b, n: (b.replace(b'"FP32"', b'"FP64"'), n), "the shape needs 96 bytes"),
+        (lambda b, n: (b.replace(b'"binary_data_size": 48', b'"binary_data_size": -48'), n + 1),
+         "binary_data_size must be a non-negative integer"),
+        (lambda b, n: (b, n - 1), "invalid JSON body"),
+        (lambda b, n: (b, n + 4), "JSON body is not valid UTF-8"),  # tensor bytes read as JSON
+    ],
+)
+def test_bad_binary_requests_are_400_naming_the_problem(
+    server: ServerProcess, change: Any, fragment: str
+) -> None:
+    body, length = change(*good_binary())
+    assert_json_error(post_binary(server.port, body, length), 400, fragment)
+
+
+def test_binary_requests_keep_the_body_and_row_limits(store: Path) -> None:
+    with serve_in_process(store, max_body_bytes=300, max_rows=5) as (running, _):
+        port = running.address[1]
+        body, length = binary_body(np.ones((6, 6), np.float32), "FP32")
+        assert_json_error(post_binary(port, body, length), 413, "6 rows exceed the limit of 5")
+        body, length = binary_body(np.ones((5, 6), np.float64), "FP64")
+        assert_json_error(post_binary(port, body, length), 413, "over the limit of 300 bytes")
+        body, length = binary_body(np.ones((5, 6), np.float32), "FP32")
+        assert post_binary(port, body, length).status == 200
+
+
+def test_triton_client_sends_integer_tensors(
+    client: triton.InferenceServerClient, credit: Built
+) -> None:
+    x = np.nan_to_num(np.abs(features(5, seed=24)) * 10).astype(np.int32)
+    tensor = triton.InferInput("input", list(x.shape), "INT32")
+    tensor.set_data_from_numpy(x, binary_data=True)
+    result = client.infer("credit", [tensor])
+    expected = credit.trained.predict(x.astype(np.float32))
+    np.testing.assert_allclose(result.as_numpy("probability"), expected, rtol=0, atol=1e-6)
+
+
 # --- MLflow-style /invocations ------------------------------------------------------------------
 
 
@@ -329,7 +455,7 @@ def with_input(**changes: Any) -> dict[str, Any]:
         (with_input(shape=[1, 5]), "it has 6 features"),
         (with_input(shape=[6]), "input shape must be [N, 6]"),
         (with_input(shape=[-1, 6]), "input shape must be [N, 6]"),
-        (with_input(datatype="INT32"), "datatype must be FP32 or FP64"),
+        (with_input(datatype="BOOL"), "datatype must be one of FP32, FP64, FP16, INT8"),
         (with_input(name="x"), "unknown input 'x'"),
         (with_input(parameters={"shared_memory_region": "r"}), "shared memory"),
         (with_input(colour="red"), "unknown key 'colour'"),
@@ -355,45 +481,6 @@ def test_number_beyond_float64_is_400(server: ServerProcess, literal: str) -> No
     body = json.dumps(good_infer()).replace("[1.0,", f"[{literal},", 1).encode()
     reply = request(server.port, "POST", INFER, body, {"Content-Type": "application/json"})
     assert_json_error(reply, 400, "input 'data' holds a number out of range")
-
-
-def binary_infer(x: np.ndarray[Any, Any], size: int | None = None) -> tuple[bytes, int]:
-    header = {
-        "inputs": [
-            {
-                "name": "input",
-                "datatype": "FP32",
-                "shape": list(x.shape),
-                "parameters": {"binary_data_size": x.nbytes if size is None else size},
-            }
-        ]
-    }
-    text = json.dumps(header).encode()
-    return text + x.astype("<f4").tobytes(), len(text)
-
-
-def test_binary_infer_sizes_are_checked(server: ServerProcess) -> None:
-    x = np.ones((2, 6), dtype=np.float32)
-    body, length = binary_infer(x)
-    for value, fragment in [
-        ("abc", "decimal number"),
-        (str(len(body) + 1), "the body holds"),
-        (str(length + 4), "JSON body"),  # binary bytes read as JSON
-    ]:
-        reply = request(
-            server.port, "POST", INFER, body, {"Inference-Header-Content-Length": value}
-        )
-        assert_json_error(reply, 400, fragment)
-    body, length = binary_infer(x, size=40)
-    reply = request(
-        server.port, "POST", INFER, body, {"Inference-Header-Content-Length": str(length)}
-    )
-    assert_json_error(reply, 400, "binary_data_size is 40; the shape needs 48 bytes")
-    body, length = binary_infer(x)
-    reply = request(
-        server.port, "POST", INFER, body + b"\0", {"Inference-Header-Content-Length": str(length)}
-    )
-    assert_json_error(reply, 400, "49 bytes of binary data")
 
 
 @pytest.mark.parametrize(

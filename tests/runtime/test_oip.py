@@ -104,15 +104,67 @@ def test_zero_rows_are_a_request(manifest: Manifest) -> None:
     assert parse(manifest, body(tensor(shape=[0, 3], data=[]))).x.shape == (0, 3)
 
 
-@pytest.mark.parametrize(
-    "datatype", ["BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "BYTES"]
-)
+@pytest.mark.parametrize("datatype", ["BOOL", "BF16", "BYTES", "fp32", "FLOAT32", "INT128"])
 def test_every_other_datatype_is_refused(manifest: Manifest, datatype: str) -> None:
     error = refused(manifest, body(tensor(datatype=datatype)))
     assert (error.status, error.message) == (
         400,
-        f"input datatype must be FP32 or FP64, got '{datatype}'",
+        "input datatype must be one of FP32, FP64, FP16, INT8, INT16, INT32, INT64, UINT8, "
+        f"UINT16, UINT32, UINT64, got '{datatype}'",
     )
+
+
+INTEGERS = [[0, 1, -2], [100, -128, 127]]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "dtype"),
+    [("INT8", "i1"), ("INT16", "<i2"), ("INT32", "<i4"), ("INT64", "<i8")],
+)
+def test_integer_tensors_in_json_are_read_as_xgboost_reads_them(
+    manifest: Manifest, datatype: str, dtype: str
+) -> None:
+    request = parse(manifest, body(tensor(datatype=datatype, data=INTEGERS)))
+    np.testing.assert_array_equal(request.x, np.array(INTEGERS, dtype).astype(np.float32))
+
+
+def test_int64_beyond_float32_s_digits_is_rounded_once(manifest: Manifest) -> None:
+    # 2**60 + 2**36 + 1 lies just above a float32 tie: rounded once it goes up, rounded to
+    # float64 first (2**60 + 2**36, the tie) and then to float32 it would go down to even.
+    big = [[2**60 + 2**36 + 1, 0, 0], [0, 0, 0]]
+    request = parse(manifest, body(tensor(datatype="INT64", data=big)))
+    assert request.x[0, 0] == np.array(big, np.int64).astype(np.float32)[0, 0]
+    assert request.x[0, 0] == np.float32(2**60 + 2**37)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "fragment"),
+    [
+        ("INT32", [[1, 2, None], [1, 2, 3]], "value 2: expected an integer (INT32 has no missing"),
+        ("INT32", [[1, 2, 3.0], [1, 2, 3]], "value 2: expected an integer"),
+        ("INT8", [[1, 2, True], [1, 2, 3]], "expected an integer (INT8 has no missing value), got "
+         "a boolean"),
+        ("INT8", [[1, 2, 128], [1, 2, 3]], "an integer out of INT8's range"),
+        ("UINT8", [[1, 2, -1], [1, 2, 3]], "an integer out of UINT8's range"),
+        ("UINT64", [[2**64, 2, 1], [1, 2, 3]], "an integer out of UINT64's range"),
+        ("INT64", [[-(2**63) - 1, 2, 1], [1, 2, 3]], "an integer out of INT64's range"),
+    ],
+)
+def test_integer_tensors_hold_integers_in_range(
+    manifest: Manifest, datatype: str, data: list[list[Any]], fragment: str
+) -> None:
+    error = refused(manifest, body(tensor(datatype=datatype, data=data)))
+    assert error.status == 400 and fragment in error.message, error.message
+
+
+def test_fp16_json_values_are_what_fp16_holds(manifest: Manifest) -> None:
+    data = [[0.1, 70000.0, None], [1 / 3, -2.0, 65504.0]]
+    request = parse(manifest, body(tensor(datatype="FP16", data=data)))
+    expected = np.array(data, np.float64)
+    with np.errstate(over="ignore"):
+        expected = expected.astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(request.x, expected)  # 70000 is beyond FP16: inf
+    assert request.x[0, 1] == np.inf
 
 
 @pytest.mark.parametrize(
@@ -243,6 +295,23 @@ def test_binary_tensors_are_read_little_endian(
 ) -> None:
     data, length = binary(EXPECTED.astype(dtype), datatype)
     np.testing.assert_array_equal(parse(manifest, data, length).x, EXPECTED)  # NaN: missing
+
+
+@pytest.mark.parametrize(
+    ("datatype", "dtype"),
+    [("FP16", "<f2"), ("INT8", "i1"), ("INT16", "<i2"), ("INT32", "<i4"), ("INT64", "<i8"),
+     ("UINT8", "u1"), ("UINT16", "<u2"), ("UINT32", "<u4"), ("UINT64", "<u8")],
+)
+def test_binary_tensors_of_every_numeric_datatype(
+    manifest: Manifest, datatype: str, dtype: str
+) -> None:
+    info = np.finfo(dtype) if dtype[-2] == "f" else np.iinfo(dtype)
+    values = np.array([[info.min, info.max, 0], [1, 2, 3]], dtype=dtype)
+    data, length = binary(values, datatype)
+    assert np.dtype(dtype).byteorder in "<|="  # sent little-endian, as the extension says
+    with np.errstate(over="ignore"):
+        expected = values.astype(np.float32)
+    np.testing.assert_array_equal(parse(manifest, data, length).x, expected)
 
 
 @pytest.mark.parametrize(
