@@ -133,10 +133,14 @@ def score_jsonl(
     with _pipeline(scorer, write, stats, observe) as pipeline:
         next_line = functools.partial(source.next_line, pipeline.flush)
         for lines in _batches(next_line, source.ready, batch_rows):
-            # Lines are parsed a batch at a time: whole batches convert to float32 much faster.
-            pipeline.submit(
-                parser.parse_lines(lines, source.lineno - len(lines) + 1), encode_answers_jsonl
-            )
+            # Lines are parsed a batch at a time: whole batches convert to float32 much faster,
+            # and a batch of arrays of numbers (the usual case) becomes the scorer's input.
+            x = parser.parse_numbers(lines)
+            if x is not None:
+                pipeline.submit([_NUMBERS] * len(x), encode_answers_jsonl, x)
+                continue
+            parsed = parser.parse_lines(lines, source.lineno - len(lines) + 1)
+            pipeline.submit(parsed, encode_answers_jsonl)
 
 
 def score_csv(
@@ -179,6 +183,10 @@ def score_csv(
             # else is read by the csv module, which also follows a quoted cell across lines.
             first = source.lineno - len(raw) + 1
             lines = b"\n".join(raw).decode("utf-8", "surrogateescape").split("\n")
+            x = parser.parse_plain_numbers(lines)
+            if x is not None:
+                pipeline.submit([_NUMBERS] * len(x), answer, x)
+                continue
             plain = parser.parse_plain_lines(lines)
             if plain is None:
                 records = _csv_records(lines, first, _decoded(source, pipeline.flush))
@@ -210,7 +218,8 @@ def score_npy(
             pipeline.submit([_NUMBERS] * len(x), encode_answers_jsonl, x)
 
 
-_NUMBERS = Row(values=np.zeros(0, dtype=np.float32), passthrough={})  # a row of an array
+# A row of an array the parser gave whole: its values are the array's, and it echoes nothing.
+_NUMBERS = Row(values=np.zeros(0, dtype=np.float32), passthrough={})
 
 
 def _csv_records(lines: list[str], first: int, more: Iterator[str]) -> Iterator[_CsvRecord]:

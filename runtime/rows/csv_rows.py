@@ -88,6 +88,31 @@ class CsvRowParser:
         what ``parse_cells`` gives, without a Python call per cell; ``None`` otherwise, and
         the lines are for the ``csv`` module and ``parse_rows``, which say what is wrong.
         """
+        plain = self._plain_values(lines)
+        if plain is None:
+            return None
+        values, cells = plain
+        if not self.passthrough_columns:
+            return [Row(values=row, passthrough={}) for row in values]
+        names = self.passthrough_columns
+        return [
+            Row(values=row, passthrough=dict(zip(names, self._pick_passthrough(c), strict=True)))
+            for row, c in zip(values, cells, strict=True)
+        ]
+
+    def parse_plain_numbers(self, lines: Sequence[str]) -> npt.NDArray[np.float32] | None:
+        """``parse_plain_lines`` as one float32 ``[N, F]`` array, when no column passes
+        through (then a row is its values alone); ``None`` whenever that gives ``None``."""
+        if self.passthrough_columns:
+            return None
+        plain = self._plain_values(lines)
+        return None if plain is None else plain[0]
+
+    def _plain_values(
+        self, lines: Sequence[str]
+    ) -> tuple[npt.NDArray[np.float32], list[list[str]]] | None:
+        """The float32 values of plain ``lines`` and their cells (split only when a column
+        passes through)."""
         text = "\n".join(lines)
         if '"' in text or "\r" in text or not all(lines) or _has_surrogates((text,)):
             return None
@@ -106,18 +131,12 @@ class CsvRowParser:
         if wide is None:
             return None
         with np.errstate(over="ignore"):  # beyond float32 range is ±inf, as in to_float32
-            present = wide.astype(np.float32).reshape(len(lines), len(self._slots))
-        values = present
-        if self.missing_features:
-            values = np.full((len(lines), self._num_features), np.nan, dtype=np.float32)
-            values[:, self._slots] = present
-        if not self.passthrough_columns:
-            return [Row(values=row, passthrough={}) for row in values]
-        names = self.passthrough_columns
-        return [
-            Row(values=row, passthrough=dict(zip(names, self._pick_passthrough(c), strict=True)))
-            for row, c in zip(values, cells, strict=True)
-        ]
+            present = wide.astype(np.float32)
+        if not self.missing_features:
+            return present, cells
+        values = np.full((len(lines), self._num_features), np.nan, dtype=np.float32)
+        values[:, self._slots] = present
+        return values, cells
 
     def _read_cells(
         self, cells: Sequence[str], where: str

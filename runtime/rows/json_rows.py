@@ -67,6 +67,24 @@ class JsonRowParser:
             value if isinstance(value, RowError) else by_line[i] for i, value in enumerate(decoded)
         ]
 
+    def parse_numbers(self, lines: Sequence[bytes]) -> npt.NDArray[np.float32] | None:
+        """The rows of ``lines`` as one float32 ``[N, F]`` array, when every line is an array of
+        one number or null per feature within float64's range: what ``parse_lines`` then gives
+        row by row, without a ``Row`` each. ``None`` otherwise: then ``parse_lines`` says which
+        line is what."""
+        if not _numbers_only(lines) or (block := _decode_block(lines)) is None:
+            return None
+        # Flat arrays (see _decode_block) of int, float and None: no other JSON value is
+        # spelled without '"', '{', 't' or 'f', and NaN or Infinity fail the decoding.
+        try:
+            wide = np.array(block, dtype=np.float64)
+        except (OverflowError, ValueError):  # beyond float64; arrays of different lengths
+            return None
+        if wide.shape != (len(lines), len(self._features)) or np.isinf(wide).any():
+            return None
+        with np.errstate(over="ignore"):  # beyond float32 range is ±inf, as in to_float32
+            return wide.astype(np.float32)
+
     def parse_values(
         self, values: Sequence[object], where: Callable[[int], str]
     ) -> list[Row | RowError]:

@@ -266,6 +266,16 @@ def test_stdin_json_batch_matches_line_by_line(lines: list[bytes]) -> None:
     batch = parser.parse_lines(lines, 3)
     one_by_one = [parser.parse_line(line, f"line {3 + i}") for i, line in enumerate(lines)]
     assert all(same_row(a, b) for a, b in zip(batch, one_by_one, strict=True))
+    check_whole_array(parser.parse_numbers(lines), one_by_one)
+
+
+def check_whole_array(x: np.ndarray[Any, Any] | None, one_by_one: list[Row | RowError]) -> None:
+    """A batch given as one array holds exactly the rows given one by one."""
+    if x is None:
+        return
+    assert all(isinstance(row, Row) and not row.passthrough for row in one_by_one)
+    assert x.dtype == np.float32 and x.shape == (len(one_by_one), len(FEATURES))
+    assert x.tobytes() == b"".join(row.values.tobytes() for row in one_by_one)  # type: ignore[union-attr]
 
 
 _CELLS = st.one_of(
@@ -286,6 +296,9 @@ def test_stdin_csv_plain_lines_match_parse_cells(rows: list[list[str]], with_id:
         return
     one_by_one = [parser.parse_cells(row, "line 2") for row in cells]
     assert all(same_row(a, b) for a, b in zip(plain, one_by_one, strict=True))
+    whole = parser.parse_plain_numbers([",".join(row) for row in cells])
+    assert (whole is None) == with_id
+    check_whole_array(whole, one_by_one)
 
 
 def same_row(a: Row | RowError, b: Row | RowError) -> bool:

@@ -420,6 +420,20 @@ def test_parse_lines_of_all_numbers_only_lines_matches_parse_line(order: int) ->
     assert all(same_parse(a, b) for a, b in zip(batch, one_by_one, strict=True))
 
 
+@pytest.mark.parametrize("line", NUMBERS_ONLY_LINES + MIXED_LINES)
+def test_parse_numbers_gives_the_whole_batch_or_leaves_it_to_parse_lines(line: bytes) -> None:
+    plain = [b"[1.5, null, -2, 3e-3]", b"[0, -0.0, %d, 1e39]" % (2**53 + 1)]
+    for lines in ([line], [*plain, line, *plain]):
+        x = JSON.parse_numbers(lines)
+        one_by_one = [JSON.parse_line(line, f"line {i + 1}") for i, line in enumerate(lines)]
+        good = all(isinstance(row, Row) for row in one_by_one)
+        framed = line[:1] == b"[" and line[-1:] == b"]"  # JSON spaces around: line by line
+        assert (x is not None) == (good and framed)
+        if x is not None:
+            assert x.tobytes() == b"".join(row.values.tobytes() for row in one_by_one)  # type: ignore[union-attr]
+    assert JSON.parse_numbers(plain) is not None
+
+
 def test_parse_lines_keeps_the_sign_of_zero_as_json_does() -> None:
     row = JSON.parse_lines([b"[-0, -0.0, 0, -0e0]"], 1)[0]
     assert isinstance(row, Row)
