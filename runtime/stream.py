@@ -32,7 +32,6 @@ from edgebundle.runtime.rows.answers import (
     ERROR_KEY,
     CsvWriter,
     Observer,
-    answer_records,
     encode_answers_jsonl,
     output_columns,
     stack_rows,
@@ -174,9 +173,6 @@ def score_csv(
         writer = CsvWriter(parser.passthrough_columns, scorer.outputs)
         write(writer.header())
 
-        def answer(batch: list[_Parsed], outputs: _Outputs) -> bytes:
-            return writer.encode(answer_records(batch, outputs))
-
         next_line = functools.partial(source.next_line, pipeline.flush)
         for raw in _batches(next_line, source.ready, batch_rows):
             # A batch at a time: plain lines (the usual case) convert in bulk, and anything
@@ -185,14 +181,14 @@ def score_csv(
             lines = b"\n".join(raw).decode("utf-8", "surrogateescape").split("\n")
             x = parser.parse_plain_numbers(lines)
             if x is not None:
-                pipeline.submit([_NUMBERS] * len(x), answer, x)
+                pipeline.submit([_NUMBERS] * len(x), writer.encode_answers, x)
                 continue
             plain = parser.parse_plain_lines(lines)
             if plain is None:
                 records = _csv_records(lines, first, _decoded(source, pipeline.flush))
-                pipeline.submit(parser.parse_rows(list(records)), answer)
+                pipeline.submit(parser.parse_rows(list(records)), writer.encode_answers)
             else:
-                pipeline.submit(list[_Parsed](plain), answer)
+                pipeline.submit(list[_Parsed](plain), writer.encode_answers)
 
 
 # Binary rows cost nothing to parse: bigger batches only amortise the per-batch Python (the

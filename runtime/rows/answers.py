@@ -145,6 +145,25 @@ class CsvWriter:
     def encode(self, records: Iterable[dict[str, object]]) -> bytes:
         return self._encode(self._cells(record) for record in records)
 
+    def encode_answers(
+        self, parsed: Sequence[Row | RowError], outputs: Mapping[str, npt.NDArray[Any]]
+    ) -> bytes:
+        """``encode(answer_records(parsed, outputs))``; a column at a time when no column
+        passes through and no row is an error: then every cell is a number or empty, which
+        the ``csv`` module writes as ``repr`` writes it, unquoted."""
+        if self._passthrough or any(isinstance(row, RowError) for row in parsed):
+            return self.encode(answer_records(parsed, outputs))
+        columns: list[list[str]] = []
+        for spec in self._outputs:
+            value = outputs[spec.name]
+            if value.ndim == 1:
+                columns.append(_csv_numbers(to_python(value)))
+            else:
+                columns.extend(map(_csv_numbers, to_python(value.T)))
+        # The error column, empty, ends each line.
+        lines = zip(*columns, strict=True)
+        return "".join(",".join(cells) + ",\n" for cells in lines).encode("ascii")
+
     def _cells(self, record: dict[str, object]) -> list[object]:
         cells: list[object] = [record.get(name, "") for name in self._passthrough]
         for spec in self._outputs:
@@ -162,6 +181,13 @@ class CsvWriter:
         # "\n" like the JSONL output: one record per line for line-oriented consumers.
         csv.writer(text, lineterminator="\n").writerows(rows)
         return text.getvalue().encode("utf-8")
+
+
+def _csv_numbers(items: list[Any]) -> list[str]:
+    # As the csv module writes them: an int or a float by repr, None empty.
+    if None in items:
+        return ["" if item is None else repr(item) for item in items]
+    return list(map(repr, items))
 
 
 def output_columns(outputs: Sequence[OutputSpec]) -> list[str]:

@@ -12,6 +12,7 @@ import numpy.typing as npt
 import pytest
 
 from edgebundle.runtime.errors import InputError
+from edgebundle.runtime.manifest import OutputSpec
 from edgebundle.runtime.rows.answers import (
     CsvWriter,
     answer_records,
@@ -780,6 +781,34 @@ def test_encode_answers_jsonl_matches_encoding_the_records(kind: int) -> None:
         assert encode_answers_jsonl(parsed, outputs) == encode_jsonl(
             answer_records(parsed, outputs)
         )
+
+
+@pytest.mark.parametrize("kind", range(6))
+def test_csv_encode_answers_matches_encoding_the_records(kind: int) -> None:
+    rng = np.random.default_rng(10 + kind)
+    for _ in range(30):
+        n = int(rng.integers(0, 40))
+        outputs = random_outputs(rng, n, kind)
+        specs = [
+            OutputSpec(name=name, dtype=str(value.dtype), shape=(-1, *value.shape[1:]))
+            for name, value in outputs.items()
+        ]
+        parsed: list[Row | RowError] = [Row(np.zeros(4, np.float32), {}) for _ in range(n)]
+        # a passthrough column is never named like an output (CsvRowParser refuses it)
+        for passthrough in ((), ("id",) if "id" not in outputs else ("note",)):
+            writer = CsvWriter(passthrough, specs)
+            if passthrough:
+                echoed = passthrough[0]
+                parsed = [Row(row.values, {echoed: f"r,{i}"}) for i, row in enumerate(parsed)]
+            assert writer.encode_answers(parsed, outputs) == writer.encode(
+                answer_records(parsed, outputs)
+            )
+        if n:
+            parsed.insert(int(rng.integers(0, n)), RowError('line 3: bad "x"', {}))
+            writer = CsvWriter((), specs)
+            assert writer.encode_answers(parsed, outputs) == writer.encode(
+                answer_records(parsed, outputs)
+            )
 
 
 def pick(rng: np.random.Generator) -> object:
