@@ -53,14 +53,14 @@ class JsonRowParser:
         block = _decode_block(lines)
         if block is not None:
             return self._parse_decoded(
-                block, lambda i: f"line {first_lineno + i}", numbers_only=_numbers_only(lines)
+                block, lambda i: f"line {first_lineno + i}", plain=self._is_plain(lines, block)
             )
         decoded = [_decode_line(line, f"line {first_lineno + i}") for i, line in enumerate(lines)]
         good = [i for i, value in enumerate(decoded) if not isinstance(value, RowError)]
         parsed = self._parse_decoded(
             [decoded[i] for i in good],
             lambda k: f"line {first_lineno + good[k]}",
-            numbers_only=_numbers_only(lines),
+            plain=_numbers_only(lines),
         )
         by_line = dict(zip(good, parsed, strict=True))
         return [
@@ -89,13 +89,14 @@ class JsonRowParser:
         self, values: Sequence[object], where: Callable[[int], str]
     ) -> list[Row | RowError]:
         """``parse_value`` of each decoded value (``where(i)`` names the i-th in errors)."""
-        return self._parse_decoded(values, where, numbers_only=False)
+        return self._parse_decoded(values, where, plain=False)
 
     def _parse_decoded(
-        self, values: Sequence[object], where: Callable[[int], str], numbers_only: bool
+        self, values: Sequence[object], where: Callable[[int], str], plain: bool
     ) -> list[Row | RowError]:
-        """``parse_values``; ``numbers_only`` says that the JSON text of ``values`` holds no
-        string, boolean or object, so that any element of an array is a number, null or array.
+        """``parse_values``; ``plain`` says that ``values`` hold no string or boolean but an
+        echoed id, and no object holds an array or object: any element of an array is a number,
+        null or array, and any value of an object but its id a number or null.
 
         Per value, ``_json_number`` costs more than decoding the JSON or scoring the row. An
         array of exactly one plain number or null per feature cannot fail it except by
@@ -104,10 +105,10 @@ class JsonRowParser:
         all features (or the echoed id) becomes such an array by one ``dict.get`` per feature,
         run by ``map`` in C (None where a key is left out: missing). Any other value takes
         ``parse_value``. Checking each element's type costs as much as numpy's conversion;
-        with ``numbers_only`` it is left out, and an array nesting another shows up as a
-        conversion of the wrong shape, after which every array is checked.
+        when ``plain`` it is left out, and an array nesting another shows up as a conversion of
+        the wrong shape, after which every value is checked.
         """
-        is_plain = self._has_one_per_feature if numbers_only else self._is_plain_array
+        is_plain = self._has_one_per_feature if plain else self._is_plain_array
         plain_at: list[int] = []
         arrays: list[list[Any]] = []
         echoed: list[dict[str, object]] = []
@@ -120,13 +121,13 @@ class JsonRowParser:
             elif type(value) is dict and value.keys() <= self._keys:
                 array = list(map(value.get, self._features))
                 passthrough = self._plain_id(value)
-                if passthrough is not None and set(map(type, array)) <= _PLAIN_TYPES:
+                if passthrough is not None and (plain or set(map(type, array)) <= _PLAIN_TYPES):
                     plain_at.append(i)
                     arrays.append(array)
                     echoed.append(passthrough)
         converted = self._from_plain_arrays(arrays, echoed)
         if converted is None:
-            return self._parse_decoded(values, where, numbers_only=False)
+            return self._parse_decoded(values, where, plain=False)
         parsed: list[Row | None] = [None] * len(values)
         for i, row in zip(plain_at, converted, strict=True):
             parsed[i] = row
@@ -134,6 +135,20 @@ class JsonRowParser:
             self.parse_value(value, where(i)) if row is None else row
             for i, (value, row) in enumerate(zip(values, parsed, strict=True))
         ]
+
+    def _is_plain(self, lines: Sequence[bytes], values: list[Any]) -> bool:
+        """Whether ``values``, the flat arrays and objects ``_decode_block`` read from
+        ``lines``, hold no string or boolean but echoed ids: when the text has no ``true`` or
+        ``false`` and no ``"`` but the two around each key and each string id (a string value
+        or an escaped quote would add more)."""
+        text = b"".join(lines)
+        if b"true" in text or b"false" in text:
+            return False
+        objects = [value for value in values if type(value) is dict]
+        strings = sum(map(len, objects))
+        if self._echo_id:
+            strings += sum(type(obj.get(ID_KEY)) is str for obj in objects)
+        return text.count(b'"') == 2 * strings
 
     def _has_one_per_feature(self, value: object) -> TypeGuard[list[Any]]:
         return type(value) is list and len(value) == len(self._features)

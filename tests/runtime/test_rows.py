@@ -559,6 +559,32 @@ def test_a_feature_called_id_takes_the_plain_path_as_a_feature() -> None:
     assert row.passthrough == {}
 
 
+def test_a_feature_called_id_holding_a_string_is_refused_in_a_batch() -> None:
+    parser = JsonRowParser(("id", "x"))
+    # numpy would read "1.5" as 1.5 (and fail on "a", which sends every row to parse_value)
+    for third in ([], [b'{"x": 3, "id": "a"}']):
+        parsed = parser.parse_lines([b'{"id": 2, "x": 3}', b'{"id": "1.5", "x": 3}', *third], 1)
+        assert [type(row) for row in parsed] == [Row, RowError, *[RowError] * len(third)]
+        assert parsed[1] == RowError("line 2: feature 'id': expected a number, got a string", {})
+
+
+def test_objects_with_string_ids_and_string_values_in_one_batch() -> None:
+    # Each string id accounts for two '"'; one more string (a value, an escaped quote in a
+    # key) makes the batch check every value's type.
+    lines = [
+        b'{"id": "a", "f0": 1, "f1": 2}',
+        b'{"id": "b", "f0": "3"}',
+        b'{"id": "c\\"", "f0": 4}',
+        b'{"id": 7, "f2": false}',
+        b'{"id": "true", "f3": 5}',
+    ]
+    for batch in (lines, lines[:2], lines[:1] + lines[2:3], lines[:1] + lines[4:]):
+        parsed = JSON.parse_lines(batch, 1)
+        one_by_one = [JSON.parse_line(line, f"line {i + 1}") for i, line in enumerate(batch)]
+        assert all(same_parse(a, b) for a, b in zip(parsed, one_by_one, strict=True)), batch
+    assert [type(row) for row in JSON.parse_lines(lines, 1)] == [Row, RowError, Row, RowError, Row]
+
+
 # CSV cells of every kind csv_number tells apart: numbers, blanks, missing, and not numbers.
 CSV_CELLS = [
     "1",
