@@ -34,7 +34,10 @@ order as XGBoost's own float32 accumulation, orders of magnitude below the quant
 
 from __future__ import annotations
 
+import numpy as np
+
 from edgebundle.builder.convert.graph import MarginGraph
+from edgebundle.builder.convert.int8.categories import split_categories
 from edgebundle.builder.convert.int8.codebook import Codebook, build_codebook
 from edgebundle.builder.convert.int8.leaves import LEAF_BITS, quantize_leaves
 from edgebundle.builder.convert.int8.node_array import node_array_bytes, node_array_tables
@@ -65,11 +68,9 @@ def emit_int8(ensemble: Ensemble, leaf_bits: int = 8, layout: str | None = None)
         raise ValueError(f"layout must be one of {LAYOUTS} or None, not {layout!r}")
     if not ensemble.trees:
         raise ConversionError("the model has no trees: there is nothing to quantize")
-    if ensemble.has_category_splits:
-        raise ConversionError(
-            "int8 bundles of categorical splits are not built yet; use --precision float "
-            "(exact, set membership in the float tree op)"
-        )
+    # Categorical nodes become numeric ones on membership columns (int8/categories.py).
+    ensemble, memberships = split_categories(ensemble)
+    columns = sum(m.sets for m in memberships)
     codebook = build_codebook(ensemble)
     leaves = quantize_leaves(ensemble.trees, leaf_bits)
     depth = max(t.depth() for t in ensemble.trees)
@@ -79,8 +80,11 @@ def emit_int8(ensemble: Ensemble, leaf_bits: int = 8, layout: str | None = None)
         if chosen == "perfect"
         else node_array_tables(ensemble, depth, codebook, leaves)
     )
-    nodes, initializers = emit_traversal(ensemble, codebook, leaves, tables)
-    split_features = codebook.num_split_features
+    nodes, initializers = emit_traversal(ensemble, codebook, leaves, tables, memberships)
+    # Input features that split: numeric ones by uint8 threshold codes, categorical ones by
+    # uint8 bit rows (their membership columns are not input features).
+    numeric = int(np.count_nonzero(codebook.feature_size[: ensemble.num_features - columns]))
+    split_features = numeric + len(memberships)
     info = {
         "scheme": SCHEME,
         "layout": chosen,

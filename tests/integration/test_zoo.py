@@ -61,11 +61,6 @@ class Built:
 ALL = (*ZOO, *CATEGORICAL)
 
 
-def _builds(precision: str, name: str) -> bool:
-    """int8 bundles of categorical splits are not built yet (the build says so)."""
-    return precision == "float" or name not in CATEGORICAL
-
-
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory: pytest.TempPathFactory, keys: KeyFiles) -> dict[str, dict[str, Built]]:
     """Every zoo model built in each precision: {precision: {zoo name: built}}."""
@@ -85,13 +80,12 @@ def zoo(tmp_path_factory: pytest.TempPathFactory, keys: KeyFiles) -> dict[str, d
                 ),
             )
             for m in models
-            if _builds(precision, m.name)
         }
         for precision in PRECISIONS
     }
 
 
-CASES = [(p, n) for p in PRECISIONS for n in ALL if _builds(p, n)]
+CASES = [(p, n) for p in PRECISIONS for n in ALL]
 
 
 @pytest.fixture(scope="module", params=PRECISIONS)
@@ -167,24 +161,27 @@ def test_csv_output_names_each_quantile(zoo: dict[str, dict[str, Built]], keys: 
     np.testing.assert_array_equal(np.asarray(row.split(",")[:3], dtype=np.float32), expected)
 
 
-def test_int8_of_categorical_splits_is_refused_in_one_line_and_auto_ships_float(
+def test_int8_of_categorical_splits_builds_and_auto_chooses_by_its_usual_rule(
     zoo: dict[str, dict[str, Built]], keys: KeyFiles, tmp_path: Path
 ) -> None:
-    model = zoo["float"]["cat-3-onehot"].model
-    args = ["build", str(model.path), "--name", "c", "--version", "1.0.0",
-            "--key", str(keys.private), "--out", str(tmp_path)]
-    proc = run("bundle", [*args, "--precision", "int8"])
-    assert proc.returncode == 1
-    assert proc.stderr.startswith("Error: int8 bundles of categorical splits are not built yet")
-    assert len(proc.stderr.strip().splitlines()) == 1
-    assert not list(tmp_path.glob("*.bundle"))
-    auto = run("bundle", [*args, "--json"])  # --precision auto, the default
-    assert auto.returncode == 0, auto.stderr
-    report = json.loads(auto.stdout)
-    assert report["precision"] == "float"
-    assert report["choice"]["reason"].startswith(
-        "only float can be built: int8 bundles of categorical splits are not built yet"
-    )
+    """--precision int8 builds every categorical model within budget; auto --optimize size
+    ships whichever model.onnx is smaller (float for 3 categories, int8 for 1000)."""
+    for name in CATEGORICAL:
+        assert zoo["int8"][name].result.chosen.precision in ("int8", "int16")
+        assert zoo["int8"][name].result.manifest.parity.passed
+    for name in ("cat-3-onehot", "cat-1000-partition"):
+        args = ["build", str(zoo["float"][name].model.path), "--name", "c", "--version", "1.0.0",
+                "--key", str(keys.private), "--out", str(tmp_path / name), "--json"]
+        auto = run("bundle", [*args, "--optimize", "size"])  # --precision auto, the default
+        assert auto.returncode == 0, auto.stderr
+        report = json.loads(auto.stdout)
+        exact, quantized = report["candidates"][0], report["candidates"][-1]
+        assert exact["precision"] == "float" and quantized["precision"] in ("int8", "int16")
+        smaller = quantized if quantized["model_bytes"] <= exact["model_bytes"] else exact
+        assert report["precision"] == smaller["precision"]
+        assert report["choice"]["reason"].startswith(
+            f"optimize size: {smaller['precision']} model.onnx is {smaller['model_bytes']:,} bytes"
+        )
 
 
 def test_manifest_lists_the_categories_the_splits_name(zoo: dict[str, dict[str, Built]]) -> None:

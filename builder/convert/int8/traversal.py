@@ -12,23 +12,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
 from edgebundle.builder.convert.graph import INPUT_NAME, MARGIN_NAME
+from edgebundle.builder.convert.int8.categories import Membership, membership_input
 from edgebundle.builder.convert.int8.codebook import Codebook
 from edgebundle.builder.convert.int8.leaves import LeafCodes
+from edgebundle.builder.convert.int8.opgraph import OpGraph
 from edgebundle.builder.convert.int8.tables import IntArray, Tables, narrow
 from edgebundle.builder.convert.ir import Ensemble
 
-_PREFIX = "int8/"
-
 
 def emit_traversal(
-    ensemble: Ensemble, codebook: Codebook, leaves: LeafCodes, tables: Tables
+    ensemble: Ensemble,
+    codebook: Codebook,
+    leaves: LeafCodes,
+    tables: Tables,
+    memberships: tuple[Membership, ...] = (),
 ) -> tuple[list[Any], list[Any]]:
-    """Nodes and initializers mapping ``INPUT_NAME`` to ``MARGIN_NAME`` through ``tables``."""
-    graph = _Graph()
+    """Nodes and initializers mapping ``INPUT_NAME`` to ``MARGIN_NAME`` through ``tables``;
+    ``ensemble`` is numeric, its columns past the input filled from ``memberships``."""
+    graph = OpGraph()
     rows = graph.op(
         "Concat",
         [graph.op("Shape", [INPUT_NAME], "rows", end=1), graph.const("one", np.array([1]))],
@@ -39,7 +43,8 @@ def emit_traversal(
     if tables.depth == 0:
         leaf = graph.op("Expand", [leaf_values, rows], "leaf")
     else:
-        position = _walk(graph, _codebook_inputs(graph, codebook), tables, rows)
+        source = membership_input(graph, memberships)
+        position = _walk(graph, source, _codebook_inputs(graph, codebook), tables, rows)
         leaf = graph.op("GatherElements", [leaf_values, position], "leaf", axis=0)
     if ensemble.num_outputs == 1:
         # One output: the base margin rides in tree 0's leaves, so the margin is a plain sum
@@ -50,27 +55,6 @@ def emit_traversal(
         base = graph.const("base_margin", ensemble.base_margin.astype(np.float32))
         graph.op("Gemm", [leaf, _router(graph, ensemble), base], "margin", MARGIN_NAME)
     return graph.nodes, graph.initializers
-
-
-class _Graph:
-    """Collects uniquely named nodes and initializers under the emitter's prefix."""
-
-    def __init__(self) -> None:
-        self.nodes: list[Any] = []
-        self.initializers: list[Any] = []
-
-    def const(self, name: str, array: npt.NDArray[Any]) -> str:
-        full = _PREFIX + name
-        self.initializers.append(numpy_helper.from_array(array, full))
-        return full
-
-    def op(self, op_type: str, inputs: list[str], name: str, output: str = "", **attrs: Any) -> str:
-        out = output or _PREFIX + name
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=_PREFIX + name, **attrs))
-        return out
-
-    def cast32(self, value: str, name: str) -> str:
-        return self.op("Cast", [value], name, to=TensorProto.INT32)
 
 
 @dataclass(frozen=True)
@@ -90,7 +74,7 @@ class _NodeTables:
     threshold: str  # float32 [rows, T]
 
 
-def _codebook_inputs(graph: _Graph, codebook: Codebook) -> _CodebookInputs:
+def _codebook_inputs(graph: OpGraph, codebook: Codebook) -> _CodebookInputs:
     return _CodebookInputs(
         segment_column=graph.const("segment_column", narrow(codebook.segment_column)),
         segment_offset=graph.const("segment_offset", narrow(codebook.segment_offset)),
@@ -98,23 +82,25 @@ def _codebook_inputs(graph: _Graph, codebook: Codebook) -> _CodebookInputs:
     )
 
 
-def _widened_input(graph: _Graph) -> str:
+def _widened_input(graph: OpGraph, source: str) -> str:
     """[N, 2F]: the input, then a copy where NaN is +inf (so missing goes right)."""
     nan_high = graph.op(
         "Where",
         [
-            graph.op("IsNaN", [INPUT_NAME], "missing"),
+            graph.op("IsNaN", [source], "missing"),
             graph.const("inf", np.array(np.inf, dtype=np.float32)),
-            INPUT_NAME,
+            source,
         ],
         "input_nan_high",
     )
-    return graph.op("Concat", [INPUT_NAME, nan_high], "input_wide", axis=1)
+    return graph.op("Concat", [source, nan_high], "input_wide", axis=1)
 
 
-def _walk(graph: _Graph, codebook: _CodebookInputs, tables: Tables, rows: str) -> str:
+def _walk(
+    graph: OpGraph, source: str, codebook: _CodebookInputs, tables: Tables, rows: str
+) -> str:
     """Unrolled descent: each tree's final row index into the leaf table, [N, T] int32."""
-    wide = _widened_input(graph)
+    wide = _widened_input(graph, source)
     decoded = [
         _decode(graph, codebook, segment, code, f"table{i}")
         for i, (segment, code) in enumerate(tables.levels)
@@ -145,7 +131,7 @@ def _walk(graph: _Graph, codebook: _CodebookInputs, tables: Tables, rows: str) -
     return position
 
 
-def _step(graph: _Graph, wide: str, column: str, threshold: str, name: str) -> str:
+def _step(graph: OpGraph, wide: str, column: str, threshold: str, name: str) -> str:
     """1 where the row goes right (x >= threshold, or missing with default right), else 0."""
     value = graph.op("GatherElements", [wide, column], f"{name}/value", axis=1)
     goes_right = graph.op("GreaterOrEqual", [value, threshold], f"{name}/goes_right")
@@ -153,7 +139,7 @@ def _step(graph: _Graph, wide: str, column: str, threshold: str, name: str) -> s
 
 
 def _decode(
-    graph: _Graph, codebook: _CodebookInputs, segment: IntArray, code: IntArray, name: str
+    graph: OpGraph, codebook: _CodebookInputs, segment: IntArray, code: IntArray, name: str
 ) -> _NodeTables:
     """Constant subgraph (folded at load) from stored codes to int32 columns and thresholds."""
     stored = graph.const(f"{name}/segment", narrow(segment))
@@ -170,7 +156,7 @@ def _decode(
     )
 
 
-def _first_row(graph: _Graph, table: str, name: str) -> str:
+def _first_row(graph: OpGraph, table: str, name: str) -> str:
     return graph.op(
         "Slice",
         [
@@ -182,7 +168,7 @@ def _first_row(graph: _Graph, table: str, name: str) -> str:
     )
 
 
-def _leaf_values(graph: _Graph, ensemble: Ensemble, leaves: LeafCodes, tables: Tables) -> str:
+def _leaf_values(graph: OpGraph, ensemble: Ensemble, leaves: LeafCodes, tables: Tables) -> str:
     """[rows, T] float32 leaf values, code x tree scale (plus the base margin in tree 0's
     column for a single output): a constant subgraph folded at load."""
     codes = graph.op(
@@ -196,7 +182,7 @@ def _leaf_values(graph: _Graph, ensemble: Ensemble, leaves: LeafCodes, tables: T
     return graph.op("Add", [scaled, graph.const("base_margin", base)], "leaf_values")
 
 
-def _router(graph: _Graph, ensemble: Ensemble) -> str:
+def _router(graph: OpGraph, ensemble: Ensemble) -> str:
     """[T, num_outputs]: 1 where tree t adds to that output, else 0."""
     targets = np.array([[t.target] for t in ensemble.trees])
     one_hot = graph.op(

@@ -1,0 +1,31 @@
+"""A small ONNX node and initializer collector shared by the int8 graph's parts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy.typing as npt
+from onnx import TensorProto, helper, numpy_helper
+
+_PREFIX = "int8/"
+
+
+class OpGraph:
+    """Collects uniquely named nodes and initializers under the emitter's prefix."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+
+    def const(self, name: str, array: npt.NDArray[Any]) -> str:
+        full = _PREFIX + name
+        self.initializers.append(numpy_helper.from_array(array, full))
+        return full
+
+    def op(self, op_type: str, inputs: list[str], name: str, output: str = "", **attrs: Any) -> str:
+        out = output or _PREFIX + name
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=_PREFIX + name, **attrs))
+        return out
+
+    def cast32(self, value: str, name: str) -> str:
+        return self.op("Cast", [value], name, to=TensorProto.INT32)
