@@ -16,8 +16,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgebundle.builder.convert.categories import membership_input, split_categories
 from edgebundle.builder.convert.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
 from edgebundle.builder.convert.ir import LEAF, Ensemble, Tree
+from edgebundle.builder.convert.opgraph import OpGraph
 
 _BRANCH_LT = 1  # TreeEnsemble nodes_modes: XGBoost sends x < threshold to the left ("true")
 _BRANCH_MEMBER = 6  # x in the node's set of membership_values: XGBoost's categories go right
@@ -103,14 +105,37 @@ class _Tables:
 
 
 def emit_float(ensemble: Ensemble) -> MarginGraph:
-    """One TreeEnsemble summing leaves per output, then the base margin added in float32."""
+    """One TreeEnsemble summing leaves per output, then the base margin added in float32.
+
+    Category sets are members listed in the tree op (``BRANCH_MEMBER``), or, where that at
+    least halves the stored bytes (many categories), bit tables that fill one 0/1 column per
+    distinct set, split at 0.5 like a threshold (``builder/convert/categories.py``). Both are
+    exact; the bit form's lookup costs ~1-3 µs a row (README, "Not yet, or not here"), so a
+    small saving does not buy it."""
+    prelude, tree_input, initializers = _whole_categories(ensemble)
+    listed = _tree_graph(ensemble, prelude, tree_input, initializers)
+    if not ensemble.has_category_splits:
+        return listed
+    numeric, memberships = split_categories(ensemble)
+    graph = OpGraph("float/")
+    source = membership_input(graph, memberships)
+    as_bits = _tree_graph(numeric, graph.nodes, source, graph.initializers)
+    return as_bits if 2 * _stored_bytes(as_bits) <= _stored_bytes(listed) else listed
+
+
+def _stored_bytes(graph: MarginGraph) -> int:
+    return sum(part.ByteSize() for part in [*graph.nodes, *graph.initializers])
+
+
+def _tree_graph(
+    ensemble: Ensemble, prelude: list[Any], tree_input: str, initializers: list[Any]
+) -> MarginGraph:
     tables = _Tables()
     for tree in ensemble.trees:
         tables.add(tree)
     if not ensemble.trees:
         # An ensemble with no trees still needs a graph: one zero leaf keeps the op valid.
         tables.add(_zero_tree())
-    prelude, tree_input, *initializers = _whole_categories(ensemble)
     membership = {"membership_values": _float_tensor(tables.members)} if tables.members else {}
     tree_node = helper.make_node(
         "TreeEnsemble",
@@ -140,20 +165,20 @@ def emit_float(ensemble: Ensemble) -> MarginGraph:
     add = helper.make_node("Add", ["float/sum", base.name], [MARGIN_NAME], name="float/add_base")
     return MarginGraph(
         nodes=[*prelude, tree_node, add],
-        initializers=[base, *(i for i in initializers if i is not None)],
+        initializers=[base, *initializers],
         opsets={"": 17, _ML_DOMAIN: 5},
         info={},
         min_onnxruntime=MIN_ONNXRUNTIME,
     )
 
 
-def _whole_categories(ensemble: Ensemble) -> tuple[list[Any], str, Any]:
+def _whole_categories(ensemble: Ensemble) -> tuple[list[Any], str, list[Any]]:
     """XGBoost reads a category as its integer part; set membership compares exact floats. So
     categorical columns go through Floor first (negative values stay negative, so outside
     every set, as XGBoost sends them left too; NaN stays missing). No nodes without them."""
     columns = sorted({int(t.feature[n]) for t in ensemble.trees for n in t.categories})
     if not columns:
-        return [], INPUT_NAME, None
+        return [], INPUT_NAME, []
     mask = np.zeros(ensemble.num_features, dtype=np.bool_)
     mask[columns] = True
     tensor = numpy_helper.from_array(mask, "float/categorical")
@@ -166,7 +191,7 @@ def _whole_categories(ensemble: Ensemble) -> tuple[list[Any], str, Any]:
             name="float/whole_categories",
         ),
     ]
-    return nodes, "float/input", tensor
+    return nodes, "float/input", [tensor]
 
 
 def _float_tensor(values: list[float]) -> onnx.TensorProto:

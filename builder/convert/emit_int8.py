@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgebundle.builder.convert.categories import split_categories
 from edgebundle.builder.convert.graph import MarginGraph
-from edgebundle.builder.convert.int8.categories import split_categories
 from edgebundle.builder.convert.int8.codebook import Codebook, build_codebook
 from edgebundle.builder.convert.int8.leaves import LEAF_BITS, quantize_leaves
 from edgebundle.builder.convert.int8.node_array import node_array_bytes, node_array_tables

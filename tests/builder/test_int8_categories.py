@@ -16,9 +16,9 @@ import pytest
 import xgboost as xgb
 from onnx import TensorProto, helper
 
+from edgebundle.builder.convert.categories import split_categories
 from edgebundle.builder.convert.emit_int8 import emit_int8
 from edgebundle.builder.convert.graph import INPUT_NAME, MARGIN_NAME, MarginGraph
-from edgebundle.builder.convert.int8.categories import split_categories
 from edgebundle.builder.convert.int8.leaves import quantize_leaves
 from edgebundle.builder.convert.ir import Ensemble
 from edgebundle.builder.convert.load import load_model

@@ -222,3 +222,26 @@ def test_refuses_garbage(tmp_path: Path, content: bytes) -> None:
 
 def test_missing_file(tmp_path: Path) -> None:
     assert "cannot read" in refused(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize(
+    ("name", "form"), [("cat-1000-partition", "bits"), ("cat-3-onehot", "members")]
+)
+def test_float_category_sets_take_bit_tables_only_where_they_halve_the_bytes(
+    tmp_path: Path, name: str, form: str
+) -> None:
+    """1000 categories partitioned: each set listed as float32 members is ~8x the bit tables,
+    so the float graph gathers 0/1 set columns instead and stays exact, also for codes far
+    past the listed ones; 3 categories one-hot keep BRANCH_MEMBER."""
+    booster, path, rows = train_categorical(name, tmp_path)
+    graph = emit_float(load_model(path).ensemble)
+    (trees,) = [n for n in graph.nodes if n.op_type == "TreeEnsemble"]
+    listed = any(a.name == "membership_values" for a in trees.attribute)
+    assert listed == (form == "members")
+    assert any(n.op_type == "Gather" for n in graph.nodes) == (form == "bits")
+    far = np.repeat(rows[:4], 4, axis=0)
+    far[:, 0] = np.tile([2.0**24 + 2, 1e9, -1e9, 3e38], 4)
+    every = np.concatenate([rows, far]).astype(np.float32)
+    np.testing.assert_allclose(
+        float_predict(path, every), categorical_predict(booster, every), rtol=1e-6, atol=1e-6
+    )

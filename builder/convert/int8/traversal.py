@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto
 
+from edgebundle.builder.convert.categories import Membership, membership_input
 from edgebundle.builder.convert.graph import INPUT_NAME, MARGIN_NAME
-from edgebundle.builder.convert.int8.categories import Membership, membership_input
 from edgebundle.builder.convert.int8.codebook import Codebook
 from edgebundle.builder.convert.int8.leaves import LeafCodes
-from edgebundle.builder.convert.int8.opgraph import OpGraph
 from edgebundle.builder.convert.int8.tables import IntArray, Tables, narrow
 from edgebundle.builder.convert.ir import Ensemble
+from edgebundle.builder.convert.opgraph import OpGraph
 
 
 def emit_traversal(
@@ -32,7 +32,7 @@ def emit_traversal(
 ) -> tuple[list[Any], list[Any]]:
     """Nodes and initializers mapping ``INPUT_NAME`` to ``MARGIN_NAME`` through ``tables``;
     ``ensemble`` is numeric, its columns past the input filled from ``memberships``."""
-    graph = OpGraph()
+    graph = OpGraph("int8/")
     rows = graph.op(
         "Concat",
         [graph.op("Shape", [INPUT_NAME], "rows", end=1), graph.const("one", np.array([1]))],

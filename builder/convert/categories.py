@@ -25,8 +25,8 @@ import numpy.typing as npt
 from onnx import TensorProto
 
 from edgebundle.builder.convert.graph import INPUT_NAME
-from edgebundle.builder.convert.int8.opgraph import OpGraph
 from edgebundle.builder.convert.ir import Ensemble, Tree
+from edgebundle.builder.convert.opgraph import OpGraph
 from edgebundle.builder.errors import ConversionError
 
 _BITS = 8
