@@ -8,6 +8,7 @@ from edgebundle.runtime.cli.exits import CHANNEL, ExitCode, blame
 from edgebundle.runtime.cli.help import MEANINGS, document
 from edgebundle.runtime.cli.options import LIMITS, add_json_option, add_store_option, emit
 from edgebundle.runtime.ota.updater import UpdateReport, update_once
+from edgebundle.runtime.progress import download_meters
 from edgebundle.runtime.store import Store
 
 
@@ -52,7 +53,10 @@ COMMANDS = {"update": add_update}
 def _update(args: argparse.Namespace) -> int:
     with blame(CHANNEL):
         report = update_once(
-            Store.open(args.store, limits=LIMITS), args.channel, device=args.device_id
+            Store.open(args.store, limits=LIMITS),
+            args.channel,
+            device=args.device_id,
+            meters=download_meters(),
         )
     return emit(args, report.to_dict(), report.lines(), _code(report))
 

@@ -27,6 +27,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -39,6 +40,9 @@ _SCHEMES = ("file", "http", "https")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _GONE = frozenset({404, 410})  # "this document does not exist", as opposed to "cannot tell"
+
+# Told the bytes received so far after each read (a download meter).
+Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -103,10 +107,13 @@ def fetch_optional(url: str, max_bytes: int, limits: FetchLimits) -> bytes | Non
     return None if found is None else found[0]
 
 
-def fetch_exact(url: str, size: int, sha256: str, limits: FetchLimits) -> bytes:
+def fetch_exact(
+    url: str, size: int, sha256: str, limits: FetchLimits, progress: Progress | None = None
+) -> bytes:
     """A file the signed index describes: exactly ``size`` bytes with that ``sha256``, or an
-    error. The declared size is the cap, so an endless response stops at size + 1 bytes."""
-    data, digest = _fetch(url, size, limits)
+    error. The declared size is the cap, so an endless response stops at size + 1 bytes.
+    ``progress`` is told the bytes received after each read."""
+    data, digest = _fetch(url, size, limits, progress)
     if len(data) != size:
         raise IntegrityError(f"{url}: got {len(data)} bytes, the index lists {size}")
     if digest != sha256:
@@ -114,31 +121,42 @@ def fetch_exact(url: str, size: int, sha256: str, limits: FetchLimits) -> bytes:
     return data
 
 
-def _fetch(url: str, max_bytes: int, limits: FetchLimits) -> tuple[bytes, str]:
-    found = _fetch_or_none(url, max_bytes, limits, missing_ok=False)
+def _fetch(
+    url: str, max_bytes: int, limits: FetchLimits, progress: Progress | None = None
+) -> tuple[bytes, str]:
+    found = _fetch_or_none(url, max_bytes, limits, missing_ok=False, progress=progress)
     assert found is not None  # only missing_ok turns "no such document" into None
     return found
 
 
 def _fetch_or_none(
-    url: str, max_bytes: int, limits: FetchLimits, *, missing_ok: bool
+    url: str,
+    max_bytes: int,
+    limits: FetchLimits,
+    *,
+    missing_ok: bool,
+    progress: Progress | None = None,
 ) -> tuple[bytes, str] | None:
     """The body and its sha256, or None for a missing document when ``missing_ok``."""
     if urllib.parse.urlsplit(check_url(url)).scheme == "file":
-        return _fetch_file(url, max_bytes, missing_ok=missing_ok)
+        return _fetch_file(url, max_bytes, missing_ok=missing_ok, progress=progress)
     with _Watchdog(limits.deadline) as watchdog:
-        return _fetch_http(url, max_bytes, limits, watchdog, missing_ok=missing_ok)
+        return _fetch_http(
+            url, max_bytes, limits, watchdog, missing_ok=missing_ok, progress=progress
+        )
 
 
 # --- file:// ---------------------------------------------------------------------------------
 
 
-def _fetch_file(url: str, max_bytes: int, *, missing_ok: bool) -> tuple[bytes, str] | None:
+def _fetch_file(
+    url: str, max_bytes: int, *, missing_ok: bool, progress: Progress | None
+) -> tuple[bytes, str] | None:
     path = Path(_file_path(url))
     try:
         with path.open("rb") as stream:
             _check_declared(url, os.fstat(stream.fileno()).st_size, max_bytes)
-            return _read_capped(stream, url, max_bytes)
+            return _read_capped(stream, url, max_bytes, progress)
     except FileNotFoundError:
         if missing_ok:
             return None
@@ -156,7 +174,13 @@ def _file_path(url: str) -> str:
 
 
 def _fetch_http(
-    url: str, max_bytes: int, limits: FetchLimits, watchdog: _Watchdog, *, missing_ok: bool
+    url: str,
+    max_bytes: int,
+    limits: FetchLimits,
+    watchdog: _Watchdog,
+    *,
+    missing_ok: bool,
+    progress: Progress | None,
 ) -> tuple[bytes, str] | None:
     """Redirects are followed here rather than by urllib, which reads a redirect's whole body
     into memory and follows it to any host."""
@@ -164,7 +188,7 @@ def _fetch_http(
     first = url
     for _ in range(limits.max_redirects + 1):
         try:
-            return _get(opener, url, max_bytes, limits, watchdog)
+            return _get(opener, url, max_bytes, limits, watchdog, progress)
         except urllib.error.HTTPError as e:
             e.close()
             if e.code not in _REDIRECTS:
@@ -183,12 +207,13 @@ def _get(
     max_bytes: int,
     limits: FetchLimits,
     watchdog: _Watchdog,
+    progress: Progress | None,
 ) -> tuple[bytes, str]:
     with opener.open(url, timeout=limits.read_timeout) as response:
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit():
             _check_declared(url, int(declared), max_bytes)
-        body = _read_capped(response, url, max_bytes)
+        body = _read_capped(response, url, max_bytes, progress)
     if watchdog.expired:  # the watchdog's shutdown reads as a clean end of file
         raise _too_slow(url, limits)
     return body
@@ -273,7 +298,9 @@ def _check_declared(url: str, size: int, max_bytes: int) -> None:
         )
 
 
-def _read_capped(stream: BinaryIO, url: str, max_bytes: int) -> tuple[bytes, str]:
+def _read_capped(
+    stream: BinaryIO, url: str, max_bytes: int, progress: Progress | None
+) -> tuple[bytes, str]:
     """The body and its sha256, hashed as it streams; never more than max_bytes + 1 held."""
     parts: list[bytes] = []
     digest = hashlib.sha256()
@@ -287,6 +314,8 @@ def _read_capped(stream: BinaryIO, url: str, max_bytes: int) -> tuple[bytes, str
             raise ChannelError(f"refused {url}: it sent more than the {max_bytes} bytes allowed")
         digest.update(chunk)
         parts.append(chunk)
+        if progress is not None:
+            progress(received)
 
 
 # --- the deadline --------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from edgebundle.runtime.ota.fetch import (
 from edgebundle.runtime.ota.keychain import KeySet, check_fresh, statement_file, walk_chain
 from edgebundle.runtime.ota.revocation import apply_revocations, candidates
 from edgebundle.runtime.ota.rollout import ROLLOUT_NAME, Rollout, read_rollout
+from edgebundle.runtime.progress import MeterFactory
 from edgebundle.runtime.store import Store
 
 Clock = Callable[[], datetime]
@@ -114,19 +115,23 @@ def update_once(
     limits: FetchLimits = DEFAULT_FETCH_LIMITS,
     now: Clock = utc_now,
     device: str | None = None,
+    meters: MeterFactory | None = None,
 ) -> UpdateReport:
     """One pass over the channel (a URL or a directory). Raises ``ChannelUnreachableError``
     when the channel cannot be read (retry later), another ``BundleError`` when it is refused
     (forged, expired, replayed, a broken key chain); a refused bundle is reported (and audited
     by the store), the pass goes on. ``device``: this device's id, which decides whether it
-    takes part in a staged rollout (``runtime.ota.rollout``); without one it takes none."""
+    takes part in a staged rollout (``runtime.ota.rollout``); without one it takes none.
+    ``meters``: one download meter per bundle (``runtime.progress``), for a person watching."""
     channel = channel_url(channel)
     trust, rotated = _follow_key_chain(store, channel, limits, now())
     index = _fetch_index(store, trust, channel, limits, now())
     rollout = _fetch_rollout(trust, channel, limits, index.serial)
     revoked = [] if rollout is None else apply_revocations(store, rollout)
     entries = candidates(index, rollout, device)
-    outcomes = [_update_model(store, channel, entry, limits) for entry in _wanted(store, entries)]
+    outcomes = [
+        _update_model(store, channel, entry, limits, meters) for entry in _wanted(store, entries)
+    ]
     return UpdateReport(
         serial=index.serial,
         key_rotation=rotated,
@@ -164,9 +169,7 @@ def _fetch_index(
     return index
 
 
-def _fetch_rollout(
-    trust: KeySet, channel: str, limits: FetchLimits, serial: int
-) -> Rollout | None:
+def _fetch_rollout(trust: KeySet, channel: str, limits: FetchLimits, serial: int) -> Rollout | None:
     """The channel's staged releases and revocations, if it has them for this index serial
     (another serial: a publish under way; the next pass finds them in step)."""
     data = fetch_optional(join_url(channel, ROLLOUT_NAME), limits.max_index_bytes, limits)
@@ -195,11 +198,17 @@ def _wanted(store: Store, entries: Sequence[ChannelEntry]) -> list[ChannelEntry]
     return wanted
 
 
-def _update_model(store: Store, channel: str, entry: ChannelEntry, limits: FetchLimits) -> Outcome:
+def _update_model(
+    store: Store,
+    channel: str,
+    entry: ChannelEntry,
+    limits: FetchLimits,
+    meters: MeterFactory | None,
+) -> Outcome:
     url = join_url(channel, entry.file)
     version = str(entry.version)
     try:
-        data = fetch_exact(url, entry.size, entry.sha256, limits)
+        data = _download(url, entry, limits, meters)
         manifest = open_bundle(data, store.trusted_keys(), store.limits).manifest
         if manifest.name != entry.name or str(manifest.version) != version:
             raise ChannelError(
@@ -222,6 +231,15 @@ def _update_model(store: Store, channel: str, entry: ChannelEntry, limits: Fetch
         installed=True,
         detail=f"installed (previous: {result.previous or 'none'}), selftest passed",
     )
+
+
+def _download(
+    url: str, entry: ChannelEntry, limits: FetchLimits, meters: MeterFactory | None
+) -> bytes:
+    if meters is None:
+        return fetch_exact(url, entry.size, entry.sha256, limits)
+    with meters(f"downloading {entry.name} {entry.version}", entry.size) as meter:
+        return fetch_exact(url, entry.size, entry.sha256, limits, meter.update)
 
 
 @dataclass
