@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgebundle.runtime.errors import BundleError
 from edgebundle.runtime.memory import limit_malloc_arenas
@@ -189,13 +189,8 @@ def serve(
     # collection walked them all, 10-16 ms that every queued request waited. Frozen before any
     # model is loaded, so that a model swapped out later can still be collected.
     gc.freeze()
-    running = RunningServer(store, config, log)
-    try:
-        stop_companion = None if companion is None else companion(running)
-    except BaseException:
-        running.stop()
-        raise
-    log(f"serving on {running.url}")
+    # Handlers before the socket: once the server answers, a SIGTERM must drain it, never kill
+    # it (one that arrives while starting ends the loop below at once).
     signals = _Signals()
     previous = {
         signum: signal.signal(signum, handler)
@@ -205,6 +200,18 @@ def serve(
             (signal.SIGHUP, signals.on_reload),
         )
     }
+    try:
+        running = RunningServer(store, config, log)
+    except BaseException:
+        _restore(previous)
+        raise
+    try:
+        stop_companion = None if companion is None else companion(running)
+    except BaseException:
+        running.stop()
+        _restore(previous)
+        raise
+    log(f"serving on {running.url}")
     notify("READY=1")  # listening, models loaded, signals handled
     try:
         # Handlers only set flags: taking a lock inside one can deadlock the main thread.
@@ -218,8 +225,12 @@ def serve(
         drained = running.stop()
         if stop_companion is not None:
             stop_companion()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        _restore(previous)
     if not drained:
         log(f"error: requests still in flight after {config.limits.drain_timeout} s; exiting")
     return 0
+
+
+def _restore(previous: dict[signal.Signals, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)

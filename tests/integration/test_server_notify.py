@@ -7,6 +7,7 @@ import http.client
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 from edgebundle.runtime.store import Store
@@ -49,3 +50,38 @@ def test_serve_notifies_systemd_when_ready_and_when_stopping(
                 proc.wait(timeout=15)
             assert proc.stderr is not None
             proc.stderr.close()
+
+
+def test_sigterm_the_moment_the_port_accepts_drains_rather_than_kills(
+    tmp_path: Path, keys: KeyFiles
+) -> None:
+    """The signal handlers are in place before the socket listens: a SIGTERM sent as soon as a
+    connection is accepted stops the server cleanly (exit 0), never by the default action."""
+    store = Store.init(tmp_path / "store", [keys.public])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(BIN / "bundle-runtime"), "serve", "--store", str(store.root), "--port", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.001)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=15)
+        assert proc.stderr is not None
+        assert b"Traceback" not in proc.stderr.read()
+        proc.stderr.close()
