@@ -37,7 +37,10 @@ _DEBIAN = {
         arch="armhf",
         python="3.13",
         # python3-venv: Debian keeps venv's scripts (and ensurepip) out of the stdlib
-        packages=("python3-onnxruntime", "python3-numpy", "python3-cryptography", "python3-venv"),
+        packages=(
+            "python3-onnxruntime", "python3-numpy", "python3-cryptography", "python3-orjson",
+            "python3-venv",
+        ),
     ),
 }
 

@@ -269,6 +269,42 @@ def test_stdin_json_batch_matches_line_by_line(lines: list[bytes]) -> None:
     check_whole_array(parser.parse_numbers(lines), one_by_one)
 
 
+_NUMBER = st.one_of(
+    st.none(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(width=32, allow_nan=False, allow_infinity=False),
+)
+
+
+@st.composite
+def numeric_rows(draw: st.DrawFn) -> bytes:
+    """A row as a numeric source writes it: an array of one number or null per feature, or an
+    object of some features (sometimes an id, sometimes an integer id beyond 64 bits)."""
+    values = draw(st.lists(_NUMBER, min_size=len(FEATURES), max_size=len(FEATURES)))
+    if draw(st.booleans()):
+        return json.dumps(values).encode()
+    kept = draw(st.lists(st.booleans(), min_size=len(FEATURES), max_size=len(FEATURES)))
+    row: dict[str, Any] = {f: v for f, v, keep in zip(FEATURES, values, kept, strict=True) if keep}
+    if draw(st.integers(0, 3)) == 0:
+        row["id"] = draw(st.sampled_from([7, "a:b", 2**64, -(2**70), 2**63 + 0.5, 1e19]))
+    return json.dumps(row, separators=draw(st.sampled_from([(",", ":"), (", ", ": ")]))).encode()
+
+
+@given(st.lists(numeric_rows(), min_size=1, max_size=8))
+def test_stdin_json_numeric_batch_is_one_array_matching_line_by_line(lines: list[bytes]) -> None:
+    """The fast path of the usual input: numeric arrays, or objects without an id, come back
+    as one array; with an id, as rows echoing it as sent; always as each line gives alone."""
+    parser = JsonRowParser(FEATURES)
+    one_by_one = [parser.parse_line(line, f"line {1 + i}") for i, line in enumerate(lines)]
+    batch = parser.parse_lines(lines, 1)
+    assert all(same_row(a, b) for a, b in zip(batch, one_by_one, strict=True))
+    whole = parser.parse_numbers(lines)
+    in_range = all(isinstance(row, Row) for row in one_by_one)
+    one_kind = len({line[:1] for line in lines}) == 1  # a block mixing the two takes rows
+    expected = in_range and one_kind and not any(b'"id"' in line for line in lines)
+    assert (whole is not None) == expected
+    check_whole_array(whole, one_by_one)
+
+
 def check_whole_array(x: np.ndarray[Any, Any] | None, one_by_one: list[Row | RowError]) -> None:
     """A batch given as one array holds exactly the rows given one by one."""
     if x is None:
@@ -281,7 +317,8 @@ def check_whole_array(x: np.ndarray[Any, Any] | None, one_by_one: list[Row | Row
 _CELLS = st.one_of(
     st.text("0123456789+-.eEnNaAiIfFtTyY_ x", max_size=6),
     st.floats(width=32).map(repr),
-    st.sampled_from(["", "nan", "-inf", "1e400", "1e-400", "Infinity", "0x1", " 1", "1_0"]),
+    st.sampled_from(["", "nan", "-inf", "1e400", "1e-400", "Infinity", "0x1", " 1", "1_0", "-0",
+                     "-0e0", "1e-0", "01", "+1", ".5", "5.", "12345678901234567890123"]),
 )
 
 
@@ -303,5 +340,8 @@ def test_stdin_csv_plain_lines_match_parse_cells(rows: list[list[str]], with_id:
 
 def same_row(a: Row | RowError, b: Row | RowError) -> bool:
     if isinstance(a, Row) and isinstance(b, Row):
-        return a.values.tobytes() == b.values.tobytes() and a.passthrough == b.passthrough
+        # repr: an echoed id must come back as sent, 2**70 not 1.1805916207174113e+21
+        return a.values.tobytes() == b.values.tobytes() and repr(a.passthrough) == repr(
+            b.passthrough
+        )
     return a == b

@@ -685,6 +685,23 @@ def test_csv_plain_lines_match_parse_cells_cell_by_cell(passthrough: str) -> Non
     assert taken >= (0 if passthrough in ("\udcff", "") else 25)
 
 
+def test_csv_numbers_in_bulk_match_parse_cells_cell_by_cell() -> None:
+    # Every column a feature (no passthrough): a batch becomes one array, read by loadtxt, or
+    # goes to the csv module; each cell alone and all together read as parse_cells reads them.
+    parser = csv_parser(list(FEATURES))
+    rows = [(cells[1:], where) for cells, where in csv_rows(CSV_CELLS, "")]
+    taken = 0
+    for batch in [[row] for row in rows] + [rows]:
+        got = parser.parse_plain_numbers([",".join(cells) for cells, _ in batch])
+        if got is None:
+            continue
+        taken += 1
+        one_by_one = [parser.parse_cells(*row) for row in batch]
+        assert all(isinstance(row, Row) for row in one_by_one), batch
+        assert got.tobytes() == b"".join(row.values.tobytes() for row in one_by_one), batch  # type: ignore[union-attr]
+    assert taken >= 25
+
+
 @pytest.mark.parametrize(
     "header", [list(FEATURES), ["f3", "id", "f1", "f0", "note", "f2"], ["f2", "x", "f0"]]
 )
