@@ -7,6 +7,7 @@ contents of small integer tensors), its attributes, and how to refuse it in one 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -193,6 +194,46 @@ def _squeeze(node: Node) -> Tensor:
     return Tensor(tuple(d for i, d in enumerate(data.shape) if i not in axes), data.dtype)
 
 
+def _cum_sum(node: Node) -> Tensor:
+    """Running sums along a constant axis, never the batch one (as for ReduceSum)."""
+    data = node.inputs[0]
+    listed = node.constants(1, "axis")
+    rank = len(data.shape)
+    if len(listed) != 1 or not -rank <= listed[0] < rank or data.shape[listed[0] % rank].per_row:
+        raise node.fail(f"sums along axis {listed} of {shape_text(data.shape)}")
+    return Tensor(data.shape, data.dtype)
+
+
+def _constant_sized(node: Node, what: str) -> None:
+    """Refuse an op that would mix rows: it may only rework tensors known before scoring."""
+    for tensor in node.inputs:
+        if any(dim.per_row for dim in tensor.shape):
+            raise node.fail(f"{what} a {shape_text(tensor.shape)} tensor that grows with the rows")
+
+
+def _scatter_elements(node: Node) -> Tensor:
+    """The data's shape: indices and updates pair up one to one."""
+    _constant_sized(node, "scatters")
+    data, indices, updates = node.inputs
+    node.axis("axis", len(data.shape), 0)
+    if len(indices.shape) != len(data.shape) or indices.shape != updates.shape:
+        shapes = ", ".join(shape_text(t.shape) for t in node.inputs)
+        raise node.fail(f"scatters {shapes}, which do not fit together")
+    return Tensor(data.shape, data.dtype)
+
+
+def _reshape(node: Node) -> Tensor:
+    """To a constant shape of explicit sizes (no 0 or -1 to infer) holding every element."""
+    _constant_sized(node, "reshapes")
+    data = node.inputs[0]
+    target = node.constants(1, "shape")
+    if any(size < 1 for size in target) or math.prod(target) != math.prod(
+        dim.fixed for dim in data.shape
+    ):
+        raise node.fail(f"reshapes {shape_text(data.shape)} to {target}")
+    return Tensor(tuple(fixed(size) for size in target), data.dtype)
+
+
 def _reduce_sum(node: Node) -> Tensor:
     """Sums over constant axes, never the batch one: a row's answer depends on that row only."""
     data = node.inputs[0]
@@ -292,8 +333,9 @@ class Op:
     held: Callable[[Node], tuple[int, str]] | None = None  # the kernel's own memory, and why
 
 
-# Every (domain, op) that builder/convert/emit_float.py, int8/traversal.py and link.py write, with
-# its shape rule; tests/runtime/test_hostile_graph.py checks this is exactly their union.
+# Every (domain, op) that builder/convert/emit_float.py, int8/traversal.py, category_tables.py
+# and link.py write, with its shape rule; tests/runtime/test_hostile_graph.py checks this is
+# exactly their union.
 OPS: Mapping[tuple[str, str], Op] = {
     (_ML, "TreeEnsemble"): Op(_tree_ensemble, 1, 1, held=_tree_ensemble_held),  # float
     ("", "Add"): Op(_elementwise, 2, 2),
@@ -318,5 +360,9 @@ OPS: Mapping[tuple[str, str], Op] = {
     ("", "Slice"): Op(_slice, 3, 5),
     ("", "Squeeze"): Op(_squeeze, 2, 2),
     ("", "ReduceSum"): Op(_reduce_sum, 2, 2, _reduce_sum_work),
+    # categorical sets stored as sparse steps, decoded at load (category_tables.py)
+    ("", "CumSum"): Op(_cum_sum, 2, 2),
+    ("", "ScatterElements"): Op(_scatter_elements, 3, 3),
+    ("", "Reshape"): Op(_reshape, 2, 2),
     ("", "Gemm"): Op(_gemm, 2, 3, _gemm_work),
 }

@@ -738,7 +738,8 @@ def test_score_cli_refuses_a_hostile_bundle_too(
 def emitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, int]]:
     """Every graph kind the builder writes, per objective: float, and int8 with 8- and 16-bit
     leaves in both layouts; plus trees that are single leaves (int8 then has no levels), and
-    the zoo's models (gblinear, dart, several quantiles and targets) in both precisions."""
+    the zoo's models (gblinear, dart, several quantiles and targets, category sets) in both
+    precisions."""
     models: dict[str, tuple[bytes, int]] = {}
     for objective in (*OBJECTIVES, "stumps"):
         directory = tmp_path_factory.mktemp(objective.replace(":", "_"))
@@ -752,11 +753,10 @@ def emitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, 
                 graphs[f"int{bits}-{layout}"] = emit_int8(ensemble, bits, layout)
         models.update(_assembled(objective, source, graphs))
     root = tmp_path_factory.mktemp("zoo")
-    for name in (*ZOO, "cat-50-partition"):
+    # cat-1000-partition stores its category sets as sparse steps (category_tables.py)
+    for name in (*ZOO, "cat-50-partition", "cat-1000-partition"):
         source = load_model(train_zoo(name, root).path)
-        if source.ensemble.has_category_splits:  # float only, so far
-            graphs = {"float": emit_float(source.ensemble)}
-        elif source.linear is None:
+        if source.linear is None:
             graphs = {"float": emit_float(source.ensemble), "int8": emit_int8(source.ensemble)}
         else:
             bound = np.ones(source.ensemble.num_features, np.float32)

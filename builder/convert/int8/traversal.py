@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto
 
-from edgebundle.builder.convert.categories import Membership, membership_input
+from edgebundle.builder.convert.categories import membership_input
+from edgebundle.builder.convert.category_tables import Membership
 from edgebundle.builder.convert.graph import INPUT_NAME, MARGIN_NAME
 from edgebundle.builder.convert.int8.codebook import Codebook
 from edgebundle.builder.convert.int8.leaves import LeafCodes
