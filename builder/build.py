@@ -46,6 +46,7 @@ from edgebundle.builder.errors import ConversionError
 from edgebundle.builder.files import write_atomic
 from edgebundle.builder.measure import model_rss_bytes, one_row_latencies
 from edgebundle.builder.progress import SILENT, Progress
+from edgebundle.runtime.category_codes import CategoryCodes
 from edgebundle.runtime.container import write_bundle
 from edgebundle.runtime.errors import BundleError
 from edgebundle.runtime.manifest import (
@@ -367,7 +368,7 @@ def _features(source: SourceModel) -> tuple[Feature, ...]:
         Feature(
             name=name,
             type=kind,
-            codes=tuple(int(c) for c in listed.get(f, ())) if kind == "c" else None,
+            codes=CategoryCodes.of(int(c) for c in listed.get(f, ())) if kind == "c" else None,
             categories=source.category_names.get(f) if kind == "c" else None,
         )
         for f, (name, kind) in enumerate(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from edgebundle.runtime._json import dumps_canonical, json_type, loads_strict, quote
+from edgebundle.runtime.category_codes import CategoryCodes
 from edgebundle.runtime.document import (
     BOOLEAN,
     COUNT,
@@ -86,6 +87,10 @@ def _dim(value: object, index: int, path: str) -> int:
     return size
 
 
+def _read_codes(value: object, path: str) -> CategoryCodes:
+    return CategoryCodes.parse(read_string(value, path), path)
+
+
 def _read_leaf_bits(value: object, path: str) -> int:
     bits = read_integer(value, path)
     if bits not in LEAF_BITS:
@@ -144,8 +149,9 @@ class Feature(Document):
     name: Annotated[str, TEXT]
     type: Annotated[str, choice(FEATURE_TYPES)]  # XGBoost's feature type; "float" if none
     # categorical only: the category codes the model's splits name (any other code is a
-    # category it never saw), and the training data's category names by code (pandas)
-    codes: Annotated[tuple[int, ...] | None, extension(array(COUNT, unique=(str, "code")))] = None
+    # category it never saw), as runs "0-999" (category_codes.py), and the training data's
+    # category names by code (pandas)
+    codes: Annotated[CategoryCodes | None, extension(Rule(_read_codes, str))] = None
     categories: Annotated[
         tuple[str, ...] | None, extension(array(TEXT, unique=(lambda c: c, "category")))
     ] = None

@@ -85,9 +85,9 @@ class Membership:
 def decoded_table(graph: OpGraph, m: Membership, name: str) -> str:
     """Float32 [C + 2, K] (see the module's docstring), from whichever encoding stores fewer
     bytes (the bit table on a tie, or where the sparse one lists nothing)."""
-    candidates = [_bit_decoded]
+    candidates = [bit_table]
     if m.steps()[0].size:
-        candidates.append(_sparse_decoded)
+        candidates.append(sparse_table)
     built: list[tuple[int, int, OpGraph, str]] = []
     for decode in candidates:
         scratch = OpGraph(graph.prefix)
@@ -108,7 +108,8 @@ def joined(graph: OpGraph, parts: list[str], name: str, axis: int) -> str:
     return result
 
 
-def _bit_decoded(graph: OpGraph, m: Membership, name: str) -> str:
+def bit_table(graph: OpGraph, m: Membership, name: str) -> str:
+    """The decoded table from the bit table (``name``'s nodes and initializers)."""
     packed = graph.op("Cast", [graph.const(f"{name}/bits", m.bits)], f"{name}/bits_f", to=_FLOAT)
     shifted = [
         graph.op(
@@ -142,7 +143,8 @@ def _bit_decoded(graph: OpGraph, m: Membership, name: str) -> str:
     return graph.op("Concat", [kept, missing], f"{name}/table", axis=0)
 
 
-def _sparse_decoded(graph: OpGraph, m: Membership, name: str) -> str:
+def sparse_table(graph: OpGraph, m: Membership, name: str) -> str:
+    """The decoded table from the sparse steps (``name``'s nodes and initializers)."""
     steps, complemented = m.steps()
     stored = graph.const(f"{name}/steps", steps)
     step = graph.op("Cast", [stored], f"{name}/step", to=TensorProto.INT64)

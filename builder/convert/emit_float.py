@@ -108,10 +108,11 @@ def emit_float(ensemble: Ensemble) -> MarginGraph:
     """One TreeEnsemble summing leaves per output, then the base margin added in float32.
 
     Category sets are members listed in the tree op (``BRANCH_MEMBER``), or, where that at
-    least halves the stored bytes (many categories), bit tables that fill one 0/1 column per
-    distinct set, split at 0.5 like a threshold (``builder/convert/categories.py``). Both are
-    exact; the bit form's lookup costs ~1-3 µs a row (README, "Not yet, or not here"), so a
-    small saving does not buy it."""
+    least halves the stored bytes (many categories), per-feature tables (bits or sparse steps,
+    ``builder/convert/category_tables.py``) that fill one 0/1 column per distinct set, split
+    at 0.5 like a threshold (``builder/convert/categories.py``). Both are exact; the table
+    lookup costs ~1-3 µs a row (README, "Not yet, or not here"), so a small saving does not
+    buy it."""
     prelude, tree_input, initializers = _whole_categories(ensemble)
     listed = _tree_graph(ensemble, prelude, tree_input, initializers)
     if not ensemble.has_category_splits:
@@ -119,8 +120,8 @@ def emit_float(ensemble: Ensemble) -> MarginGraph:
     numeric, memberships = split_categories(ensemble)
     graph = OpGraph("float/")
     source = membership_input(graph, memberships)
-    as_bits = _tree_graph(numeric, graph.nodes, source, graph.initializers)
-    return as_bits if 2 * _stored_bytes(as_bits) <= _stored_bytes(listed) else listed
+    as_columns = _tree_graph(numeric, graph.nodes, source, graph.initializers)
+    return as_columns if 2 * _stored_bytes(as_columns) <= _stored_bytes(listed) else listed
 
 
 def _stored_bytes(graph: MarginGraph) -> int:

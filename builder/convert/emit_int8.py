@@ -68,7 +68,7 @@ def emit_int8(ensemble: Ensemble, leaf_bits: int = 8, layout: str | None = None)
         raise ValueError(f"layout must be one of {LAYOUTS} or None, not {layout!r}")
     if not ensemble.trees:
         raise ConversionError("the model has no trees: there is nothing to quantize")
-    # Categorical nodes become numeric ones on membership columns (int8/categories.py).
+    # Categorical nodes become numeric ones on membership columns (categories.py).
     ensemble, memberships = split_categories(ensemble)
     columns = sum(m.sets for m in memberships)
     codebook = build_codebook(ensemble)
@@ -82,7 +82,7 @@ def emit_int8(ensemble: Ensemble, leaf_bits: int = 8, layout: str | None = None)
     )
     nodes, initializers = emit_traversal(ensemble, codebook, leaves, tables, memberships)
     # Input features that split: numeric ones by uint8 threshold codes, categorical ones by
-    # uint8 bit rows (their membership columns are not input features).
+    # uint8 tables, bits or steps (their membership columns are not input features).
     numeric = int(np.count_nonzero(codebook.feature_size[: ensemble.num_features - columns]))
     split_features = numeric + len(memberships)
     info = {

@@ -191,17 +191,18 @@ def test_manifest_lists_the_categories_the_splits_name(zoo: dict[str, dict[str, 
         assert set(shop.codes) <= set(range(categories)) and len(shop.codes) > 1
 
 
-@pytest.mark.parametrize("name", ["cat-3-onehot", "cat-50-partition", "cat-50-onehot"])
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("name", sorted(CATEGORICAL))
 def test_categorical_bundle_within_twice_the_ordinal_one(
-    name: str, zoo: dict[str, dict[str, Built]], keys: KeyFiles, tmp_path: Path
+    name: str, precision: str, zoo: dict[str, dict[str, Built]], keys: KeyFiles, tmp_path: Path
 ) -> None:
-    """The same data and parameters with the shop code as a number: the bundle of category
-    sets may be at most twice its size."""
+    """The same data and parameters with the shop code as a number, in the same precision: the
+    bundle of category sets may be at most twice its size."""
     _, ordinal, _ = train_categorical(name, tmp_path, ordinal=True)
     plain = edgebundle.build(
-        ordinal, name="o", version="1.0.0", key=keys.private, out_dir=tmp_path, precision="float"
+        ordinal, name="o", version="1.0.0", key=keys.private, out_dir=tmp_path, precision=precision
     )
-    assert zoo["float"][name].result.bundle_bytes <= 2 * plain.bundle_bytes
+    assert zoo[precision][name].result.bundle_bytes <= 2 * plain.bundle_bytes
 
 
 # --- category names (a model trained on pandas categoricals) -----------------------------------
