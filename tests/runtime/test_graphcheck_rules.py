@@ -186,6 +186,46 @@ def test_reduce_sum_sums_fixed_axes_of_each_row_only() -> None:
     )
 
 
+def test_cum_sum_runs_along_a_fixed_axis_of_each_row_only() -> None:
+    assert output("CumSum", Tensor((fixed(5000),), INT64), ints(0)) == Tensor((fixed(5000),), INT64)
+    assert output("CumSum", floats(ROWS, F), ints(-1)).shape == (ROWS, F)
+    assert refusal("CumSum", floats(ROWS, F), ints(0)) == (
+        "model.onnx: node 'n' (CumSum) sums along axis [0] of [N, 6]"
+    )  # a running sum over the batch would make one row's answer depend on the others
+    assert "sums along axis [2]" in refusal("CumSum", floats(ROWS, F), ints(2))
+    assert "sums along axis [0, 1]" in refusal("CumSum", floats(F, F), ints(0, 1))
+    assert "not known before scoring" in refusal("CumSum", floats(F), Tensor((), INT64))
+
+
+def test_scatter_elements_and_reshape_rework_constants_only() -> None:
+    """What decodes category steps at load: sized by their constant inputs, never by rows."""
+    cells, updates = fixed(128_000), fixed(5562)
+    scattered = output(
+        "ScatterElements", floats(cells), Tensor((updates,), INT64), floats(updates), axis=0
+    )
+    assert scattered == floats(cells)
+    per_row = refusal("ScatterElements", floats(ROWS, F), Tensor((ONE, F), INT64), floats(ONE, F))
+    assert per_row == (
+        "model.onnx: node 'n' (ScatterElements) scatters a [N, 6] tensor that grows with the rows"
+    )
+    assert "scatters [6], [3], [4], which do not fit" in refusal(
+        "ScatterElements", floats(F), Tensor((fixed(3),), INT64), floats(fixed(4))
+    )
+    assert "has axis 1 for a rank-1 tensor" in refusal(
+        "ScatterElements", floats(F), Tensor((F,), INT64), floats(F), axis=1
+    )
+    assert output("Reshape", floats(cells), ints(1000, 128)) == floats(fixed(1000), fixed(128))
+    assert refusal("Reshape", floats(ROWS, F), ints(-1)) == (
+        "model.onnx: node 'n' (Reshape) reshapes a [N, 6] tensor that grows with the rows"
+    )
+    assert refusal("Reshape", floats(F, F), ints(-1, 4)) == (
+        "model.onnx: node 'n' (Reshape) reshapes [6, 6] to [-1, 4]"
+    )  # no size inferred: every size is written out
+    assert "reshapes [6, 6] to [0, 36]" in refusal("Reshape", floats(F, F), ints(0, 36))
+    assert "reshapes [6, 6] to [5, 7]" in refusal("Reshape", floats(F, F), ints(5, 7))
+    assert "not known before scoring" in refusal("Reshape", floats(F), Tensor((ONE,), INT64))
+
+
 def test_squeeze_gather_and_argmax() -> None:
     assert output("Squeeze", floats(ROWS, ONE), ints(1)).shape == (ROWS,)
     assert refusal("Squeeze", floats(ROWS, F), ints(1)) == (
