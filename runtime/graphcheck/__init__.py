@@ -11,8 +11,8 @@ edgebundle's own emitters write:
 
 - only the protobuf fields those emitters write (no subgraphs, functions, sparse or external
   data), and only the (domain, op) pairs in ``OPS`` — exactly what the builder's emitters
-  (``builder/convert/emit_float.py``, ``int8/traversal.py``, ``link.py``) produce, at opsets whose
-  shape rules match;
+  (``builder/convert/emit_float.py``, ``int8/traversal.py``, ``category_tables.py``,
+  ``link.py``) produce, at opsets whose shape rules match;
 - every tensor's shape worked out from the input ``[N, F]`` and the initializers, with each
   dimension a linear function of the batch size N. A tensor with two N-sized dimensions, or an
   ``Expand`` to a shape not known before scoring, is refused outright; the rest must fit the
