@@ -8,6 +8,8 @@ from edgebundle.runtime.bundle import DEFAULT_LIMITS, read_members_unverified
 from edgebundle.runtime.manifest import parse_manifest
 from edgebundle.runtime.signing import parse_signature_file
 
+_CODES_SHOWN = 40  # characters of a categorical feature's codes in the summary
+
 
 def inspect_bundle(data: bytes) -> dict[str, Any]:
     """Manifest, member sizes and signing key ids, parsed strictly but NOT verified."""
@@ -31,7 +33,7 @@ def format_inspect(doc: dict[str, Any], verified_by: list[str] | None) -> str:
     trees = f"{source['num_trees']:,} trees"
     if source["best_iteration"] is not None:
         trees += f" (best_iteration {source['best_iteration']})"
-    features = [f["name"] for f in m["inputs"]["features"]]
+    features = [_feature(f) for f in m["inputs"]["features"]]
     labels = ""
     if parity["label_agreement"] is not None:
         labels = f", labels {parity['label_agreement']:.2%} (≥ {budget['min_label_agreement']:.1%})"
@@ -64,3 +66,14 @@ def _precision(m: dict[str, Any]) -> str:
         return "float (lossless tree op)"
     bits = f"{q['leaf_bits']}-bit leaves" + (", escalated from 8" if q["escalated"] else "")
     return f"int8 ({q['layout']} layout, {bits}, margin error bound ±{q['margin_error_bound']:.3g})"
+
+
+def _feature(feature: dict[str, Any]) -> str:
+    """A feature's name; a categorical one's with the codes its splits name (runs, cut short)."""
+    if feature["type"] != "c":
+        return str(feature["name"])
+    codes = str(feature.get("codes", ""))
+    if len(codes) > _CODES_SHOWN:
+        codes = codes[:_CODES_SHOWN].rsplit(",", 1)[0] + ",…"
+    return f"{feature['name']} (categorical{': codes ' + codes if codes else ''})"
+

@@ -18,6 +18,7 @@ import xgboost as xgb
 
 import edgebundle
 from edgebundle.builder.build import BuildResult
+from edgebundle.builder.convert.load import load_model
 from edgebundle.runtime.store import Store
 from tests.conftest import KeyFiles
 from tests.support.serverkit import post_json, rows_json, serve_in_process
@@ -189,6 +190,21 @@ def test_manifest_lists_the_categories_the_splits_name(zoo: dict[str, dict[str, 
         shop = zoo["float"][name].result.manifest.inputs.features[0]
         assert shop.type == "c" and shop.codes is not None and shop.categories is None
         assert set(shop.codes) <= set(range(categories)) and len(shop.codes) > 1
+
+
+def test_manifest_writes_the_codes_as_runs_and_inspect_shows_them(
+    zoo: dict[str, dict[str, Built]], keys: KeyFiles
+) -> None:
+    """1000 listed codes are one short string in manifest.json, read back as the same codes."""
+    built = zoo["float"]["cat-1000-partition"]
+    listed = load_model(built.model.path).ensemble.categories_per_feature()[0]
+    shop = built.result.manifest.inputs.features[0]
+    assert shop.codes is not None and list(shop.codes) == listed.tolist()
+    args = ["inspect", str(built.result.path), "--trust", str(keys.public)]
+    document = json.loads(run("bundle", [*args, "--json"]).stdout)
+    written = document["manifest"]["inputs"]["features"][0]["codes"]
+    assert written == str(shop.codes) and len(written) < 40  # "0-999" and a few gaps at most
+    assert f"shop (categorical: codes {written}), z, w" in run("bundle", args).stdout
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
