@@ -133,13 +133,12 @@ def score_jsonl(
         next_line = functools.partial(source.next_line, pipeline.flush)
         for lines in _batches(next_line, source.ready, batch_rows):
             # Lines are parsed a batch at a time: whole batches convert to float32 much faster,
-            # and a batch of arrays of numbers (the usual case) becomes the scorer's input.
-            x = parser.parse_numbers(lines)
-            if x is not None:
-                pipeline.submit([_NUMBERS] * len(x), encode_answers_jsonl, x)
-                continue
-            parsed = parser.parse_lines(lines, source.lineno - len(lines) + 1)
-            pipeline.submit(parsed, encode_answers_jsonl)
+            # and a batch of numbers only (the usual case) becomes the scorer's input.
+            batch = parser.parse_batch(lines, source.lineno - len(lines) + 1)
+            if isinstance(batch, np.ndarray):
+                pipeline.submit([_NUMBERS] * len(batch), encode_answers_jsonl, batch)
+            else:
+                pipeline.submit(batch, encode_answers_jsonl)
 
 
 def score_csv(

@@ -52,9 +52,24 @@ class JsonRowParser:
         value = _decode_line(line, where)
         return value if isinstance(value, RowError) else self.parse_value(value, where)
 
+    def parse_batch(
+        self, lines: Sequence[bytes], first_lineno: int
+    ) -> npt.NDArray[np.float32] | list[Row | RowError]:
+        """``parse_numbers(lines)`` when that is an array, else ``parse_lines(lines,
+        first_lineno)``, decoding the block once for both (stdin's way through a batch)."""
+        block = _decode_block(lines)
+        if block is not None and (x := self._numbers(block)) is not None:
+            return x
+        return self._lines(lines, first_lineno, block)
+
     def parse_lines(self, lines: Sequence[bytes], first_lineno: int) -> list[Row | RowError]:
         """``parse_line`` of each line, numbered from ``first_lineno``, converted in one go."""
-        block = _decode_block(lines)
+        return self._lines(lines, first_lineno, _decode_block(lines))
+
+    def _lines(
+        self, lines: Sequence[bytes], first_lineno: int, block: _Block | None
+    ) -> list[Row | RowError]:
+        """``parse_lines``, given ``_decode_block(lines)``."""
         if block is not None:
             return self._parse_decoded(
                 block.values, lambda i: f"line {first_lineno + i}", plain=self._is_plain(block)
@@ -78,8 +93,10 @@ class JsonRowParser:
         by row, without a ``Row`` each. ``None`` otherwise: then ``parse_lines`` says which
         line is what."""
         block = _decode_block(lines)
-        if block is None:
-            return None
+        return None if block is None else self._numbers(block)
+
+    def _numbers(self, block: _Block) -> npt.NDArray[np.float32] | None:
+        """``parse_numbers``, given the lines' ``_decode_block``."""
         if block.objects:
             if not self._plain_objects(block):
                 return None
@@ -97,7 +114,7 @@ class JsonRowParser:
             wide = np.array(rows, dtype=np.float64)
         except (OverflowError, ValueError):  # beyond float64; arrays of different lengths
             return None
-        if wide.shape != (len(lines), len(self._features)) or np.isinf(wide).any():
+        if wide.shape != (len(block.values), len(self._features)) or np.isinf(wide).any():
             return None
         with np.errstate(over="ignore"):  # beyond float32 range is ±inf, as in to_float32
             return wide.astype(np.float32)
