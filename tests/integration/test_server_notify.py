@@ -45,11 +45,7 @@ def test_serve_notifies_systemd_when_ready_and_when_stopping(
             assert listener.recv(4096) == b"STOPPING=1"
             assert proc.wait(timeout=30) == 0
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=15)
-            assert proc.stderr is not None
-            proc.stderr.close()
+            _reap(proc)
 
 
 def test_sigterm_the_moment_the_port_accepts_drains_rather_than_kills(
@@ -79,9 +75,14 @@ def test_sigterm_the_moment_the_port_accepts_drains_rather_than_kills(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=15)
-        assert proc.stderr is not None
-        assert b"Traceback" not in proc.stderr.read()
-        proc.stderr.close()
+        assert b"Traceback" not in _reap(proc)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> bytes:
+    """Kill ``proc`` if it still runs; what is left of its stderr."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=15)
+    assert proc.stderr is not None
+    with proc.stderr:
+        return proc.stderr.read()
