@@ -13,7 +13,6 @@ answer due is written before the main thread waits for input.
 from __future__ import annotations
 
 import csv
-import functools
 import itertools
 import os
 import select
@@ -22,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -56,29 +55,47 @@ class LineSource:
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._partial = bytearray()
-        self._lines: deque[bytes] = deque()
+        # Lines read and not yet taken are _lines[_taken:]: a list taken from by slicing, so
+        # that a batch of lines costs one C call, not a Python call per line.
+        self._lines: list[bytes] = []
+        self._taken = 0
         self._eof = False
         self.lineno = 0  # of the line last returned
 
     def ready(self) -> bool:
         """Whether ``next_line`` can answer without waiting for the writer."""
-        while not self._lines and not self._eof and _readable(self._fd):
+        while not self._buffered() and not self._eof and _readable(self._fd):
             self._fill()
-        return bool(self._lines) or self._eof
+        return self._buffered() > 0 or self._eof
 
     def next_line(self, before_wait: Callable[[], None] = lambda: None) -> bytes | None:
         """The next line, waiting for it if needed (calling ``before_wait`` first);
         ``None`` at the end of input."""
-        while not self._lines and not self._eof:
+        while not self._buffered() and not self._eof:
             if not _readable(self._fd):
                 before_wait()
             self._fill()
-        if not self._lines:
-            return None
-        line = self._lines.popleft()
-        self.lineno += 1
-        # Spreadsheet tools start UTF-8 files with a byte order mark; it is not data.
-        return line.removeprefix(_BOM) if self.lineno == 1 else line
+        lines = self._take(1)
+        return lines[0] if lines else None
+
+    def take(self, most: int) -> list[bytes]:
+        """Up to ``most`` lines that ``next_line`` would give without waiting; none only when
+        ``ready`` is false or the input has ended."""
+        if not self.ready():
+            return []
+        return self._take(most)
+
+    def _buffered(self) -> int:
+        return len(self._lines) - self._taken
+
+    def _take(self, most: int) -> list[bytes]:
+        lines = self._lines[self._taken : self._taken + most]
+        self._taken += len(lines)
+        if lines and self.lineno == 0:
+            # Spreadsheet tools start UTF-8 files with a byte order mark; it is not data.
+            lines[0] = lines[0].removeprefix(_BOM)
+        self.lineno += len(lines)
+        return lines
 
     def _fill(self) -> None:
         try:
@@ -88,7 +105,7 @@ class LineSource:
         if not data:
             self._eof = True
             if self._partial:
-                self._lines.append(bytes(self._partial))
+                self._append([bytes(self._partial)])
                 self._partial.clear()
             return
         end = data.rfind(b"\n")
@@ -96,8 +113,12 @@ class LineSource:
             self._partial += data
             return
         self._partial += data[:end]
-        self._lines.extend(bytes(self._partial).split(b"\n"))
+        self._append(bytes(self._partial).split(b"\n"))
         self._partial = bytearray(data[end + 1 :])
+
+    def _append(self, lines: list[bytes]) -> None:
+        self._lines = self._lines[self._taken :] + lines
+        self._taken = 0
 
 
 def _readable(fd: int) -> bool:
@@ -113,7 +134,6 @@ class StreamStats:
 
 
 _Parsed = Row | RowError
-_T = TypeVar("_T")
 _Outputs = Mapping[str, npt.NDArray[Any]]
 _Answer = Callable[[list[_Parsed], _Outputs], bytes]
 _CsvRecord = tuple[list[str], str] | RowError  # cells and where they start, or why not
@@ -130,8 +150,7 @@ def score_jsonl(
     """Score JSONL from ``source``: one output line per input line, in order."""
     parser = JsonRowParser(scorer.features, scorer.category_names)
     with _pipeline(scorer, write, stats, observe) as pipeline:
-        next_line = functools.partial(source.next_line, pipeline.flush)
-        for lines in _batches(next_line, source.ready, batch_rows):
+        for lines in _batches(source, pipeline.flush, batch_rows):
             # Lines are parsed a batch at a time: whole batches convert to float32 much faster,
             # and a batch of numbers only (the usual case) becomes the scorer's input.
             batch = parser.parse_batch(lines, source.lineno - len(lines) + 1)
@@ -172,8 +191,7 @@ def score_csv(
         writer = CsvWriter(parser.passthrough_columns, scorer.outputs)
         write(writer.header())
 
-        next_line = functools.partial(source.next_line, pipeline.flush)
-        for raw in _batches(next_line, source.ready, batch_rows):
+        for raw in _batches(source, pipeline.flush, batch_rows):
             # A batch at a time: plain lines (the usual case) convert in bulk, and anything
             # else is read by the csv module, which also follows a quoted cell across lines.
             first = source.lineno - len(raw) + 1
@@ -241,13 +259,13 @@ def _decoded(source: LineSource, before_wait: Callable[[], None]) -> Iterator[st
 
 
 def _batches(
-    next_item: Callable[[], _T | None], ready: Callable[[], bool], batch_rows: int
-) -> Iterator[list[_T]]:
-    """Up to ``batch_rows`` items at a time, taking more only while they are already there."""
-    while (first := next_item()) is not None:
+    source: LineSource, before_wait: Callable[[], None], batch_rows: int
+) -> Iterator[list[bytes]]:
+    """Up to ``batch_rows`` lines at a time, taking more only while they are already there."""
+    while (first := source.next_line(before_wait)) is not None:
         batch = [first]
-        while len(batch) < batch_rows and ready() and (item := next_item()) is not None:
-            batch.append(item)
+        while len(batch) < batch_rows and (more := source.take(batch_rows - len(batch))):
+            batch += more
         yield batch
 
 
