@@ -8,9 +8,11 @@ value) or an array of exactly one value per feature in manifest order.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
-from collections.abc import Callable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -44,9 +46,8 @@ class JsonRowParser:
         self._index = {name: i for i, name in enumerate(self._features)}
         # A model may have a feature called "id"; then it is a feature, not an echo.
         self._echo_id = ID_KEY not in self._index
-        self._feature_keys = frozenset(self._features)
         self._template = dict.fromkeys(self._features)
-        self._keys = self._feature_keys | ({ID_KEY} if self._echo_id else set())
+        self._keys = frozenset(self._features) | ({ID_KEY} if self._echo_id else set())
 
     def parse_line(self, line: bytes, where: str) -> Row | RowError:
         value = _decode_line(line, where)
@@ -57,10 +58,9 @@ class JsonRowParser:
     ) -> npt.NDArray[np.float32] | list[Row | RowError]:
         """``parse_numbers(lines)`` when that is an array, else ``parse_lines(lines,
         first_lineno)``, decoding the block once for both (stdin's way through a batch)."""
-        block = _decode_block(lines)
-        if block is not None and (x := self._numbers(block)) is not None:
-            return x
-        return self._lines(lines, first_lineno, block)
+        decoded = _decode(lines)
+        x, block = (None, None) if decoded is None else self._numbers(decoded)
+        return self._lines(lines, first_lineno, block) if x is None else x
 
     def parse_lines(self, lines: Sequence[bytes], first_lineno: int) -> list[Row | RowError]:
         """``parse_line`` of each line, numbered from ``first_lineno``, converted in one go."""
@@ -92,40 +92,56 @@ class JsonRowParser:
         are numbers or null, all within float64's range: what ``parse_lines`` then gives row
         by row, without a ``Row`` each. ``None`` otherwise: then ``parse_lines`` says which
         line is what."""
-        block = _decode_block(lines)
-        return None if block is None else self._numbers(block)
+        decoded = _decode(lines)
+        return None if decoded is None else self._numbers(decoded)[0]
 
-    def _numbers(self, block: _Block) -> npt.NDArray[np.float32] | None:
-        """``parse_numbers``, given the lines' ``_decode_block``."""
-        if block.objects:
-            if not self._plain_objects(block):
-                return None
-            # Each object over a template of every feature (None: missing, as in
-            # _parse_decoded) gives its values in feature order, merged in C.
-            template = self._template
-            rows: list[Any] = [list({**template, **obj}.values()) for obj in block.values]
-        elif not _numbers_only([block.text]):
-            return None
-        else:
-            # Flat arrays (see _decode_block) of int, float and None: no other JSON value is
-            # spelled without '"', '{', 't' or 'f', and NaN or Infinity fail the decoding.
-            rows = block.values
+    def _numbers(
+        self, decoded: _Decoded
+    ) -> tuple[npt.NDArray[np.float32], None] | tuple[None, _Block | None]:
+        """``parse_numbers``, given the lines' ``_decode``; when that is ``None``, their
+        ``_block`` too, which ``_lines`` takes.
+
+        Every step runs in C, without a Python call per row: a row costs less to score than
+        one such call per value would. Arrays of numbers need no ``_block``: no other JSON
+        value is spelled without ``"``, ``{``, ``t`` or ``f`` (NaN and Infinity fail the
+        decoding), and an array nested in one fails the conversion.
+        """
+        values, text = decoded
+        width = len(self._features)
+        if not any(mark in text for mark in _NOT_NUMBERS):
+            if set(map(type, values)) == {list} and set(map(len, values)) == {width}:
+                x = self._to_float32(values, len(values))
+                if x is not None:
+                    return x, None
+            return None, _block(decoded)
+        block = _block(decoded)
+        if (
+            block is None
+            or block.objects != len(values)
+            or not _no_strings_but_keys(block, 0)
+            or (self._echo_id and any(map(operator.contains, values, itertools.repeat(ID_KEY))))
+        ):
+            return None, block  # an echoed id needs a Row to carry it
+        # Each object over a template of every feature (None: missing, as in _parse_decoded)
+        # gives its values in feature order; a key that is no feature makes it longer.
+        merged = list(map(operator.or_, itertools.repeat(self._template), values))
+        if set(map(len, merged)) != {width}:
+            return None, block
+        x = self._to_float32(map(dict.values, merged), len(merged))
+        return (None, block) if x is None else (x, None)
+
+    def _to_float32(self, rows: Iterable[Iterable[Any]], n: int) -> npt.NDArray[np.float32] | None:
+        """``n`` rows of one int, float or None per feature as float32 (None: NaN), as
+        ``_json_number`` reads each; ``None`` for any other value, or one beyond float64."""
+        width = len(self._features)
         try:
-            wide = np.array(rows, dtype=np.float64)
-        except (OverflowError, ValueError):  # beyond float64; arrays of different lengths
+            wide = np.fromiter(itertools.chain.from_iterable(rows), np.float64, n * width)
+        except (OverflowError, TypeError, ValueError):  # beyond float64; a container
             return None
-        if wide.shape != (len(block.values), len(self._features)) or np.isinf(wide).any():
+        if np.isinf(wide).any():
             return None
         with np.errstate(over="ignore"):  # beyond float32 range is ±inf, as in to_float32
-            return wide.astype(np.float32)
-
-    def _plain_objects(self, block: _Block) -> bool:
-        """Whether ``block`` is objects only, of features only (an echoed id needs a ``Row``
-        to carry it), holding no string or boolean (see ``_is_plain``)."""
-        if block.objects != len(block.values):
-            return False
-        keys: set[str] = set().union(*block.values)  # one C loop over every key of the block
-        return keys <= self._feature_keys and _no_strings_but_keys(block, 0)
+            return wide.astype(np.float32).reshape(n, width)
 
     def parse_values(
         self, values: Sequence[object], where: Callable[[int], str]
@@ -284,9 +300,14 @@ class JsonRowParser:
         return _json_number(value, feature)
 
 
+# Lines decoded together (see _decode): their values, and their text.
+_Decoded = tuple[list[Any], bytes]
+
+
 @dataclass(frozen=True, slots=True)
 class _Block:
-    """Lines decoded together: their values, their text, and counts taken from it once."""
+    """Lines decoded together whose values are the lines' (see _block), and counts taken
+    from their text once."""
 
     values: list[Any]
     text: bytes
@@ -298,15 +319,37 @@ class _Block:
 def _no_strings_but_keys(block: _Block, ids: int) -> bool:
     """Whether the only strings of ``block`` are its keys and ``ids`` string ids, and no value
     is a boolean."""
-    if b"true" in block.text or b"false" in block.text:
+    # Every string's quotes are counted: as many as two per key and id leave no other string
+    # (nor a key spelled twice).
+    return block.quotes == 2 * (block.keys + ids) and not _may_hold_booleans(block.text)
+
+
+def _may_hold_booleans(text: bytes) -> bool:
+    """Whether the values of ``text``, whose only strings are keys and ids, may hold a boolean.
+
+    ``true`` is the one JSON value spelled with both ``t`` and ``r`` (``false`` with ``f``,
+    ``a`` and ``s``), and finding that a letter is missing costs little; feature names rarely
+    hold all the letters of one. When they do, the text's ``t`` and ``f`` are kept with its
+    structure: those of a key are inside its quotes, those of ``true`` and ``false`` (all that
+    is left of them) right after an object's ``:`` or an array's ``[``, with nothing left of a
+    number or ``null`` in between. An id holding ``:t`` is taken for a boolean too: a slower
+    path, never a wrong answer.
+    """
+    if not _has_all(text, b"tr") and not _has_all(text, b"fas"):
         return False
-    return block.quotes == 2 * (block.keys + ids)
+    marks = text.translate(None, _NOT_MARKS)
+    return any(mark in marks for mark in _BOOLEAN_MARKS)
+
+
+def _has_all(text: bytes, letters: bytes) -> bool:
+    return all(letters[i : i + 1] in text for i in range(len(letters)))
 
 
 def _decode_block(lines: Sequence[bytes]) -> _Block | None:
     """The JSON value of each line, decoded all at once, when every line is one flat array or
-    object (no container inside) with no repeated key; ``None`` when one might not be, and
-    then each line is decoded alone, which says what is wrong with it.
+    object (no container inside) with no repeated key: ``_block(_decode(lines))``. ``None``
+    when one might not be, and then each line is decoded alone, which says what is wrong
+    with it.
 
     Decoding is most of the cost of a row: the block is decoded by orjson, which reads a
     number ~3× faster than the standard library and gives the same value (both round
@@ -323,17 +366,28 @@ def _decode_block(lines: Sequence[bytes]) -> _Block | None:
     anyway, but an echoed id must come back as it was sent, so a block with such an id is
     decoded again line by line.
     """
-    if not lines or not all(map(_is_framed, lines)):
+    decoded = _decode(lines)
+    return None if decoded is None else _block(decoded)
+
+
+def _decode(lines: Sequence[bytes]) -> _Decoded | None:
+    """The lines decoded together, when each is framed as one array or object and orjson
+    finds as many values as lines (see ``_decode_block`` for when those are the lines')."""
+    if not lines or not _framed(lines):
         return None
     text = b",\n".join(lines)
     try:
         values: list[Any] = orjson.loads(b"[" + text + b"]")
     except orjson.JSONDecodeError:  # an error of some line, which decoding it names
         return None
-    if len(values) != len(lines):
-        return None
+    return (values, text) if len(values) == len(lines) else None
+
+
+def _block(decoded: _Decoded) -> _Block | None:
+    """``decoded`` as a ``_Block``, when its values are its lines' (see ``_decode_block``)."""
+    values, text = decoded
     marks = text.translate(None, _NOT_STRUCTURAL)
-    if marks.count(b"[") + marks.count(b"{") != len(lines) and not all(map(_is_flat, values)):
+    if marks.count(b"[") + marks.count(b"{") != len(values) and not all(map(_is_flat, values)):
         return None
     objects = [value for value in values if type(value) is dict]
     keys = sum(map(len, objects))
@@ -348,8 +402,11 @@ def _wide_int_id(obj: dict[str, Any]) -> bool:
     return type(value) is float and value.is_integer() and abs(value) >= _INT64_LIMIT
 
 
-def _is_framed(line: bytes) -> bool:
-    return line[:1] in _OPENING and line[-1:] in _CLOSING
+def _framed(lines: Sequence[bytes]) -> bool:
+    """Whether every line starts with ``[`` or ``{`` and ends with ``]`` or ``}``."""
+    return all(map(bytes.startswith, lines, itertools.repeat(_OPENING))) and all(
+        map(bytes.endswith, lines, itertools.repeat(_CLOSING))
+    )
 
 
 def _is_flat(value: object) -> bool:
@@ -396,6 +453,8 @@ _OPENING = (b"[", b"{")
 _CLOSING = (b"]", b"}")
 _NOT_NUMBERS = (b'"', b"{", b"t", b"f")
 _NOT_STRUCTURAL = bytes(set(range(256)) - set(b'[]{}:"'))
+_NOT_MARKS = bytes(set(range(256)) - set(b'[]{}:"tf'))
+_BOOLEAN_MARKS = (b":t", b":f", b"[t", b"[f")
 _JSON_SPACE = " \t\n\r"
 _INT64_LIMIT = 2.0**63
 

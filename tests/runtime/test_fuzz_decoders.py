@@ -275,42 +275,68 @@ _NUMBER = st.one_of(
 )
 
 
+# Feature names holding the "t" and "r" of "true" (a boolean is then told apart by the text's
+# marks), and names holding no letter that _may_hold_booleans looks for.
+_NUMERIC_FEATURES = st.sampled_from([FEATURES, ("b0", "c1", "d2")])
+
+
 @st.composite
-def numeric_rows(draw: st.DrawFn) -> bytes:
+def numeric_rows(draw: st.DrawFn, features: tuple[str, ...]) -> bytes:
     """A row as a numeric source writes it: an array of one number or null per feature, or an
-    object of some features (sometimes an id, sometimes an integer id beyond 64 bits)."""
-    values = draw(st.lists(_NUMBER, min_size=len(FEATURES), max_size=len(FEATURES)))
+    object of some features (sometimes an id, sometimes an integer id beyond 64 bits), now and
+    then with a boolean in place of a number."""
+    values: list[Any] = draw(st.lists(_NUMBER, min_size=len(features), max_size=len(features)))
+    if draw(st.integers(0, 5)) == 0:
+        values[draw(st.integers(0, len(features) - 1))] = draw(st.booleans())
     if draw(st.booleans()):
         return json.dumps(values).encode()
-    kept = draw(st.lists(st.booleans(), min_size=len(FEATURES), max_size=len(FEATURES)))
-    row: dict[str, Any] = {f: v for f, v, keep in zip(FEATURES, values, kept, strict=True) if keep}
+    kept = draw(st.lists(st.booleans(), min_size=len(features), max_size=len(features)))
+    row: dict[str, Any] = {f: v for f, v, keep in zip(features, values, kept, strict=True) if keep}
     if draw(st.integers(0, 3)) == 0:
-        row["id"] = draw(st.sampled_from([7, "a:b", 2**64, -(2**70), 2**63 + 0.5, 1e19]))
+        row["id"] = draw(st.sampled_from([7, "a:b", "a:t", 2**64, -(2**70), 2**63 + 0.5, 1e19]))
     return json.dumps(row, separators=draw(st.sampled_from([(",", ":"), (", ", ": ")]))).encode()
 
 
-@given(st.lists(numeric_rows(), min_size=1, max_size=8))
-def test_stdin_json_numeric_batch_is_one_array_matching_line_by_line(lines: list[bytes]) -> None:
+@st.composite
+def numeric_batches(draw: st.DrawFn) -> tuple[tuple[str, ...], list[bytes]]:
+    features = draw(_NUMERIC_FEATURES)
+    return features, draw(st.lists(numeric_rows(features), min_size=1, max_size=8))
+
+
+@given(numeric_batches())
+def test_stdin_json_numeric_batch_is_one_array_matching_line_by_line(
+    batch_of: tuple[tuple[str, ...], list[bytes]],
+) -> None:
     """The fast path of the usual input: numeric arrays, or objects without an id, come back
     as one array; with an id, as rows echoing it as sent; always as each line gives alone."""
-    parser = JsonRowParser(FEATURES)
+    features, lines = batch_of
+    parser = JsonRowParser(features)
     one_by_one = [parser.parse_line(line, f"line {1 + i}") for i, line in enumerate(lines)]
-    batch = parser.parse_lines(lines, 1)
-    assert all(same_row(a, b) for a, b in zip(batch, one_by_one, strict=True))
+    for batch in (parser.parse_lines(lines, 1), as_rows(parser.parse_batch(lines, 1))):
+        assert all(same_row(a, b) for a, b in zip(batch, one_by_one, strict=True))
     whole = parser.parse_numbers(lines)
     in_range = all(isinstance(row, Row) for row in one_by_one)
     one_kind = len({line[:1] for line in lines}) == 1  # a block mixing the two takes rows
     expected = in_range and one_kind and not any(b'"id"' in line for line in lines)
     assert (whole is not None) == expected
-    check_whole_array(whole, one_by_one)
+    check_whole_array(whole, one_by_one, len(features))
 
 
-def check_whole_array(x: np.ndarray[Any, Any] | None, one_by_one: list[Row | RowError]) -> None:
+def as_rows(batch: np.ndarray[Any, Any] | list[Row | RowError]) -> list[Row | RowError]:
+    """``parse_batch``'s answer as the rows it stands for."""
+    if isinstance(batch, list):
+        return batch
+    return [Row(values=values, passthrough={}) for values in batch]
+
+
+def check_whole_array(
+    x: np.ndarray[Any, Any] | None, one_by_one: list[Row | RowError], width: int = len(FEATURES)
+) -> None:
     """A batch given as one array holds exactly the rows given one by one."""
     if x is None:
         return
     assert all(isinstance(row, Row) and not row.passthrough for row in one_by_one)
-    assert x.dtype == np.float32 and x.shape == (len(one_by_one), len(FEATURES))
+    assert x.dtype == np.float32 and x.shape == (len(one_by_one), width)
     assert x.tobytes() == b"".join(row.values.tobytes() for row in one_by_one)  # type: ignore[union-attr]
 
 
