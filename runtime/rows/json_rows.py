@@ -102,9 +102,10 @@ class JsonRowParser:
         ``_block`` too, which ``_lines`` takes.
 
         Every step runs in C, without a Python call per row: a row costs less to score than
-        one such call per value would. Arrays of numbers need no ``_block``: no other JSON
-        value is spelled without ``"``, ``{``, ``t`` or ``f`` (NaN and Infinity fail the
-        decoding), and an array nested in one fails the conversion.
+        one such call per value would. No step needs the ``_block``'s counts: arrays of
+        numbers are spelled without ``"``, ``{``, ``t`` or ``f`` (NaN and Infinity fail the
+        decoding), and a container nested in a line's value (all a value spanning lines or
+        sharing one needs, see ``_decode_block``) fails the conversion.
         """
         values, text = decoded
         width = len(self._features)
@@ -113,22 +114,22 @@ class JsonRowParser:
                 x = self._to_float32(values, len(values))
                 if x is not None:
                     return x, None
-            return None, _block(decoded)
-        block = _block(decoded)
-        if (
-            block is None
-            or block.objects != len(values)
-            or not _no_strings_but_keys(block, 0)
-            or (self._echo_id and any(map(operator.contains, values, itertools.repeat(ID_KEY))))
+        elif set(map(type, values)) == {dict} and not (
+            self._echo_id and any(map(operator.contains, values, itertools.repeat(ID_KEY)))
         ):
-            return None, block  # an echoed id needs a Row to carry it
-        # Each object over a template of every feature (None: missing, as in _parse_decoded)
-        # gives its values in feature order; a key that is no feature makes it longer.
-        merged = list(map(operator.or_, itertools.repeat(self._template), values))
-        if set(map(len, merged)) != {width}:
-            return None, block
-        x = self._to_float32(map(dict.values, merged), len(merged))
-        return (None, block) if x is None else (x, None)
+            # Objects, none with an id (which needs a Row to carry it), whose only strings
+            # are their keys, none spelled twice (as in _no_strings_but_keys), and holding no
+            # boolean. Each over a template of every feature (None: missing, as in
+            # _parse_decoded) gives its values in feature order; a key that is no feature
+            # makes it longer.
+            keys = sum(map(len, values))
+            if text.count(b'"') == 2 * keys and not _may_hold_booleans(text):
+                merged = list(map(operator.or_, itertools.repeat(self._template), values))
+                if set(map(len, merged)) == {width}:
+                    x = self._to_float32(map(dict.values, merged), len(merged))
+                    if x is not None:
+                        return x, None
+        return None, _block(decoded)
 
     def _to_float32(self, rows: Iterable[Iterable[Any]], n: int) -> npt.NDArray[np.float32] | None:
         """``n`` rows of one int, float or None per feature as float32 (None: NaN), as
