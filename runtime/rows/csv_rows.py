@@ -16,6 +16,7 @@ from operator import itemgetter
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from edgebundle.runtime.errors import InputError
 from edgebundle.runtime.rows.categories import CategoryNames, category_code, code_tables
@@ -26,6 +27,10 @@ _MAX_SHOWN = 32  # characters of a bad cell quoted back in an error message
 # nan, inf and infinity. A batch whose feature cells hold nothing else (no space, no "_", no
 # non-ASCII digit: what csv_number treats apart from float()) is converted by float() alone.
 _NUMBER_BYTES = b"0123456789+-.eEnNaAiIfFtTyY"
+# What a batch read as JSON numbers is made of: the bytes of JSON's number grammar (no letter
+# but the exponent's, so no null, true, false, nan or inf typed in a cell; no space, quote or
+# bracket), the cells' commas and the lines' newlines.
+_JSON_NUMBER_BYTES = b"0123456789+-.eE,\n"
 
 
 class CsvRowParser:
@@ -108,6 +113,28 @@ class CsvRowParser:
         plain = self._plain_values(lines)
         return None if plain is None else plain[0]
 
+    def parse_numbers_bytes(self, lines: Sequence[bytes]) -> npt.NDArray[np.float32] | None:
+        """``parse_plain_numbers`` of ``lines`` (raw, one record each, no line ending), read
+        as JSON arrays by orjson; ``None`` whenever that cannot be sure it gives the same
+        array bit for bit, and then ``parse_plain_numbers`` reads them (or says why not).
+
+        orjson reads a batch of numbers ~2.5x faster than ``loadtxt`` and, unlike it, without
+        decoding the lines to str first; ``_read_json_numbers`` says why its values are
+        ``float()``'s. A feature's column is then put in its slot, as ``_plain_values`` does.
+        """
+        if self.passthrough_columns or not lines or not all(lines):
+            return None
+        wide = _read_json_numbers(lines, self._width)
+        if wide is None:
+            return None
+        with np.errstate(over="ignore"):  # beyond float32 range is ±inf, as in to_float32
+            present = wide.astype(np.float32)
+        if self._pick_features is None and not self.missing_features:
+            return present
+        values = np.full((len(lines), self._num_features), np.nan, dtype=np.float32)
+        values[:, self._slots] = present[:, self._feature_positions]
+        return values
+
     def _plain_values(
         self, lines: Sequence[str]
     ) -> tuple[npt.NDArray[np.float32], list[list[str]]] | None:
@@ -183,18 +210,14 @@ def _read_numbers(
     numpy's ``loadtxt`` reads them in C, by the routine ``float()`` reads with (CPython's
     ``PyOS_string_to_double``; ``float()`` adds ``_`` separators and surrounding whitespace,
     neither of which can be in these cells). It refuses an empty cell: each becomes ``nan``
-    first, as ``csv_number`` reads it, found with numpy (``str.replace`` is slow at finding
-    ``,,`` among this many commas).
+    first, as ``csv_number`` reads it.
     """
     if columns is not None and not columns:  # no feature has a column: nothing to read
         return np.zeros(shape)
-    padded = np.frombuffer(f"\n{text}\n".encode(), np.uint8)
-    delimiter = (padded == _COMMA) | (padded == _NEWLINE)
-    empty = np.flatnonzero(delimiter[:-1] & delimiter[1:]) + 1  # where an empty cell starts
-    filled = np.insert(padded, np.repeat(empty, len(_NAN)), np.tile(_NAN, len(empty)))
+    filled = _fill_empty(text.encode(), _NAN)
     try:
         wide = np.loadtxt(
-            filled[1:-1].tobytes().decode("utf-8").split("\n"),
+            filled.decode("utf-8").split("\n"),
             dtype=np.float64,
             delimiter=",",
             comments=None,
@@ -206,8 +229,63 @@ def _read_numbers(
     return wide if wide.shape == shape else None
 
 
-_COMMA, _NEWLINE = ord(","), ord("\n")
+def _read_json_numbers(lines: Sequence[bytes], width: int) -> npt.NDArray[np.float64] | None:
+    """The ``[len(lines), width]`` numbers of ``lines`` (none empty), read as ``csv_number``
+    reads them, when every cell is a JSON number or empty (NaN); ``None`` otherwise.
+
+    The batch becomes one JSON array of arrays, a line each, ``null`` in each empty cell.
+    Exact because: with only the bytes allowed (no letter but ``e``, no space, quote or
+    bracket) orjson can read nothing but numbers there, so a row is a line and its values
+    are its cells; the text of a JSON number is one ``float()`` reads too, and to the same
+    value: orjson rounds a float correctly, as ``float()`` does, and refuses one beyond
+    float64 (where ``float()`` gives ±inf: ``None``, and ``loadtxt`` says inf); an integer
+    it keeps exact within 64 bits (numpy then rounds it to float64 as ``float()`` rounds its
+    text) and reads as a float beyond. The one difference is the cell ``-0``, an integer 0
+    to orjson and -0.0 to ``float()``: a batch holding it is ``None``.
+    """
+    body = b"\n".join(lines)
+    if body.translate(None, _JSON_NUMBER_BYTES):
+        return None
+    text = _fill_empty(body, _NULL)
+    try:
+        rows = orjson.loads(b"[[" + text.replace(b"\n", b"],[") + b"]]")
+    except orjson.JSONDecodeError:  # "+1", ".5", "1.", "01", "1e400", "1-2": for loadtxt
+        return None
+    if len(rows) != len(lines) or set(map(len, rows)) != {width}:
+        return None
+    count = len(lines) * width
+    wide = np.fromiter(chain.from_iterable(rows), np.float64, count).reshape(len(lines), width)
+    if not wide.all() and _has_minus_zero(body):  # only a zero can be a "-0" cell
+        return None
+    return wide
+
+
+def _fill_empty(text: bytes, token: npt.NDArray[np.uint8]) -> bytes:
+    """``text`` with ``token`` in each empty cell, found with numpy (``bytes.replace`` is
+    slow at finding ``,,`` among this many commas, and would miss the second of ``,,,``)."""
+    padded, delimiter = _delimited(text)
+    empty = np.flatnonzero(delimiter[:-1] & delimiter[1:]) + 1  # where an empty cell starts
+    filled = np.insert(padded, np.repeat(empty, len(token)), np.tile(token, len(empty)))
+    return filled[1:-1].tobytes()
+
+
+def _has_minus_zero(text: bytes) -> bool:
+    """Whether a cell of ``text`` is exactly ``-0``."""
+    padded, delimiter = _delimited(text)
+    minus_zero = (padded[1:-2] == _MINUS) & (padded[2:-1] == _ZERO)
+    return bool((delimiter[:-3] & minus_zero & delimiter[3:]).any())
+
+
+def _delimited(text: bytes) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
+    """``text`` between two newlines as bytes, and where its ``,`` and newlines are: a cell
+    is what lies between two of them."""
+    padded = np.frombuffer(b"\n" + text + b"\n", np.uint8)
+    return padded, (padded == _COMMA) | (padded == _NEWLINE)
+
+
+_COMMA, _NEWLINE, _MINUS, _ZERO = ord(","), ord("\n"), ord("-"), ord("0")
 _NAN = np.frombuffer(b"nan", np.uint8)
+_NULL = np.frombuffer(b"null", np.uint8)
 
 
 def _picker(positions: Sequence[int]) -> Callable[[Sequence[str]], Sequence[str]]:

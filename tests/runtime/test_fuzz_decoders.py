@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import numpy as np
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from edgebundle.runtime.errors import InputError
@@ -362,6 +362,91 @@ def test_stdin_csv_plain_lines_match_parse_cells(rows: list[list[str]], with_id:
     whole = parser.parse_plain_numbers([",".join(row) for row in cells])
     assert (whole is None) == with_id
     check_whole_array(whole, one_by_one)
+
+
+# Every spelling float() reads: sign, digits, point and exponent each there or not (JSON reads
+# some of them: no "+" before the number, no lone point, no leading zero).
+_SIGN = st.sampled_from(["", "-", "+"])
+_DIGITS = st.text("0123456789", max_size=25)
+_FLOAT_TEXT = st.tuples(
+    _SIGN,
+    _DIGITS,
+    st.one_of(st.just(""), _DIGITS.map(lambda digits: "." + digits)),
+    st.one_of(st.just(""), st.tuples(st.sampled_from("eE"), _SIGN, _DIGITS).map("".join)),
+).map("".join)
+# What a numeric source writes: JSON numbers (float64 and float32 shortest text, integers
+# beyond 64 bits, "-0.0").
+_JSON_NUMBER = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(width=32, allow_nan=False, allow_infinity=False).map(
+        lambda v: repr(float(str(np.float32(v))))),
+    st.integers(-(2**200), 2**200).map(str),
+)
+_ANY_CELL = st.one_of(
+    _JSON_NUMBER, _FLOAT_TEXT, st.just(""),
+    st.floats().map(repr),  # "nan", "inf"
+    st.sampled_from(["-0", "0", "-00", "00", "1e400", "-1e400", "1e-400", "1" + "0" * 308, "nan",
+                     "-NaN", "Infinity", "-inf", "null", "true", "false", " 1", "1 ", "\t1",
+                     "1\r", "1_0", "0x1", '"1"', "[1]", "{}", "1,2", "\u0661", "\xff", "\udcff",
+                     "1" + "0" * 400]),
+    st.text("0123456789+-.eE,nultrf \t", max_size=6),
+    st.binary(max_size=3).map(lambda b: b.decode("utf-8", "surrogateescape")),
+)
+# Headers with the features in order, in another order, some of them (the others missing),
+# one alone, and with a column that passes through.
+_HEADERS = st.sampled_from([
+    list(FEATURES), list(FEATURES[::-1]), [FEATURES[2], FEATURES[0]], [FEATURES[1]],
+    [*FEATURES, "id"],
+])
+
+
+@st.composite
+def csv_number_lines(draw: st.DrawFn, header: list[str]) -> list[str]:
+    """Lines of JSON numbers and empty cells, a few cells of them then replaced by any other
+    cell, and sometimes a line a cell too long or too short."""
+    width = len(header)
+    cell = _JSON_NUMBER if width == 1 else st.one_of(_JSON_NUMBER, st.just(""))
+    rows = draw(st.lists(st.lists(cell, min_size=width, max_size=width), max_size=6))
+    for _ in range(draw(st.integers(0, 3)) if rows else 0):
+        row = draw(st.sampled_from(rows))
+        row[draw(st.integers(0, width - 1))] = draw(_ANY_CELL)
+    if rows and draw(st.integers(0, 3)) == 0:
+        row = draw(st.sampled_from(rows))
+        row.append("1") if draw(st.booleans()) else row.pop()
+    return [",".join(row) for row in rows]
+
+
+@given(_HEADERS, st.data())
+def test_stdin_csv_numbers_read_as_json_are_parse_plain_numbers_bit_for_bit(
+    header: list[str], data: st.DataObject
+) -> None:
+    """The raw bytes read as JSON give exactly the array the str lines give, or None (then
+    those are read instead): never a value read otherwise, a cell too many or a literal."""
+    parser = CsvRowParser(header, FEATURES, RESERVED)
+    lines = data.draw(csv_number_lines(header))
+    got = parser.parse_numbers_bytes([line.encode("utf-8", "surrogateescape") for line in lines])
+    event("read as JSON" if got is not None else "left to the str lines")
+    if got is None:
+        return
+    expected = parser.parse_plain_numbers(lines)
+    assert expected is not None
+    assert got.dtype == np.float32 and got.shape == expected.shape == (len(lines), len(FEATURES))
+    assert got.tobytes() == expected.tobytes()
+
+
+@given(_HEADERS.filter(lambda header: "id" not in header), st.data())
+def test_stdin_csv_json_numbers_are_read_as_json(header: list[str], data: st.DataObject) -> None:
+    """Lines of JSON numbers and empty cells (what float sources write) take the JSON path:
+    it cannot silently never run."""
+    cell = _JSON_NUMBER if len(header) == 1 else st.one_of(_JSON_NUMBER, st.just(""))
+    row = st.lists(cell, min_size=len(header), max_size=len(header))
+    rows = data.draw(st.lists(row, min_size=1, max_size=6))
+    lines = [",".join(cells) for cells in rows]
+    parser = CsvRowParser(header, FEATURES, RESERVED)
+    got = parser.parse_numbers_bytes([line.encode() for line in lines])
+    assert got is not None
+    expected = parser.parse_plain_numbers(lines)
+    assert expected is not None and got.tobytes() == expected.tobytes()
 
 
 def same_row(a: Row | RowError, b: Row | RowError) -> bool:

@@ -686,13 +686,19 @@ def test_csv_plain_lines_match_parse_cells_cell_by_cell(passthrough: str) -> Non
 
 
 def test_csv_numbers_in_bulk_match_parse_cells_cell_by_cell() -> None:
-    # Every column a feature (no passthrough): a batch becomes one array, read by loadtxt, or
-    # goes to the csv module; each cell alone and all together read as parse_cells reads them.
+    # Every column a feature (no passthrough): a batch becomes one array, read by orjson from
+    # the raw bytes or by loadtxt, or goes to the csv module; each cell alone and all together
+    # read as parse_cells reads them.
     parser = csv_parser(list(FEATURES))
     rows = [(cells[1:], where) for cells, where in csv_rows(CSV_CELLS, "")]
-    taken = 0
+    taken = taken_as_json = 0
     for batch in [[row] for row in rows] + [rows]:
-        got = parser.parse_plain_numbers([",".join(cells) for cells, _ in batch])
+        lines = [",".join(cells) for cells, _ in batch]
+        got = parser.parse_plain_numbers(lines)
+        as_json = parser.parse_numbers_bytes([line.encode() for line in lines])
+        if as_json is not None:
+            taken_as_json += 1
+            assert got is not None and as_json.tobytes() == got.tobytes(), batch
         if got is None:
             continue
         taken += 1
@@ -700,6 +706,77 @@ def test_csv_numbers_in_bulk_match_parse_cells_cell_by_cell() -> None:
         assert all(isinstance(row, Row) for row in one_by_one), batch
         assert got.tobytes() == b"".join(row.values.tobytes() for row in one_by_one), batch  # type: ignore[union-attr]
     assert taken >= 25
+    assert taken_as_json >= 10  # "1", "1e5", "1E-5", "1e39", "", "16777217", ...
+
+
+def bench_like_lines(header: list[str], n: int, seed: int) -> list[bytes]:
+    """Lines as a float32 source writes them: shortest float32 text, ~5% of cells empty."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, len(header))) * 10.0 ** rng.integers(-8, 8, (n, len(header))))
+    cells = np.array([repr(float(str(v))) for v in x.astype(np.float32).ravel()], dtype=object)
+    cells[rng.random(cells.size) < 0.05] = ""
+    return [",".join(row).encode() for row in cells.reshape(n, len(header))]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [list(FEATURES), ["f3", "f1", "f0", "f2"], ["f2", "f0"], ["f1"], ["f3", "f2", "f1"]],
+)
+def test_csv_numbers_read_as_json_match_parse_plain_numbers(header: list[str]) -> None:
+    # Columns in any order, features without a column (NaN in every row), one column.
+    parser = csv_parser(header)
+    lines = bench_like_lines(header, 300, seed=len(header))
+    if len(header) == 1:  # a single column's empty cell is a blank line, an error
+        lines = [line or b"0.5" for line in lines]
+    got = parser.parse_numbers_bytes(lines)
+    assert got is not None
+    expected = parser.parse_plain_numbers([line.decode() for line in lines])
+    assert expected is not None and got.tobytes() == expected.tobytes()
+    assert got.shape == (300, len(FEATURES)) and np.isnan(got).any()
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [b"1,2,3,-0"],  # orjson reads an integer 0, float() -0.0
+        [b"-0,1,2,3", b"1,2,3,4"],
+        [b"1,2,3,1e400"],  # orjson refuses what float() makes inf
+        [b"1,2,3,+1"], [b"1,2,3,.5"], [b"1,2,3,5."], [b"1,2,3,01"], [b"1,2,3,1e"],  # not JSON
+        [b"1,2,3,nan"], [b"1,2,3,inf"], [b"1,2,3,NaN"],  # missing or inf, but not JSON
+        [b"1,2,3,null"], [b"1,2,3,true"], [b"1,2,3,false"],  # JSON, but no number
+        [b"1,2,3, 4"], [b"1,2,3,4\r"], [b"1,2,3,\t4"], [b'1,2,3,"4"'], [b"1,2,3,[4]"],
+        [b"1,2,3"], [b"1,2,3,4,5"], [b"1,2,3,4", b"1,2,3"], [b"1,2,3,4", b""], [],
+        [b"1,2,3,4\n5,6,7,8"],  # a line holding a line ending
+        [b"1,2,3,\xd9\xa1"], [b"1,2,3,\xff"],
+    ],
+)
+def test_csv_numbers_not_read_as_json_are_left_to_loadtxt(lines: list[bytes]) -> None:
+    assert csv_parser(list(FEATURES)).parse_numbers_bytes(lines) is None
+
+
+def test_csv_numbers_read_as_json_only_when_every_column_is_a_feature() -> None:
+    lines = [b"a,1,2,3,4"]
+    assert csv_parser(["id", *FEATURES]).parse_numbers_bytes(lines) is None
+    assert csv_parser(["f2", "x"]).parse_numbers_bytes([b"1,2"]) is None
+
+
+def test_csv_numbers_read_as_json_round_as_float_does() -> None:
+    # Integers beyond float64's 53 bits and beyond 64 (orjson's int and float), ties between
+    # two float64s, and below float32's range: text -> float64 -> float32, as float() gives.
+    cells = [
+        "9007199254740993", "18446744073709551615", "-9223372036854775809",
+        "123456789012345678901234567890", "9007199254740993.0", "9007199254740993.000000001",
+        "0.30000000000000004", "1e-400", "-1e-400", "2.5e-46", "1e39", "-1e39", "16777217",
+        "1.0000000596046448", "4.9e-324", "-0.0", "-0e5", "0",
+    ]
+    lines = [",".join(cells[i : i + 4]).encode() for i in range(0, 16, 4)] + [b"0,-0.0,-0e5,0"]
+    got = csv_parser(list(FEATURES)).parse_numbers_bytes(lines)
+    assert got is not None
+    with np.errstate(over="ignore"):
+        expected = np.array(
+            [[float(c) for c in line.decode().split(",")] for line in lines]
+        ).astype(np.float32)
+    assert got.tobytes() == expected.tobytes()
 
 
 @pytest.mark.parametrize(
