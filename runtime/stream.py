@@ -192,14 +192,18 @@ def score_csv(
         write(writer.header())
 
         for raw in _batches(source, pipeline.flush, batch_rows):
-            # A batch at a time: plain lines (the usual case) convert in bulk, and anything
-            # else is read by the csv module, which also follows a quoted cell across lines.
-            first = source.lineno - len(raw) + 1
-            lines = b"\n".join(raw).decode("utf-8", "surrogateescape").split("\n")
-            x = parser.parse_plain_numbers(lines)
+            # A batch at a time: plain lines (the usual case) convert in bulk, from their bytes
+            # when every cell is a JSON number or empty, and anything else is read by the csv
+            # module, which also follows a quoted cell across lines.
+            lines: list[str] = []
+            x = parser.parse_numbers_bytes(raw)
+            if x is None:
+                lines = b"\n".join(raw).decode("utf-8", "surrogateescape").split("\n")
+                x = parser.parse_plain_numbers(lines)
             if x is not None:
                 pipeline.submit([_NUMBERS] * len(x), writer.encode_answers, x)
                 continue
+            first = source.lineno - len(raw) + 1
             plain = parser.parse_plain_lines(lines)
             if plain is None:
                 records = _csv_records(lines, first, _decoded(source, pipeline.flush))
