@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ import numpy.typing as npt
 
 from edgebundle.runtime.errors import CompatibilityError
 from edgebundle.runtime.manifest import OutputSpec
+from edgebundle.runtime.rows import render
 from edgebundle.runtime.rows.parsed import Row, RowError
 from edgebundle.runtime.scoring import to_python, to_records
 
@@ -81,13 +83,20 @@ def encode_answers_jsonl(
     """``encode_jsonl(answer_records(parsed, outputs))``, without a dict per row.
 
     Encoding a record at a time costs more than scoring it. Here each output is rendered a
-    column at a time, and a good row's line is its echoed members (if any), then its outputs.
+    column at a time (by orjson, in C, where ``render`` can), and a good row's line is its
+    echoed members (if any), then its outputs.
     """
-    if any(
+    echoing = any(map(_ECHOED, parsed))
+    if echoing and any(
         isinstance(row, Row) and not outputs.keys().isdisjoint(row.passthrough) for row in parsed
     ):
         # An output named like an echoed key takes that key's place: leave it to the encoder.
         return encode_jsonl(answer_records(parsed, outputs))
+    if render.renderable(outputs.values()):
+        rendered = render.json_lines(outputs, _json_scalars)
+        if echoing or _any_error(parsed):
+            return _with_echoes_and_errors(parsed, rendered)
+        return rendered
     scored = iter(_json_members(outputs))
     lines = [
         _ENCODER.encode(error_record(row))
@@ -96,6 +105,26 @@ def encode_answers_jsonl(
         for row in parsed
     ]
     return "".join(line + "\n" for line in lines).encode("ascii")
+
+
+# The usual batch echoes nothing and has no error; asking is in C (map), not a loop per row.
+_ECHOED = operator.attrgetter("passthrough")
+
+
+def _any_error(parsed: Sequence[Row | RowError]) -> bool:
+    return RowError in set(map(type, parsed))
+
+
+def _with_echoes_and_errors(parsed: Sequence[Row | RowError], scored: bytes) -> bytes:
+    """The answer lines, given the good rows' lines without their echoed members."""
+    lines = iter(scored.split(b"\n"))
+    answers = [
+        _ENCODER.encode(error_record(row)).encode("ascii")
+        if isinstance(row, RowError)
+        else b"{" + _echoed_members(row.passthrough).encode("ascii") + next(lines)[1:]
+        for row in parsed
+    ]
+    return b"\n".join(answers) + b"\n"
 
 
 def _echoed_members(passthrough: dict[str, object]) -> str:
@@ -150,12 +179,15 @@ class CsvWriter:
     ) -> bytes:
         """``encode(answer_records(parsed, outputs))``; a column at a time when no column
         passes through and no row is an error: then every cell is a number or empty, which
-        the ``csv`` module writes as ``repr`` writes it, unquoted."""
-        if self._passthrough or any(isinstance(row, RowError) for row in parsed):
+        the ``csv`` module writes as ``repr`` writes it, unquoted (and orjson, in C, where
+        ``render`` can)."""
+        if self._passthrough or _any_error(parsed):
             return self.encode(answer_records(parsed, outputs))
+        values = [outputs[spec.name] for spec in self._outputs]
+        if render.renderable(values):
+            return render.csv_lines(values, _csv_numbers)
         columns: list[list[str]] = []
-        for spec in self._outputs:
-            value = outputs[spec.name]
+        for value in values:
             if value.ndim == 1:
                 columns.append(_csv_numbers(to_python(value)))
             else:
