@@ -5,12 +5,12 @@ time, ~0.75 µs each. orjson writes a whole numpy column in C (~0.03 µs a value
 digits: integers in decimal, and float32 by their shortest round-tripping digits, as
 ``to_python`` picks them. Only the notation can differ. ``repr`` writes fixed notation for
 decimal exponents -4 to 15 and otherwise scientific notation with at least two exponent digits
-(``1e-05``, ``1e+16``); orjson (3.10 to 3.13, measured) writes fixed notation from exponent -5
-or -6 to 12, and the exponent without padding (``1e-5``; ``1e16`` before 3.13, ``1e+16`` since).
-They agree where both write fixed notation, exponents -4 to 12, and where both write a negative
-exponent of two or more digits, -10 and below: ``_SAME_SPELLING``. Any other float32 (and a
-non-finite one, which CSV spells as an empty cell) keeps the reference spelling, patched into
-orjson's output, so the bytes are the reference's whatever the values.
+(``1e-05``, ``1e+16``); orjson (measured: 3.10.7, 3.11.5, 3.13.0) writes fixed notation from
+exponent -5 or -6 to 12, and the exponent without padding (``1e-5``; ``1e16`` before 3.13,
+``1e+16`` since). They agree where both write fixed notation, exponents -4 to 12, and where
+both write a negative exponent of two or more digits, -10 and below: ``_same_spelling``. Any
+other float32 (and a non-finite one, which CSV spells as an empty cell) keeps the reference
+spelling, patched into orjson's output, so the bytes are the reference's whatever the values.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from edgebundle.runtime.scoring import to_python
 Spell = Callable[[list[Any]], list[str]]
 
 # The decimal exponent of a float32's shortest digits only grows with its magnitude, and the
-# float32 nearest 10**m is the smallest whose shortest digits are "1e<m>": so these
-# comparisons select exactly the exponents -10 and below and -4 to 12.
+# float32 nearest 10**m is the smallest with exponent m (its digits are "1"): so these
+# comparisons select exactly the exponents -10 and below and -4 to 12
+# (tests/runtime/test_answer_render.py spells every float32 near each power of ten).
 _BELOW_E_MINUS_9 = np.float32(1e-9)
 _FROM_E_MINUS_4 = np.float32(1e-4)
 _BELOW_E_13 = np.float32(1e13)
