@@ -51,8 +51,11 @@ def _same_spelling(value: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
 
 
 def renderable(outputs: Iterable[npt.NDArray[Any]]) -> bool:
-    """Whether every output is a non-empty ``[N]`` or ``[N, C]`` column of float32 or integers,
-    and this orjson spells what ``_same_spelling`` admits as the reference does."""
+    """Whether every output is an ``[N]`` or ``[N, C]`` column of float32 or integers with two
+    rows or more, and this orjson spells what ``_same_spelling`` admits as the reference does.
+
+    A single row is as quick the reference way: the numpy calls here cost ~5 µs a column.
+    """
     return all(map(_renderable, outputs)) and _orjson_agrees()
 
 
@@ -60,7 +63,7 @@ def _renderable(value: npt.NDArray[Any]) -> bool:
     dtype = value.dtype
     return (
         value.ndim in (1, 2)
-        and value.size > 0
+        and len(value) > 1
         and dtype.isnative
         and (dtype == np.float32 or dtype.kind in "iu")
     )

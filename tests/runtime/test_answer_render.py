@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -64,7 +65,8 @@ _ECHOED = st.one_of(
 
 @st.composite
 def _outputs(draw: st.DrawFn) -> dict[str, npt.NDArray[Any]]:
-    """A binary or multiclass model's outputs for 1-12 rows, in C or Fortran order."""
+    """A binary or multiclass model's outputs for 1-12 rows (one: the reference path), in C
+    or Fortran order."""
     n = draw(st.integers(1, 12))
     width = draw(st.integers(1, 4))
     floats = np.array(draw(st.lists(_FLOAT32, min_size=n * (width + 1), max_size=n * (width + 1))))
@@ -105,7 +107,7 @@ def _specs(outputs: dict[str, npt.NDArray[Any]]) -> list[OutputSpec]:
 def test_jsonl_answers_are_the_records_encoded(data: st.DataObject) -> None:
     outputs = data.draw(_outputs())
     parsed = data.draw(_answers(len(outputs["label"])))
-    assert render.renderable(outputs.values())
+    assert render.renderable(outputs.values()) == (len(outputs["label"]) > 1)
     assert encode_answers_jsonl(parsed, outputs) == encode_jsonl(answer_records(parsed, outputs))
 
 
@@ -154,7 +156,7 @@ def test_values_orjson_spells_otherwise_keep_the_reference_spelling() -> None:
 
 
 def test_installed_orjson_agrees_where_the_guard_admits_and_a_wider_spelling_does_not() -> None:
-    assert render.renderable([np.zeros(1, np.float32)])
+    assert render._orjson_agrees()
 
     def float64_digits(value: npt.NDArray[np.float32]) -> bytes:
         # 0.1f written with the digits of its float64 widening, 0.10000000149011612
@@ -163,10 +165,18 @@ def test_installed_orjson_agrees_where_the_guard_admits_and_a_wider_spelling_doe
     assert not render._agrees(float64_digits)
 
 
-def test_outputs_it_cannot_render_keep_todays_path() -> None:
-    float64 = {"value": np.array([0.1, 1e-5, 1e20])}
-    empty = {"value": np.zeros(0, np.float32)}
-    assert not render.renderable(float64.values())
-    assert not render.renderable(empty.values())
-    rows: list[Row | RowError] = [Row(_ANY_ROW, {})] * 3
-    assert encode_answers_jsonl(rows, float64) == encode_jsonl(answer_records(rows, float64))
+@pytest.mark.parametrize(
+    ("outputs", "rendered"),
+    [
+        ({"value": np.array([0.1, 1e-5, 1e20])}, False),  # float64: another notation
+        ({"value": np.zeros(0, np.float32)}, False),
+        ({"value": np.array([0.1], np.float32)}, False),  # one row: as quick the other way
+        ({"value": np.zeros((3, 0), np.float32), "label": np.arange(3)}, True),
+    ],
+)
+def test_other_outputs_give_the_records_encoded(
+    outputs: dict[str, npt.NDArray[Any]], rendered: bool
+) -> None:
+    assert render.renderable(outputs.values()) == rendered
+    rows: list[Row | RowError] = [Row(_ANY_ROW, {})] * len(outputs["value"])
+    assert encode_answers_jsonl(rows, outputs) == encode_jsonl(answer_records(rows, outputs))
