@@ -71,6 +71,9 @@ def error_record(error: RowError) -> dict[str, object]:
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
+# The usual batch echoes nothing and has no error; asking is in C (map), not a loop per row.
+_ECHOED = operator.attrgetter("passthrough")
+
 
 def encode_jsonl(records: Iterable[dict[str, object]]) -> bytes:
     """One compact JSON object per line; non-ASCII is escaped, so any echoed id is writable."""
@@ -107,17 +110,13 @@ def encode_answers_jsonl(
     return "".join(line + "\n" for line in lines).encode("ascii")
 
 
-# The usual batch echoes nothing and has no error; asking is in C (map), not a loop per row.
-_ECHOED = operator.attrgetter("passthrough")
-
-
 def _any_error(parsed: Sequence[Row | RowError]) -> bool:
     return RowError in set(map(type, parsed))
 
 
-def _with_echoes_and_errors(parsed: Sequence[Row | RowError], scored: bytes) -> bytes:
+def _with_echoes_and_errors(parsed: Sequence[Row | RowError], rendered: bytes) -> bytes:
     """The answer lines, given the good rows' lines without their echoed members."""
-    lines = iter(scored.split(b"\n"))
+    lines = iter(rendered.split(b"\n"))
     answers = [
         _ENCODER.encode(error_record(row)).encode("ascii")
         if isinstance(row, RowError)
