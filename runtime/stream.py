@@ -108,13 +108,16 @@ class LineSource:
                 self._append([bytes(self._partial)])
                 self._partial.clear()
             return
-        end = data.rfind(b"\n")
-        if end < 0:
+        if b"\n" not in data:
             self._partial += data
             return
-        self._partial += data[:end]
-        self._append(bytes(self._partial).split(b"\n"))
-        self._partial = bytearray(data[end + 1 :])
+        # One copy of the data, by split: the line left open from the last read is the only
+        # other one copied.
+        lines = data.split(b"\n")
+        if self._partial:
+            lines[0] = bytes(self._partial) + lines[0]
+        self._partial = bytearray(lines.pop())
+        self._append(lines)
 
     def _append(self, lines: list[bytes]) -> None:
         self._lines = self._lines[self._taken :] + lines
