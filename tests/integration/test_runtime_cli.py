@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -276,6 +277,31 @@ def test_line_source_is_ready_only_for_complete_lines() -> None:
         assert source.ready()  # the end of input is an answer too
         assert source.next_line() == b"third"  # a last line needs no newline
         assert source.next_line() is None
+
+
+def test_line_source_widens_a_pipe_and_takes_waiting_lines_at_once(tmp_path: Path) -> None:
+    """A writer piping rows in may run ~1 MiB ahead of the reader (Linux lets a process grow
+    its pipes that far), and lines already there are taken as one batch."""
+    read_end, write_end = os.pipe()
+    with open(read_end, "rb", buffering=0) as reader, open(write_end, "wb", buffering=0) as writer:
+        source = LineSource(reader.fileno())
+        assert fcntl.fcntl(reader.fileno(), fcntl.F_GETPIPE_SZ) == 1 << 20
+        lines = [b"%d" % i + b"x" * 1000 for i in range(700)]
+        # ~700 KB in one write, with nobody reading yet: a 64 KiB pipe would block here.
+        writer.write(b"\n".join(lines) + b"\n")
+        assert source.next_line() == lines[0]
+        assert source.take(10) == lines[1:11] and source.lineno == 11
+        taken = []
+        while more := source.take(1000):  # what one read brings, each time
+            taken += more
+        assert taken == lines[11:] and source.lineno == 700
+        assert not source.take(5)  # nothing more waiting: no wait either
+    plain = tmp_path / "rows.jsonl"
+    plain.write_bytes(b"[1]\n[2]")
+    with open(plain, "rb", buffering=0) as file:  # not a pipe: read as it is
+        source = LineSource(file.fileno())
+        assert source.take(5) == [b"[1]"]  # "[2]" is a line once the input ends
+        assert source.take(5) == [b"[2]"] and not source.take(5)
 
 
 def many_lines(n: int) -> bytes:
