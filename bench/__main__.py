@@ -24,7 +24,7 @@ from bench.anchors import CWalk, compile_tl2cgen, compile_walk
 from bench.floor import serve_rss
 from bench.network import print_network, soak_section, tls_section
 from bench.serving import http_section, stdin_section
-from edgebundle.builder.build import BuildOptions, build
+from edgebundle.builder.build import BuildOptions, BuildResult, build
 from edgebundle.builder.keys import generate_keypair
 from edgebundle.runtime.scoring import to_python
 from edgebundle.runtime.semver import Version
@@ -95,6 +95,17 @@ def bundle(
 ) -> Path:
     """``data_rows`` gives the bundle a drift baseline (the served bundle: monitoring counts
     against it); the model section's bundles have none, so their bytes are the model's."""
+    return built_bundle(model, source, precision, key, data_rows).path
+
+
+def default_precision(model: BenchModel, source: Path, key: Path) -> str:
+    """What ``bundle build`` ships by default (``--precision auto``: it measures both)."""
+    return built_bundle(model, source, "auto", key).manifest.precision
+
+
+def built_bundle(
+    model: BenchModel, source: Path, precision: str, key: Path, data_rows: Path | None = None
+) -> BuildResult:
     result = build(
         BuildOptions(
             model=source,
@@ -108,7 +119,7 @@ def bundle(
         )
     )
     (result.path.parent / "signing.pub").write_bytes((key.parent / "signing.pub").read_bytes())
-    return result.path
+    return result
 
 
 def bundles(model: BenchModel, source: Path, key: Path) -> dict[str, Path]:
@@ -122,6 +133,7 @@ class Built:
     model: BenchModel
     source: Path
     bundles: dict[str, Path]
+    default: str  # the precision `bundle build` ships by default
 
 
 def serving_section(built: Built, key: Path) -> dict[str, Any]:
@@ -227,13 +239,15 @@ def model_section(builds: list[Built]) -> list[dict[str, Any]]:
                 }
         x = np.load(rows_path)[:2000]
         walk_error = CWalk(WORK / "walk.so", source).check(source, x)
-        sections.append({"model": model.__dict__, "variants": variants,
-                         "c_walk_max_abs_error": walk_error, "ratios": model_ratios(variants)})
+        sections.append({"model": model.__dict__, "variants": variants, "default": built.default,
+                         "c_walk_max_abs_error": walk_error,
+                         "ratios": model_ratios(variants, built.default)})
     return sections
 
 
-def model_ratios(v: dict[str, dict[str, Any]]) -> dict[str, float]:
+def model_ratios(v: dict[str, dict[str, Any]], default: str) -> dict[str, float]:
     int8, flt, native = v["int8@1t"], v["float@1t"], v["xgboost@1t"]
+    shipped, other = v[f"{default}@1t"], v[f"{'float' if default == 'int8' else 'int8'}@1t"]
     empty, walk = v["empty session"], v["c walk@1t"]
     generated = v.get("tl2cgen@1t")
     anchors = {} if generated is None else {
@@ -243,7 +257,10 @@ def model_ratios(v: dict[str, dict[str, Any]]) -> dict[str, float]:
         "float 10k-row vs tl2cgen": flt["batch_ms"] / generated["batch_ms"],
     }  # fmt: skip
     return anchors | {
-        # the issue's goal: <= 2x on every shape, through Model.predict
+        # the issue's goals: <= 2x on every shape, through Model.predict, for what a build
+        # ships by default; never > 5% slower than the other precision at one row
+        f"default ({default}) 1-row vs C walk": shipped["one_row_us"] / walk["one_row_us"],
+        "default/other precision 1-row latency": shipped["one_row_us"] / other["one_row_us"],
         "int8 1-row vs C walk": int8["one_row_us"] / walk["one_row_us"],
         "float 1-row vs C walk": flt["one_row_us"] / walk["one_row_us"],
         "int8 10k-row vs C walk": int8["batch_ms"] / walk["batch_ms"],
@@ -268,7 +285,8 @@ def print_models(sections: list[dict[str, Any]]) -> None:
               f"{'after 10k MB':>14}{'1-row µs':>10}{'10k ms':>9}")
     for section in sections:
         print(f"\n== {section['model']['name']} ({section['model']['objective']}, "
-              f"{section['model']['features']} features)")
+              f"{section['model']['features']} features; the default build ships "
+              f"{section['default']})")
         print(header)
         for name, v in section["variants"].items():
             print(f"{name:<15}{v['bytes']:>12,}{v['load_ms']:>9.1f}{v['model_rss_mb']:>14.1f}"
@@ -361,7 +379,8 @@ def main() -> None:
     builds = []
     for model in models:
         source = train(model, WORK)
-        builds.append(Built(model=model, source=source, bundles=bundles(model, source, key)))
+        builds.append(Built(model=model, source=source, bundles=bundles(model, source, key),
+                            default=default_precision(model, source, key)))
     sections: list[dict[str, Any]] = []
     served: dict[str, Any] = {}
     memory: dict[str, Any] = {}
