@@ -51,6 +51,28 @@ def _read_until(fd: int, marker: str, seconds: float) -> str:
     return text
 
 
+def _sigint_as_at_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _read_to_end(fd: int, seconds: float) -> str:
+    """What the pty's other side writes until it is closed (EIO on Linux) or ``seconds`` pass."""
+    text = ""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            break
+        try:
+            data = os.read(fd, 4096)
+        except OSError:  # every writer closed its end
+            break
+        if not data:
+            break
+        text += data.decode(errors="replace")
+    return text
+
+
 def _get(url: str) -> int:
     with urllib.request.urlopen(url, timeout=10) as response:
         return int(response.status)
@@ -59,7 +81,13 @@ def _get(url: str) -> int:
 def test_at_a_terminal_the_server_stays_up_until_ctrl_c(demo: Path) -> None:
     primary, secondary = pty.openpty()
     proc = subprocess.Popen(
-        [*EXAMPLE, "--serve-demo", str(demo)], stdin=secondary, stdout=secondary, stderr=secondary
+        [*EXAMPLE, "--serve-demo", str(demo)],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        # As a terminal's job has it: a suite started in the background by a shell without job
+        # control inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+        preexec_fn=_sigint_as_at_a_terminal,
     )
     os.close(secondary)
     try:
@@ -71,7 +99,10 @@ def test_at_a_terminal_the_server_stays_up_until_ctrl_c(demo: Path) -> None:
         assert proc.poll() is None  # still up after printing the commands
         assert _get(f"{url.group(1)}/v2/models/credit-score") == 200
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        # A terminal keeps reading: what the demo and its server print while stopping must
+        # not fill the pty and hold them up.
+        after = _read_to_end(primary, 30)
+        assert proc.wait(timeout=5) == 0, after
         with pytest.raises(OSError):
             _get(f"{url.group(1)}/v2/health/live")
     finally:
