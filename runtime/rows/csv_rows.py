@@ -127,13 +127,10 @@ class CsvRowParser:
         wide = _read_json_numbers(lines, self._width)
         if wide is None:
             return None
+        if self._pick_features is not None:
+            wide = wide[:, self._feature_positions]
         with np.errstate(over="ignore"):  # beyond float32 range is ±inf, as in to_float32
-            present = wide.astype(np.float32)
-        if self._pick_features is None and not self.missing_features:
-            return present
-        values = np.full((len(lines), self._num_features), np.nan, dtype=np.float32)
-        values[:, self._slots] = present[:, self._feature_positions]
-        return values
+            return self._in_slots(wide.astype(np.float32))
 
     def _plain_values(
         self, lines: Sequence[str]
@@ -158,12 +155,16 @@ class CsvRowParser:
         if wide is None:
             return None
         with np.errstate(over="ignore"):  # beyond float32 range is ±inf, as in to_float32
-            present = wide.astype(np.float32)
+            return self._in_slots(wide.astype(np.float32)), cells
+
+    def _in_slots(self, present: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The rows of the present features' columns (in feature order) with a NaN column
+        for each feature the header has none for."""
         if not self.missing_features:
-            return present, cells
-        values = np.full((len(lines), self._num_features), np.nan, dtype=np.float32)
+            return present
+        values = np.full((len(present), self._num_features), np.nan, dtype=np.float32)
         values[:, self._slots] = present
-        return values, cells
+        return values
 
     def _read_cells(
         self, cells: Sequence[str], where: str
@@ -189,7 +190,6 @@ class CsvRowParser:
         for slot, value in zip(self._slots, present, strict=True):
             values[slot] = value
         return values, passthrough
-
 
     def _number(self, cell: str, column: str) -> float:
         try:
