@@ -13,19 +13,26 @@ import json
 import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from edgebundle.runtime._json import json_type, strict_decoder
 from edgebundle.runtime.errors import InputError
 from edgebundle.runtime.rows.categories import CategoryNames, category_code, code_tables
+from edgebundle.runtime.rows.json_block import (
+    ID_KEY,
+    Block,
+    Decoded,
+    block_of,
+    decode,
+    decode_block,
+    no_strings_but_keys,
+    only_keys_are_strings,
+)
 from edgebundle.runtime.rows.parsed import Row, RowError, to_float32
 
-ID_KEY = "id"
 _MAX_NAMED = 5  # unknown keys named in one error message
 
 
@@ -58,18 +65,18 @@ class JsonRowParser:
     ) -> npt.NDArray[np.float32] | list[Row | RowError]:
         """``parse_numbers(lines)`` when that is an array, else ``parse_lines(lines,
         first_lineno)``, decoding the block once for both (stdin's way through a batch)."""
-        decoded = _decode(lines)
+        decoded = decode(lines)
         x, block = (None, None) if decoded is None else self._numbers(decoded)
         return self._lines(lines, first_lineno, block) if x is None else x
 
     def parse_lines(self, lines: Sequence[bytes], first_lineno: int) -> list[Row | RowError]:
         """``parse_line`` of each line, numbered from ``first_lineno``, converted in one go."""
-        return self._lines(lines, first_lineno, _decode_block(lines))
+        return self._lines(lines, first_lineno, decode_block(lines))
 
     def _lines(
-        self, lines: Sequence[bytes], first_lineno: int, block: _Block | None
+        self, lines: Sequence[bytes], first_lineno: int, block: Block | None
     ) -> list[Row | RowError]:
-        """``parse_lines``, given ``_decode_block(lines)``."""
+        """``parse_lines``, given ``decode_block(lines)``."""
         if block is not None:
             return self._parse_decoded(
                 block.values, lambda i: f"line {first_lineno + i}", plain=self._is_plain(block)
@@ -92,44 +99,53 @@ class JsonRowParser:
         are numbers or null, all within float64's range: what ``parse_lines`` then gives row
         by row, without a ``Row`` each. ``None`` otherwise: then ``parse_lines`` says which
         line is what."""
-        decoded = _decode(lines)
+        decoded = decode(lines)
         return None if decoded is None else self._numbers(decoded)[0]
 
     def _numbers(
-        self, decoded: _Decoded
-    ) -> tuple[npt.NDArray[np.float32], None] | tuple[None, _Block | None]:
-        """``parse_numbers``, given the lines' ``_decode``; when that is ``None``, their
-        ``_block`` too, which ``_lines`` takes.
+        self, decoded: Decoded
+    ) -> tuple[npt.NDArray[np.float32], None] | tuple[None, Block | None]:
+        """``parse_numbers``, given the lines' ``decode``; when that is ``None``, their
+        ``Block`` (``block_of``) too, which ``_lines`` takes.
 
         Every step runs in C, without a Python call per row: a row costs less to score than
-        one such call per value would. No step needs the ``_block``'s counts: arrays of
+        one such call per value would. No step needs a ``Block``'s counts: arrays of
         numbers are spelled without ``"``, ``{``, ``t`` or ``f`` (NaN and Infinity fail the
         decoding), and a container nested in a line's value (all a value spanning lines or
-        sharing one needs, see ``_decode_block``) fails the conversion.
+        sharing one needs, see ``decode_block``) fails the conversion.
         """
         values, text = decoded
-        width = len(self._features)
         if not any(mark in text for mark in _NOT_NUMBERS):
-            if set(map(type, values)) == {list} and set(map(len, values)) == {width}:
-                x = self._to_float32(values, len(values))
-                if x is not None:
-                    return x, None
-        elif set(map(type, values)) == {dict} and not (
-            self._echo_id and any(map(operator.contains, values, itertools.repeat(ID_KEY)))
-        ):
-            # Objects, none with an id (which needs a Row to carry it), whose only strings
-            # are their keys, none spelled twice (as in _no_strings_but_keys), and holding no
-            # boolean. Each over a template of every feature (None: missing, as in
-            # _parse_decoded) gives its values in feature order; a key that is no feature
-            # makes it longer.
-            keys = sum(map(len, values))
-            if _quotes(text) == 2 * keys and not _may_hold_booleans(text):
-                merged = list(map(operator.or_, itertools.repeat(self._template), values))
-                if set(map(len, merged)) == {width}:
-                    x = self._to_float32(map(dict.values, merged), len(merged))
-                    if x is not None:
-                        return x, None
-        return None, _block(decoded)
+            x = self._arrays_of_numbers(values)
+        else:
+            x = self._objects_of_numbers(values, text)
+        return (None, block_of(decoded)) if x is None else (x, None)
+
+    def _arrays_of_numbers(self, values: list[Any]) -> npt.NDArray[np.float32] | None:
+        """``values`` (spelled without a string, object or boolean) as one array, when each
+        is an array of one number or null per feature."""
+        width = len(self._features)
+        if set(map(type, values)) != {list} or set(map(len, values)) != {width}:
+            return None
+        return self._to_float32(values, len(values))
+
+    def _objects_of_numbers(self, values: list[Any], text: bytes) -> npt.NDArray[np.float32] | None:
+        """``values`` as one array, when each is an object of features only (an id needs a
+        Row to carry it) whose values are numbers or null.
+
+        Each object over a template of every feature (None: missing, as in _parse_decoded)
+        gives its values in feature order; a key that is no feature makes it longer.
+        """
+        if set(map(type, values)) != {dict}:
+            return None
+        if self._echo_id and any(map(operator.contains, values, itertools.repeat(ID_KEY))):
+            return None
+        if not only_keys_are_strings(text, sum(map(len, values))):
+            return None
+        merged = list(map(operator.or_, itertools.repeat(self._template), values))
+        if set(map(len, merged)) != {len(self._features)}:
+            return None
+        return self._to_float32(map(dict.values, merged), len(merged))
 
     def _to_float32(self, rows: Iterable[Iterable[Any]], n: int) -> npt.NDArray[np.float32] | None:
         """``n`` rows of one int, float or None per feature as float32 (None: NaN), as
@@ -195,7 +211,7 @@ class JsonRowParser:
             for i, (value, row) in enumerate(zip(values, parsed, strict=True))
         ]
 
-    def _is_plain(self, block: _Block) -> bool:
+    def _is_plain(self, block: Block) -> bool:
         """Whether ``block``'s flat arrays and objects hold no string or boolean but echoed
         ids: when its text has no ``true`` or ``false`` and no ``"`` but the two around each
         key and each string id (a string value or an escaped quote would add more)."""
@@ -203,7 +219,7 @@ class JsonRowParser:
         if self._echo_id and block.objects:
             objects = (value for value in block.values if type(value) is dict)
             ids = sum(type(obj.get(ID_KEY)) is str for obj in objects)
-        return _no_strings_but_keys(block, ids)
+        return no_strings_but_keys(block, ids)
 
     def _has_one_per_feature(self, value: object) -> TypeGuard[list[Any]]:
         return type(value) is list and len(value) == len(self._features)
@@ -301,128 +317,6 @@ class JsonRowParser:
         return _json_number(value, feature)
 
 
-# Lines decoded together (see _decode): their values, and their text.
-_Decoded = tuple[list[Any], bytes]
-
-
-@dataclass(frozen=True, slots=True)
-class _Block:
-    """Lines decoded together whose values are the lines' (see _block), and counts taken
-    from their text once."""
-
-    values: list[Any]
-    text: bytes
-    objects: int  # how many of the values are objects
-    keys: int  # in all objects
-    quotes: int  # '"' in the text
-
-
-def _no_strings_but_keys(block: _Block, ids: int) -> bool:
-    """Whether the only strings of ``block`` are its keys and ``ids`` string ids, and no value
-    is a boolean."""
-    # Every string's quotes are counted: as many as two per key and id leave no other string
-    # (nor a key spelled twice).
-    return block.quotes == 2 * (block.keys + ids) and not _may_hold_booleans(block.text)
-
-
-def _may_hold_booleans(text: bytes) -> bool:
-    """Whether the values of ``text``, whose only strings are keys and ids, may hold a boolean.
-
-    ``true`` is the one JSON value spelled with both ``t`` and ``r`` (``false`` with ``f``,
-    ``a`` and ``s``), and finding that a letter is missing costs little; feature names rarely
-    hold all the letters of one. When they do, the text's ``t`` and ``f`` are kept with its
-    structure: those of a key are inside its quotes, those of ``true`` and ``false`` (all that
-    is left of them) right after an object's ``:`` or an array's ``[``, with nothing left of a
-    number or ``null`` in between. An id holding ``:t`` is taken for a boolean too: a slower
-    path, never a wrong answer.
-    """
-    if not _has_all(text, b"tr") and not _has_all(text, b"fas"):
-        return False
-    marks = text.translate(None, _NOT_MARKS)
-    return any(mark in marks for mark in _BOOLEAN_MARKS)
-
-
-def _quotes(text: bytes) -> int:
-    """``text.count(b'"')``, which is a byte-at-a-time loop: numpy compares in SIMD, ~13×
-    faster on a block of objects."""
-    return int(np.count_nonzero(np.frombuffer(text, np.uint8) == _QUOTE))
-
-
-def _has_all(text: bytes, letters: bytes) -> bool:
-    return all(letters[i : i + 1] in text for i in range(len(letters)))
-
-
-def _decode_block(lines: Sequence[bytes]) -> _Block | None:
-    """The JSON value of each line, decoded all at once, when every line is one flat array or
-    object (no container inside) with no repeated key: ``_block(_decode(lines))``. ``None``
-    when one might not be, and then each line is decoded alone, which says what is wrong
-    with it.
-
-    Decoding is most of the cost of a row: the block is decoded by orjson, which reads a
-    number ~3× faster than the standard library and gives the same value (both round
-    correctly; it refuses NaN, Infinity, an overflow, a lone surrogate and bad UTF-8 as
-    errors, which the line's own decoding then names), as a JSON array of the lines. The
-    block's value is each line's value when each line is framed by ``[``/``{`` and
-    ``]``/``}``, the values are as many as the lines and none nests a container: a string
-    cannot span lines (it would hold a raw newline, which JSON refuses), so a line's last
-    bracket closes a value at the block's top level and its first opens the next; as many
-    values as lines leaves no line holding two. No key repeats when the ``:`` are as many as
-    the objects' keys (see ``_decode_json``). The brackets, colons and quotes are counted in
-    the text's structural bytes alone, a sixth of it for objects of numbers. orjson reads
-    an integer beyond 64 bits as a float: harmless for a feature, which becomes a float
-    anyway, but an echoed id must come back as it was sent, so a block with such an id is
-    decoded again line by line.
-    """
-    decoded = _decode(lines)
-    return None if decoded is None else _block(decoded)
-
-
-def _decode(lines: Sequence[bytes]) -> _Decoded | None:
-    """The lines decoded together, when each is framed as one array or object and orjson
-    finds as many values as lines (see ``_decode_block`` for when those are the lines')."""
-    if not lines or not _framed(lines):
-        return None
-    text = b",\n".join(lines)
-    try:
-        values: list[Any] = orjson.loads(b"[" + text + b"]")
-    except orjson.JSONDecodeError:  # an error of some line, which decoding it names
-        return None
-    return (values, text) if len(values) == len(lines) else None
-
-
-def _block(decoded: _Decoded) -> _Block | None:
-    """``decoded`` as a ``_Block``, when its values are its lines' (see ``_decode_block``)."""
-    values, text = decoded
-    marks = text.translate(None, _NOT_STRUCTURAL)
-    if marks.count(b"[") + marks.count(b"{") != len(values) and not all(map(_is_flat, values)):
-        return None
-    objects = [value for value in values if type(value) is dict]
-    keys = sum(map(len, objects))
-    if objects and (marks.count(b":") != keys or any(map(_wide_int_id, objects))):
-        return None
-    return _Block(values, text, len(objects), keys, marks.count(b'"'))
-
-
-def _wide_int_id(obj: dict[str, Any]) -> bool:
-    """Whether the object's id may be an integer literal orjson read as a float."""
-    value = obj.get(ID_KEY)
-    return type(value) is float and value.is_integer() and abs(value) >= _INT64_LIMIT
-
-
-def _framed(lines: Sequence[bytes]) -> bool:
-    """Whether every line starts with ``[`` or ``{`` and ends with ``]`` or ``}``."""
-    return all(map(bytes.startswith, lines, itertools.repeat(_OPENING))) and all(
-        map(bytes.endswith, lines, itertools.repeat(_CLOSING))
-    )
-
-
-def _is_flat(value: object) -> bool:
-    """Whether ``value`` is an array or object holding no array or object."""
-    if type(value) is dict:
-        return _CONTAINERS.isdisjoint(map(type, value.values()))
-    return type(value) is list and _CONTAINERS.isdisjoint(map(type, value))
-
-
 def _decode_line(line: bytes, where: str) -> object:
     """The line's JSON value, or the ``RowError`` for a blank or undecodable line."""
     if not line.strip():
@@ -455,16 +349,8 @@ def _loads_row(line: bytes) -> object:
 
 
 _PLAIN_TYPES = frozenset({float, int, type(None)})
-_CONTAINERS = frozenset({list, dict})
-_OPENING = (b"[", b"{")
-_CLOSING = (b"]", b"}")
 _NOT_NUMBERS = (b'"', b"{", b"t", b"f")
-_QUOTE = ord('"')
-_NOT_STRUCTURAL = bytes(set(range(256)) - set(b'[]{}:"'))
-_NOT_MARKS = bytes(set(range(256)) - set(b'[]{}:"tf'))
-_BOOLEAN_MARKS = (b":t", b":f", b"[t", b"[f")
 _JSON_SPACE = " \t\n\r"
-_INT64_LIMIT = 2.0**63
 
 _DECODER = strict_decoder(
     lambda key: InputError(f"duplicate key {key!r}"),
